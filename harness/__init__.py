@@ -1,0 +1,1 @@
+"""Confidential-boot firmware harness: build, inspect, measure and boot SEV OVMF."""

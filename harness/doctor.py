@@ -1,0 +1,251 @@
+"""Host prerequisites: check them, install what is missing, start Docker, probe QEMU.
+
+Missing packages are installed with apt when we run as root on Debian or Ubuntu;
+otherwise the exact command to run is printed. A Docker engine that is installed but
+not running is started (root only), with overlay2 and vfs as the fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from harness import run
+from harness.errors import CommandError, PrerequisiteError
+from harness.qemu import QEMU, pick_accelerator
+
+log = logging.getLogger(__name__)
+
+#: dockerd needs a few seconds to come up (longer when it first sets up vfs).
+DOCKERD_START_TIMEOUT = 60.0
+DOCKERD_LOG = Path("/var/log/harness-dockerd.log")
+#: Debian's reference firmware: the accelerator probe and the tests boot and parse it.
+DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A host tool we need, how to recognise it, and the Debian package that has it.
+
+    Attributes:
+        provides: programs looked up on PATH, or absolute paths of files; all must exist.
+    """
+
+    name: str
+    package: str
+    provides: tuple[str, ...]
+    purpose: str
+
+    def present(self) -> bool:
+        return all(
+            Path(p).exists() if p.startswith("/") else run.which(p) is not None
+            for p in self.provides
+        )
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("qemu", "qemu-system-x86", (QEMU,), "boots the firmware and guests"),
+    Requirement("docker", "docker.io", ("dockerd", "docker"), "the builder containers"),
+    Requirement("cryptsetup", "cryptsetup-bin", ("cryptsetup",), "LUKS headers for images"),
+    Requirement("mtools", "mtools", ("mcopy",), "FAT images without mounting"),
+    Requirement("dosfstools", "dosfstools", ("mkfs.fat",), "FAT filesystems"),
+    Requirement("e2fsprogs", "e2fsprogs", ("mkfs.ext4",), "ext4 root filesystems"),
+    Requirement("debootstrap", "debootstrap", ("debootstrap",), "base images without a registry"),
+    Requirement("ovmf", "ovmf", (str(DEBIAN_OVMF),), "reference firmware for probes and tests"),
+    Requirement(
+        "grub-mkimage",
+        "grub-common",
+        ("grub-mkimage",),
+        "reference GRUB images for the tests",
+    ),
+    Requirement(
+        "grub x86_64-efi modules",
+        "grub-efi-amd64-bin",
+        ("/usr/lib/grub/x86_64-efi/normal.mod",),
+        "reference GRUB images for the tests",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def _can_apt() -> bool:
+    return (
+        os.geteuid() == 0
+        and run.which("apt-get") is not None
+        and Path("/etc/debian_version").exists()
+    )
+
+
+def apt_command(packages: list[str]) -> str:
+    return "sudo apt-get install -y " + " ".join(packages)
+
+
+def install_packages(reqs: list[Requirement]) -> None:
+    """Install the packages behind *reqs* with apt.
+
+    Raises:
+        PrerequisiteError: not root on Debian/Ubuntu (the message gives the command), or
+            apt failed.
+    """
+    packages = sorted({r.package for r in reqs})
+    if not _can_apt():
+        raise PrerequisiteError(
+            "Missing host tools: " + ", ".join(r.name for r in reqs) + ".",
+            hint=f"run: {apt_command(packages)}",
+        )
+    log.info("installing with apt: %s", " ".join(packages))
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run.run(["apt-get", "update", "-qq"], env=env, timeout=600)
+        run.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+            env=env,
+            timeout=1800,
+        )
+    except CommandError as err:
+        raise PrerequisiteError(
+            f"apt could not install {' '.join(packages)}.", hint=err.output_tail or None
+        ) from err
+
+
+def docker_client(timeout: float = 10) -> docker.DockerClient:
+    """A client for the engine DOCKER_HOST (or the default socket) names.
+
+    Raises:
+        PrerequisiteError: the engine does not answer.
+    """
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except docker.errors.DockerException as err:
+        raise PrerequisiteError(
+            "The Docker engine is not reachable.",
+            hint="start it (dockerd --iptables=false --bridge=none) or run ./inv doctor as root",
+        ) from err
+    return client
+
+
+def _engine_check(client: docker.DockerClient) -> Check:
+    info = client.info()
+    return Check(
+        "docker engine",
+        True,
+        f"{info.get('ServerVersion', '?')}, storage driver {info.get('Driver', '?')}",
+    )
+
+
+def start_docker() -> docker.DockerClient:
+    """Start dockerd in the background (overlay2, then vfs) and wait for it.
+
+    Raises:
+        PrerequisiteError: not root, dockerd missing, or it never answers.
+    """
+    if os.geteuid() != 0 or os.environ.get("DOCKER_HOST"):
+        raise PrerequisiteError(
+            "The Docker engine is not running.",
+            hint="ask an administrator to start it (systemctl start docker)",
+        )
+    for driver in ("overlay2", "vfs"):
+        log.info("starting dockerd (storage driver %s), log in %s", driver, DOCKERD_LOG)
+        proc = run.spawn(
+            ["dockerd", "--iptables=false", "--bridge=none", f"--storage-driver={driver}"],
+            log_path=DOCKERD_LOG,
+        )
+        deadline = time.monotonic() + DOCKERD_START_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                return docker_client(timeout=5)
+            except PrerequisiteError:
+                time.sleep(1)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+        log.info("dockerd with %s did not come up (exit %s)", driver, proc.returncode)
+    raise PrerequisiteError(
+        "dockerd would not start with overlay2 or vfs.", hint=f"see {DOCKERD_LOG}"
+    )
+
+
+def ensure_docker(fix: bool) -> Check:
+    try:
+        return _engine_check(docker_client())
+    except PrerequisiteError as err:
+        if not fix:
+            return Check("docker engine", False, str(err))
+    try:
+        return _engine_check(start_docker())
+    except PrerequisiteError as err:
+        return Check("docker engine", False, str(err))
+
+
+def ensure(fix: bool = True, probe: bool = True) -> list[Check]:
+    """Check every prerequisite; with *fix*, install packages and start Docker.
+
+    Returns:
+        One Check per prerequisite, the accelerator probe last.
+    """
+    missing = [r for r in REQUIREMENTS if not r.present()]
+    checks: list[Check] = []
+    if missing and fix:
+        try:
+            install_packages(missing)
+        except PrerequisiteError as err:
+            checks.append(Check("apt", False, str(err)))
+        missing = [r for r in REQUIREMENTS if not r.present()]
+    for r in REQUIREMENTS:
+        ok = r not in missing
+        where = (
+            ", ".join(str(run.which(p) or p) for p in r.provides)
+            if ok
+            else (f"missing; {apt_command([r.package])}")
+        )
+        checks.append(Check(r.name, ok, f"{where}  ({r.purpose})"))
+    if not any(r.name == "docker" for r in missing):
+        checks.append(ensure_docker(fix))
+    else:
+        checks.append(Check("docker engine", False, "dockerd is not installed"))
+    if probe and not any(r.name in ("qemu", "ovmf") for r in missing):
+        checks.append(accelerator_check(DEBIAN_OVMF))
+    return checks
+
+
+def accelerator_check(firmware: Path) -> Check:
+    try:
+        accel, results = pick_accelerator(firmware)
+    except PrerequisiteError as err:
+        return Check("accelerator", False, str(err))
+    detail = "; ".join(f"{r.accel}: {r.detail}" for r in results)
+    return Check("accelerator", True, f"{accel} ({detail})")
+
+
+def render(checks: list[Check]) -> str:
+    return "\n".join(f"{'ok' if c.ok else 'MISSING':8} {c.name:24} {c.detail}" for c in checks)
+
+
+def require_all(fix: bool = True, probe: bool = True) -> list[Check]:
+    """Like :func:`ensure`, but raise when anything is still missing.
+
+    Raises:
+        PrerequisiteError: listing every failed check.
+    """
+    checks = ensure(fix=fix, probe=probe)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise PrerequisiteError(
+            "Host prerequisites are missing:\n" + render(failed),
+        )
+    return checks

@@ -1,0 +1,106 @@
+"""Every error the harness raises on purpose.
+
+Hierarchy::
+
+    HarnessError                   root; carries a one-sentence message and a hint
+    ├── InputError                 the user gave us something unusable (exit 2)
+    │   ├── FirmwareFormatError    bytes that are not a (well-formed) firmware image
+    │   ├── SecretFormatError      a secret table or packet that breaks its format
+    │   └── ConfigError            bad option values or combinations
+    ├── VerificationError          a cryptographic check failed (exit 1): the launch
+    │                              measurement or a packet MAC does not match
+    └── InfrastructureError        the machine cannot do the job (exit 3)
+        ├── CommandError           a subprocess failed: command, status, output tail
+        └── PrerequisiteError      a host tool, Docker engine or accelerator is missing
+
+Input and verification errors are verdicts about what we were given; infrastructure
+errors say the run itself could not happen. Callers (and schedulers) tell them apart by
+class and by exit status.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Root of the harness's errors.
+
+    Args:
+        message: one sentence saying what went wrong.
+        hint: optional sentence saying what to do about it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}\n  hint: {self.hint}"
+
+
+class InputError(HarnessError):
+    """Unusable input from the user."""
+
+    exit_code = 2
+
+
+class FirmwareFormatError(InputError):
+    """A firmware image, or a structure inside it, is malformed."""
+
+
+class SecretFormatError(InputError):
+    """A secret table or launch-secret packet breaks its format."""
+
+
+class ConfigError(InputError):
+    """Option values that cannot work, alone or together."""
+
+
+class VerificationError(HarnessError):
+    """A measurement or MAC did not verify."""
+
+    exit_code = 1
+
+
+class InfrastructureError(HarnessError):
+    """The machine could not do the job; not a verdict on the firmware."""
+
+    exit_code = 3
+
+
+class CommandError(InfrastructureError):
+    """A subprocess exited non-zero (or could not start).
+
+    Attributes:
+        argv: the command as run.
+        returncode: its exit status (None when it could not start or timed out).
+        output_tail: the last lines of its combined output.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: list[str],
+        returncode: int | None,
+        output_tail: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.argv = argv
+        self.returncode = returncode
+        self.output_tail = output_tail
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.output_tail:
+            text += "\n  last output:\n" + "\n".join(
+                "    " + line for line in self.output_tail.splitlines()
+            )
+        return text
+
+
+class PrerequisiteError(InfrastructureError):
+    """A host prerequisite is missing or unusable."""

@@ -1,0 +1,1 @@
+"""Parsers for OVMF firmware images: reset-vector GUID table, firmware volumes, PE."""

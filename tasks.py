@@ -1,0 +1,210 @@
+"""Tasks of the confidential-boot firmware harness. `./inv --list` shows them."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import sys
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
+
+from harness import doctor as doctor_mod
+from harness.cli import entry
+from harness.errors import PrerequisiteError
+
+
+@task(
+    help={
+        "fix": "install missing packages and start Docker (default: yes)",
+        "probe": "boot OVMF under KVM and TCG to find a working accelerator",
+    }
+)
+@entry
+def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
+    """Check host prerequisites (tools, Docker engine, QEMU accelerator)."""
+    checks = doctor_mod.ensure(fix=fix, probe=probe)
+    print(doctor_mod.render(checks))
+    if not all(ch.ok for ch in checks):
+        raise PrerequisiteError("Some prerequisites are missing (see above).")
+
+
+@task(help={"firmware": "the firmware image (OVMF.fd)", "json": "print JSON (harness-inspect/1)"})
+@entry
+def inspect(c: Context, firmware: str, json: bool = False) -> None:
+    """Describe a firmware image: GUID table, secret area, volumes, GRUB, digests."""
+    from pathlib import Path
+
+    from harness.firmware.summary import describe, render_text
+
+    report = describe(Path(firmware))
+    sys.stdout.write(jsonlib.dumps(report, indent=2) + "\n" if json else render_text(report))
+
+
+@task(
+    help={
+        "m": "pytest marker expression, e.g. unit",
+        "k": "pytest -k expression",
+        "jobs": "parallel workers (pytest-xdist); 0 runs in-process",
+    }
+)
+@entry
+def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
+    """Run the test suite (`-m unit` for the quick loop, without host checks)."""
+    from harness import run
+
+    if m != "unit":
+        print(doctor_mod.render(doctor_mod.require_all(fix=True, probe=False)), file=sys.stderr)
+    argv = [sys.executable, "-m", "pytest"]
+    argv += ["-m", m] if m else []
+    argv += ["-k", k] if k else []
+    argv += ["-n", str(jobs)] if jobs else []
+    proc = run.run(argv, check=False, capture=False)
+    if proc.returncode:
+        from invoke.exceptions import Exit
+
+        raise Exit(code=proc.returncode)
+
+
+sev = Collection("sev")
+
+
+@task(
+    help={
+        "firmware": "OVMF image the guest boots",
+        "kernel": "measured direct-boot kernel",
+        "initrd": "its initrd",
+        "append": "its command line",
+    }
+)
+@entry
+def digest(
+    c: Context, firmware: str, kernel: str = "", initrd: str = "", append: str | None = None
+) -> None:
+    """Print the expected SEV launch digest (hex) of a firmware (+ measured kernel)."""
+    from harness.sev import owner
+
+    print(owner.digest(firmware, kernel or None, initrd or None, append).hex())
+
+
+@task(
+    help={
+        "firmware": "OVMF image the guest was launched with",
+        "launch_measure": "base64 from QMP query-sev-launch-measure",
+        "tik": "file with the 16-byte TIK",
+        "api_major": "SEV API major version",
+        "api_minor": "SEV API minor version",
+        "build": "SEV firmware build id",
+        "policy": "guest policy (decimal or 0x..)",
+        "kernel": "measured direct-boot kernel",
+        "initrd": "its initrd",
+        "append": "its command line",
+    }
+)
+@entry
+def verify(
+    c: Context,
+    firmware: str,
+    launch_measure: str,
+    tik: str,
+    api_major: str,
+    api_minor: str,
+    build: str,
+    policy: str,
+    kernel: str = "",
+    initrd: str = "",
+    append: str | None = None,
+) -> None:
+    """Check a launch measurement against the firmware; non-zero exit on mismatch."""
+    from harness.sev import owner
+    from harness.sev.measure import PlatformInfo
+
+    platform = PlatformInfo(
+        owner.parse_int(api_major, "API major version"),
+        owner.parse_int(api_minor, "API minor version"),
+        owner.parse_int(build, "build id"),
+        owner.parse_int(policy, "policy"),
+    )
+    found = owner.verify(
+        firmware, launch_measure, tik, platform, kernel or None, initrd or None, append
+    )
+    print(f"measurement verified: launch digest {found.hex()}")
+
+
+@task(
+    iterable=["entry"],
+    help={
+        "tek": "file with the 16-byte TEK",
+        "tik": "file with the 16-byte TIK",
+        "tiktek": "sev-tool tmp_tk.bin (TEK then TIK)",
+        "launch_measure": "base64 from QMP query-sev-launch-measure (binds the packet)",
+        "passphrase_file": "file holding the disk passphrase",
+        "entry": "extra secret GUID:FILE (repeatable)",
+        "header_out": "where to write the 52-byte packet header (0600)",
+        "secret_out": "where to write the encrypted payload (0600)",
+        "firmware": "refuse a table that does not fit this firmware's secret block",
+        "base64": "write QMP-ready base64 instead of raw bytes",
+    },
+)
+@entry
+def secret(
+    c: Context,
+    launch_measure: str,
+    passphrase_file: str,
+    header_out: str,
+    secret_out: str,
+    tek: str = "",
+    tik: str = "",
+    tiktek: str = "",
+    entry: list[str] | None = None,
+    firmware: str = "",
+    base64: bool = False,
+) -> None:
+    """Build the encrypted LAUNCH_SECRET packet carrying the disk passphrase."""
+    from harness.sev import owner
+
+    keys = owner.load_keys(tek or None, tik or None, tiktek or None)
+    out = owner.build_secret(
+        keys,
+        launch_measure,
+        passphrase_file,
+        entry or [],
+        header_out,
+        secret_out,
+        firmware or None,
+        base64,
+    )
+    print(
+        f"wrote {out.header_path} and {out.secret_path} "
+        f"({out.entries} entries, {out.table_size}-byte table)"
+    )
+
+
+@task(help={"out": "file to create (0600): TEK then TIK, 16 bytes each"})
+@entry
+def keys(c: Context, out: str) -> None:
+    """Generate fresh transport keys in sev-tool's tmp_tk.bin layout (for simulated launches)."""
+    from harness.sev import owner
+
+    owner.write_keys(out)
+    print(f"wrote {out}")
+
+
+for t in (digest, verify, secret, keys):
+    sev.add_task(t)
+
+bench = Collection("bench")
+
+
+@task(name="inspect", help={"runs": "repetitions of each command"})
+@entry
+def bench_inspect(c: Context, runs: int = 10) -> None:
+    """Time `inspect --json` on a 4 MiB image next to `python -c pass` (the floor)."""
+    from harness import bench as bench_mod
+
+    print(bench_mod.inspect(runs))
+
+
+bench.add_task(bench_inspect)
+
+ns = Collection(doctor, inspect, test, sev, bench)
