@@ -395,8 +395,8 @@ def lzma_decompress(data: bytes, *, x86: bool, where: str) -> bytes:
     ]
     if x86:
         filters.insert(0, {"id": lzma.FILTER_X86})
-    decoder = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=filters)
     try:
+        decoder = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=filters)
         plain = decoder.decompress(data[LZMA_HEADER.size :], max_length=out_size)
     except lzma.LZMAError as err:
         raise FirmwareFormatError(f"The LZMA data in {where} is corrupt ({err}).") from err

@@ -1,0 +1,87 @@
+"""Shared fixtures and the rule that CI never skips for a missing tool.
+
+Tests under tests/unit are marked ``unit`` automatically. Markers that name a
+prerequisite (``qemu``, ``docker``, ``tools``, ``kvm``) skip with a reason when it is
+absent, except under ``CI=true``, where a missing prerequisite fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import doctor
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _docker_up() -> str | None:
+    try:
+        doctor.docker_client(timeout=5)
+    except Exception as err:
+        return f"Docker engine not reachable ({err})"
+    return None
+
+
+def _tools_present() -> str | None:
+    missing = [r.name for r in doctor.REQUIREMENTS if r.name != "docker" and not r.present()]
+    return f"missing host tools: {', '.join(missing)}" if missing else None
+
+
+def _kvm_usable() -> str | None:
+    return None if os.access("/dev/kvm", os.R_OK | os.W_OK) else "/dev/kvm not usable"
+
+
+def _qemu_present() -> str | None:
+    return None if shutil.which("qemu-system-x86_64") else "qemu-system-x86_64 not installed"
+
+
+PREREQUISITES: dict[str, Callable[[], str | None]] = {
+    "docker": _docker_up,
+    "tools": _tools_present,
+    "qemu": _qemu_present,
+    "kvm": _kvm_usable,
+}
+_cache: dict[str, str | None] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if (DATA.parent / "unit") in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.unit)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for name, check in PREREQUISITES.items():
+        if item.get_closest_marker(name) is None:
+            continue
+        if name not in _cache:
+            _cache[name] = check()
+        reason = _cache[name]
+        if reason is None:
+            continue
+        if IN_CI:
+            pytest.fail(f"CI must not skip: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def debian_ovmf() -> Path:
+    """Debian's stock OVMF.fd (package ovmf): a real OvmfPkgX64 build, no secret block."""
+    if not doctor.DEBIAN_OVMF.exists():
+        if IN_CI:
+            pytest.fail("CI must not skip: Debian's ovmf package is not installed", pytrace=False)
+        pytest.skip("Debian's ovmf package is not installed")
+    return doctor.DEBIAN_OVMF
+
+
+@pytest.fixture(scope="session")
+def amdsev_tail() -> bytes:
+    """The AmdSev reset-vector tail under tests/data (see tests/data/README.md)."""
+    return (DATA / "amdsev-tail.bin").read_bytes()
