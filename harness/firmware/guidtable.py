@@ -69,8 +69,11 @@ class MemoryBlock:
 
     @property
     def present(self) -> bool:
-        """True when the firmware really reserves the block (stock OVMF has 0/0)."""
-        return self.size > 0
+        """True when the firmware really reserves the block (stock OVMF has 0/0).
+
+        QEMU and sev-snp-measure treat a zero base as "no block" whatever the size.
+        """
+        return self.base != 0 and self.size > 0
 
 
 class SevSectionType(enum.IntEnum):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import FirmwareFormatError, InputError
+from harness.files import read_input
 from harness.firmware import guids
 from harness.firmware.fv import FfsFile, FirmwareVolume, SectionType, find_volumes
 from harness.firmware.guidtable import (
@@ -31,21 +32,14 @@ Json = dict[str, Any]
 
 
 def read_firmware(path: Path) -> bytes:
-    """Read a firmware file, turning OS errors into one clear sentence.
+    """Read a firmware file.
 
     Raises:
         InputError: missing, unreadable, a directory, or empty.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as err:
-        raise InputError(f"{path}: no such file.") from err
-    except IsADirectoryError as err:
-        raise InputError(f"{path} is a directory, not a firmware image.") from err
-    except OSError as err:
-        raise InputError(f"{path} cannot be read: {err.strerror}.") from err
+    data = read_input(path, "firmware")
     if not data:
-        raise InputError(f"{path} is empty.")
+        raise InputError(f"The firmware file {path} is empty.")
     return data
 
 

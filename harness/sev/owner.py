@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cli import read_input, write_private
 from harness.errors import ConfigError, InputError
+from harness.files import read_input, write_private
 from harness.firmware.guidtable import parse_guid_table
 from harness.firmware.summary import read_firmware
 from harness.sev.measure import LaunchMeasure, PlatformInfo, launch_digest, verify_measurement

@@ -121,15 +121,16 @@ class SecretTable:
             )
         entries: list[SecretEntry] = []
         pos, left = SECRET_HEADER.size, length - SECRET_HEADER.size
-        while left >= SECRET_ENTRY.size and len(entries) < LINUX_MAX_ENTRIES:
+        live = 0  # Linux counts only entries it exposes towards its limit
+        while left >= SECRET_ENTRY.size and live < LINUX_MAX_ENTRIES:
             raw_guid, elen = SECRET_ENTRY.unpack_from(area, pos)
             if elen < SECRET_ENTRY.size or elen > left:
                 raise SecretFormatError(
                     f"The secret entry at offset {pos:#x} has length {elen}; the area is corrupted."
                 )
-            entries.append(
-                SecretEntry(guids.from_le(raw_guid), area[pos + SECRET_ENTRY.size : pos + elen])
-            )
+            entry = SecretEntry(guids.from_le(raw_guid), area[pos + SECRET_ENTRY.size : pos + elen])
+            entries.append(entry)
+            live += not entry.deleted
             pos += elen
             left -= elen
         return cls(tuple(entries))

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from harness.cli import entry, write_private
+from harness.cli import entry
 from harness.errors import FirmwareFormatError, InputError, VerificationError
+from harness.files import write_private
 
 
 def test_private_files_are_0600(tmp_path: Path) -> None:
