@@ -9,7 +9,6 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from harness import doctor as doctor_mod
 from harness.cli import entry
 from harness.errors import PrerequisiteError
 
@@ -23,6 +22,8 @@ from harness.errors import PrerequisiteError
 @entry
 def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
     """Check host prerequisites (tools, Docker engine, QEMU accelerator)."""
+    from harness import doctor as doctor_mod
+
     checks = doctor_mod.ensure(fix=fix, probe=probe)
     print(doctor_mod.render(checks))
     if not all(ch.ok for ch in checks):
@@ -51,6 +52,7 @@ def inspect(c: Context, firmware: str, json: bool = False) -> None:
 @entry
 def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
     """Run the test suite (`-m unit` for the quick loop, without host checks)."""
+    from harness import doctor as doctor_mod
     from harness import run
 
     if m != "unit":
