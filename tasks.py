@@ -14,10 +14,11 @@ from harness.errors import PrerequisiteError
 
 
 @task(
+    positional=[],
     help={
         "fix": "install missing packages and start Docker (default: yes)",
         "probe": "boot OVMF under KVM and TCG to find a working accelerator",
-    }
+    },
 )
 @entry
 def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
@@ -30,7 +31,10 @@ def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
         raise PrerequisiteError("Some prerequisites are missing (see above).")
 
 
-@task(help={"firmware": "the firmware image (OVMF.fd)", "json": "print JSON (harness-inspect/1)"})
+@task(
+    positional=[],
+    help={"firmware": "the firmware image (OVMF.fd)", "json": "print JSON (harness-inspect/1)"},
+)
 @entry
 def inspect(c: Context, firmware: str, json: bool = False) -> None:
     """Describe a firmware image: GUID table, secret area, volumes, GRUB, digests."""
@@ -43,11 +47,12 @@ def inspect(c: Context, firmware: str, json: bool = False) -> None:
 
 
 @task(
+    positional=[],
     help={
         "m": "pytest marker expression, e.g. unit",
         "k": "pytest -k expression",
         "jobs": "parallel workers (pytest-xdist); 0 runs in-process",
-    }
+    },
 )
 @entry
 def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
@@ -72,12 +77,13 @@ sev = Collection("sev")
 
 
 @task(
+    positional=[],
     help={
         "firmware": "OVMF image the guest boots",
         "kernel": "measured direct-boot kernel",
         "initrd": "its initrd",
         "append": "its command line",
-    }
+    },
 )
 @entry
 def digest(
@@ -90,6 +96,7 @@ def digest(
 
 
 @task(
+    positional=[],
     help={
         "firmware": "OVMF image the guest was launched with",
         "launch_measure": "base64 from QMP query-sev-launch-measure",
@@ -101,7 +108,7 @@ def digest(
         "kernel": "measured direct-boot kernel",
         "initrd": "its initrd",
         "append": "its command line",
-    }
+    },
 )
 @entry
 def verify(
@@ -134,6 +141,7 @@ def verify(
 
 
 @task(
+    positional=[],
     iterable=["entry"],
     help={
         "tek": "file with the 16-byte TEK",
@@ -182,7 +190,7 @@ def secret(
     )
 
 
-@task(help={"out": "file to create (0600): TEK then TIK, 16 bytes each"})
+@task(positional=[], help={"out": "file to create (0600): TEK then TIK, 16 bytes each"})
 @entry
 def keys(c: Context, out: str) -> None:
     """Generate fresh transport keys in sev-tool's tmp_tk.bin layout (for simulated launches)."""
@@ -198,7 +206,7 @@ for t in (digest, verify, secret, keys):
 bench = Collection("bench")
 
 
-@task(name="inspect", help={"runs": "repetitions of each command"})
+@task(positional=[], name="inspect", help={"runs": "repetitions of each command"})
 @entry
 def bench_inspect(c: Context, runs: int = 10) -> None:
     """Time `inspect --json` on a 4 MiB image next to `python -c pass` (the floor)."""

@@ -81,13 +81,15 @@ def parse_entry(spec: str) -> SecretEntry:
         guid = uuid.UUID(guid_text)
     except ValueError as err:
         raise ConfigError(f"--entry {spec!r}: {guid_text!r} is not a GUID.") from err
+    if guid.int == 0:
+        raise ConfigError(f"--entry {spec!r}: the all-zero GUID marks a deleted entry.")
     return SecretEntry(guid, read_input(path, f"secret entry {guid}"))
 
 
 def read_passphrase(path: str) -> bytes:
     """A passphrase file's contents without the final newline an editor adds."""
     data = read_input(path, "passphrase")
-    data = data[:-1] if data.endswith(b"\n") else data
+    data = data.removesuffix(b"\n").removesuffix(b"\r")
     if not data:
         raise InputError(f"The passphrase file {path} is empty.")
     return data

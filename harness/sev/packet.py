@@ -119,6 +119,8 @@ def build_packet(
         raise SecretFormatError("The secret table must be padded to a multiple of 16 bytes.")
     if len(measurement) != 32:
         raise InputError("The launch measurement must be 32 bytes.")
+    if not 0 <= flags <= 0xFFFFFFFF:
+        raise InputError(f"The packet flags must fit in 32 bits, not {flags:#x}.")
     iv = os.urandom(IV_SIZE) if iv is None else iv
     if len(iv) != IV_SIZE:
         raise InputError("The IV must be 16 bytes.")

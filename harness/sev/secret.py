@@ -81,6 +81,11 @@ class SecretTable:
         live = [e.guid for e in self.entries if not e.deleted]
         if len(set(live)) != len(live):
             raise SecretFormatError("The secret table has two entries with the same GUID.")
+        if len(live) > LINUX_MAX_ENTRIES:
+            raise SecretFormatError(
+                f"The secret table has {len(live)} entries; Linux reads only the first "
+                f"{LINUX_MAX_ENTRIES}."
+            )
         out = bytearray(SECRET_HEADER.pack(guids.EFI_SECRET_TABLE_HEADER.bytes_le, self.length))
         for e in self.entries:
             out += SECRET_ENTRY.pack(e.guid.bytes_le, e.length) + e.data

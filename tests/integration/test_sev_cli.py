@@ -426,3 +426,16 @@ def test_secret_failing_late_leaves_no_header(tmp_path: Path, inputs: dict[str, 
     proc = secret(tmp_path, key_args(inputs, "tiktek"))
     assert proc.returncode != 0
     assert sorted(p.name for p in out.iterdir()) == ["secret.bin"]
+
+
+def test_help_after_a_task_writes_nothing(tmp_path: Path) -> None:
+    for task in ("sev.keys", "sev.digest", "sev.secret", "sev.verify", "inspect"):
+        proc = subprocess.run(
+            [str(ROOT / "inv"), task, "--help"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0 and "Usage:" in proc.stdout, (task, proc.stderr)
+    assert list(tmp_path.iterdir()) == []

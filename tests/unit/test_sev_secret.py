@@ -293,3 +293,10 @@ def test_property_parse_raises_only_secret_format_error(area: bytes) -> None:
     assert pos <= length
     if len(table.entries) < LINUX_MAX_ENTRIES:
         assert length - pos < 20  # the walk only stops early at the entry limit
+
+
+def test_more_live_entries_than_linux_reads_are_refused() -> None:
+    entries = tuple(SecretEntry(UUID(int=i + 1), b"x") for i in range(65))
+    with pytest.raises(SecretFormatError, match="only the first 64"):
+        SecretTable(entries).serialize()
+    SecretTable(entries[:64]).serialize()
