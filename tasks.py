@@ -73,6 +73,80 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
         raise Exit(code=proc.returncode)
 
 
+BUILD_HELP = {
+    "tree_edk2": "build this local edk2 tree instead of the pin",
+    "tree_grub": "build this local GRUB tree instead of the pin",
+    "series": "apply our patch series (default); --no-series builds the tree as it is",
+    "base": "base image for the builder (default debian:bookworm)",
+    "out": "output directory (default out/)",
+}
+
+
+@task(positional=[], help={k: BUILD_HELP[k] for k in ("tree_grub", "series", "base", "out")})
+@entry
+def build_grub(
+    c: Context,
+    tree_grub: str = "",
+    series: bool = True,
+    base: str = "debian:bookworm",
+    out: str = "out",
+) -> None:
+    """Build GRUB (x86_64-efi) with patches/grub into out/grub."""
+    from pathlib import Path
+
+    from harness import containers
+    from harness.build import grub
+    from harness.build.common import Workspace
+
+    ws = Workspace(Path(out).resolve())
+    builder = containers.ensure_builder("bookworm", base, ws.root / "cache")
+    result = grub.build_grub(
+        ws, builder, local_tree=Path(tree_grub) if tree_grub else None, apply=series
+    )
+    grub.publish(result, ws.root / "grub")
+    print(f"GRUB installed in {ws.root / 'grub'}" + (" (from cache)" if result.cached else ""))
+
+
+@task(
+    positional=[], help={**BUILD_HELP, "debug": "DEBUG build with debug output on the serial port"}
+)
+@entry
+def build_ovmf(
+    c: Context,
+    debug: bool = False,
+    tree_edk2: str = "",
+    tree_grub: str = "",
+    series: bool = True,
+    base: str = "debian:bookworm",
+    out: str = "out",
+) -> None:
+    """Build the AmdSev OVMF.fd with our GRUB inside: out/ovmf/OVMF.fd + manifest.json."""
+    from pathlib import Path
+
+    from harness.build import ovmf
+    from harness.build.common import Workspace
+
+    result = ovmf.build_ovmf(
+        Workspace(Path(out).resolve()),
+        debug=debug,
+        base=base,
+        tree_edk2=Path(tree_edk2) if tree_edk2 else None,
+        tree_grub=Path(tree_grub) if tree_grub else None,
+        apply_series=series,
+    )
+    o = result.manifest["output"]
+    print(f"{result.firmware}{' (from cache)' if result.cached else ''}")
+    print(f"  sha256             {o['sha256']}")
+    print(f"  SEV launch digest  {o['sev_launch_digest']}")
+    area = o["secret_area"]
+    print(
+        f"  secret area        GPA {area['gpa']:#x}, {area['size']:#x} bytes"
+        if area
+        else "  secret area        none"
+    )
+    print(f"  manifest           {result.firmware.parent / 'manifest.json'}")
+
+
 sev = Collection("sev")
 
 
@@ -217,4 +291,4 @@ def bench_inspect(c: Context, runs: int = 10) -> None:
 
 bench.add_task(bench_inspect)
 
-ns = Collection(doctor, inspect, test, sev, bench)
+ns = Collection(doctor, inspect, test, build_grub, build_ovmf, sev, bench)

@@ -1,0 +1,320 @@
+"""Pinned upstream sources: load the pin, fetch the bytes, verify, cache, unpack.
+
+A pin (``patches/<component>/upstream.toml``) names a version, the archive file and its
+sha256, and the ways to get those bytes, tried in order:
+
+* ``debian``: ``apt-get source --download-only PKG=VERSION`` inside the builder
+  container. Only the orig tarball is needed, so apt failing on the .dsc is tolerated
+  when the tarball arrived and its sha256 matches.
+* ``tarball``: an upstream URL.
+* ``git``: a clone of ``url`` at ``tag`` (with submodules when asked); verified by the
+  commit the pin names, if it names one, since a checkout has no archive hash.
+
+Archives land in a content-addressed download cache: ``downloads/<sha256>/<file>``. A
+wrong sha256 is a hard error naming the file and both hashes, and nothing is cached.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import run
+from harness.errors import CommandError, ConfigError, InfrastructureError, InputError
+
+log = logging.getLogger(__name__)
+
+#: Generous: the edk2 orig tarball is 30 MB and mirrors can be slow.
+DOWNLOAD_TIMEOUT = 600.0
+
+
+class RouteKind(enum.StrEnum):
+    DEBIAN = "debian"
+    TARBALL = "tarball"
+    GIT = "git"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to obtain the pinned source."""
+
+    kind: RouteKind
+    url: str | None = None
+    tag: str | None = None
+    commit: str | None = None
+    submodules: bool = False
+    package: str | None = None
+    version: str | None = None
+
+    def describe(self) -> str:
+        if self.kind is RouteKind.DEBIAN:
+            return f"Debian source package {self.package}={self.version}"
+        if self.kind is RouteKind.GIT:
+            return f"git {self.url} at {self.tag}"
+        return f"{self.url}"
+
+
+@dataclass(frozen=True)
+class Quirk:
+    """A fix-up applied to the unpacked tree before the series, as data.
+
+    ``fill-empty-dir``: when ``path`` is missing or empty, copy ``from`` into it.
+    """
+
+    kind: str
+    path: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Pin:
+    component: str
+    name: str
+    version: str
+    archive: str
+    sha256: str
+    routes: tuple[Route, ...]
+    quirks: tuple[Quirk, ...]
+
+
+QUIRK_KINDS = ("fill-empty-dir",)
+
+
+def _req(table: dict[str, Any], key: str, where: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: '{key}' must be a non-empty string.")
+    return value
+
+
+def load_pin(path: Path, component: str | None = None) -> Pin:
+    """Read ``upstream.toml``.
+
+    Raises:
+        ConfigError: missing file, bad TOML, missing keys or unknown kinds.
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path} does not exist.") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}.") from err
+    sha = _req(data, "sha256", str(path)).lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ConfigError(f"{path}: sha256 must be 64 hex digits.")
+    routes = []
+    for i, raw in enumerate(data.get("source", [])):
+        where = f"{path} source #{i + 1}"
+        try:
+            kind = RouteKind(raw.get("kind"))
+        except ValueError as err:
+            raise ConfigError(f"{where}: kind must be one of debian, tarball, git.") from err
+        if kind is RouteKind.DEBIAN:
+            route = Route(
+                kind, package=_req(raw, "package", where), version=_req(raw, "version", where)
+            )
+        elif kind is RouteKind.TARBALL:
+            route = Route(kind, url=_req(raw, "url", where))
+        else:
+            route = Route(
+                kind,
+                url=_req(raw, "url", where),
+                tag=_req(raw, "tag", where),
+                commit=raw.get("commit"),
+                submodules=bool(raw.get("submodules", False)),
+            )
+        routes.append(route)
+    if not routes:
+        raise ConfigError(f"{path}: no [[source]] says where to get the archive.")
+    quirks = []
+    for i, raw in enumerate(data.get("quirk", [])):
+        where = f"{path} quirk #{i + 1}"
+        kind_name = _req(raw, "kind", where)
+        if kind_name not in QUIRK_KINDS:
+            raise ConfigError(f"{where}: unknown kind {kind_name!r}.")
+        quirks.append(Quirk(kind_name, _req(raw, "path", where), _req(raw, "from", where)))
+    return Pin(
+        component=component or path.parent.name,
+        name=_req(data, "name", str(path)),
+        version=_req(data, "version", str(path)),
+        archive=_req(data, "archive", str(path)),
+        sha256=sha,
+        routes=tuple(routes),
+        quirks=tuple(quirks),
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ChecksumError(InputError):
+    """Downloaded bytes do not match the pin."""
+
+
+@dataclass(frozen=True)
+class DownloadCache:
+    """``root/<sha256>/<file>``: an entry exists only once its hash was checked."""
+
+    root: Path
+
+    def path(self, pin: Pin) -> Path:
+        return self.root / pin.sha256 / pin.archive
+
+    def lookup(self, pin: Pin) -> Path | None:
+        p = self.path(pin)
+        return p if p.is_file() else None
+
+    def store(self, pin: Pin, candidate: Path, origin: str) -> Path:
+        """Verify *candidate* against the pin and move it into the cache.
+
+        Raises:
+            ChecksumError: the hash differs; *candidate* is deleted, nothing cached.
+        """
+        actual = sha256_file(candidate)
+        if actual != pin.sha256:
+            candidate.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"{pin.archive} from {origin} has sha256 {actual}, but the pin expects "
+                f"{pin.sha256}; nothing was cached."
+            )
+        target = self.path(pin)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(candidate, target)
+        return target
+
+
+#: Runs ``apt-get source`` somewhere (the builder container): (route, archive file
+#: name, download directory) -> the downloaded archive.
+DebianFetcher = Callable[[Route, str, Path], Path]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Either a verified archive or, for the git route, a checkout."""
+
+    archive: Path | None = None
+    checkout: Path | None = None
+    route: str = ""
+
+
+def _download(url: str, dest: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as resp, open(dest, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        raise InfrastructureError(f"Downloading {url} failed: {err}.") from err
+
+
+def _git_checkout(route: Route, dest: Path) -> None:
+    assert route.url and route.tag
+    argv = ["git", "clone", "--quiet", "--depth", "1", "--branch", route.tag]
+    if route.submodules:
+        argv += ["--recurse-submodules", "--shallow-submodules"]
+    run.run([*argv, route.url, str(dest)], timeout=DOWNLOAD_TIMEOUT)
+    if route.commit:
+        head = run.run(["git", "-C", str(dest), "rev-parse", "HEAD"]).stdout.decode().strip()
+        if head != route.commit:
+            raise ChecksumError(
+                f"{route.url} tag {route.tag} is commit {head}, but the pin expects {route.commit}."
+            )
+
+
+def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None = None) -> Fetched:
+    """Return the pinned source, from the cache or from the first route that works.
+
+    Raises:
+        ChecksumError: a route delivered bytes with the wrong hash (not retried:
+            that is a supply-chain problem to look at, not a flaky mirror).
+        InfrastructureError: no route worked; each one's reason is listed.
+    """
+    cached = cache.lookup(pin)
+    if cached:
+        return Fetched(archive=cached, route="download cache")
+    failures = []
+    cache.root.mkdir(parents=True, exist_ok=True)
+    for route in pin.routes:
+        log.info("fetching %s %s from %s", pin.name, pin.version, route.describe())
+        try:
+            if route.kind is RouteKind.TARBALL:
+                assert route.url
+                with tempfile.TemporaryDirectory(dir=cache.root) as tmp:
+                    part = Path(tmp) / pin.archive
+                    _download(route.url, part)
+                    return Fetched(
+                        archive=cache.store(pin, part, route.describe()), route=route.describe()
+                    )
+            if route.kind is RouteKind.DEBIAN:
+                if debian_fetcher is None:
+                    raise InfrastructureError("no builder container to run apt-get source in")
+                with tempfile.TemporaryDirectory(dir=cache.root) as tmp:
+                    part = debian_fetcher(route, pin.archive, Path(tmp))
+                    return Fetched(
+                        archive=cache.store(pin, part, route.describe()), route=route.describe()
+                    )
+            checkout = cache.root / "git" / f"{pin.name}-{pin.version}"
+            shutil.rmtree(checkout, ignore_errors=True)
+            _git_checkout(route, checkout)
+            return Fetched(checkout=checkout, route=route.describe())
+        except ChecksumError:
+            raise
+        except (InfrastructureError, CommandError) as err:
+            log.info("  %s: %s", route.describe(), err.message)
+            failures.append(f"{route.describe()}: {err.message}")
+    raise InfrastructureError(
+        f"{pin.archive} could not be fetched by any route.", hint="; ".join(failures)
+    )
+
+
+def unpack(fetched: Fetched, dest: Path) -> None:
+    """Unpack the archive (or copy the checkout) so that *dest* is the source root.
+
+    The archive's single top-level directory is stripped.
+
+    Raises:
+        InputError: the archive does not have exactly one top-level directory.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    if fetched.checkout is not None:
+        run.run(["cp", "-a", f"{fetched.checkout}/.", str(dest)])
+        shutil.rmtree(dest / ".git", ignore_errors=True)
+        return
+    assert fetched.archive is not None
+    tops = {
+        line.split("/", 1)[0]
+        for line in run.run(["tar", "-tf", str(fetched.archive)]).stdout.decode().splitlines()
+        if line.strip()
+    }
+    if len(tops) != 1:
+        raise InputError(f"{fetched.archive.name} does not unpack into one directory.")
+    run.run(["tar", "-xf", str(fetched.archive), "-C", str(dest), "--strip-components=1"])
+
+
+def apply_quirks(pin: Pin, tree: Path) -> list[str]:
+    """Apply the pin's quirks; return a line per quirk that changed something."""
+    done = []
+    for q in pin.quirks:
+        target, source = tree / q.path, tree / q.source
+        if target.is_dir() and any(target.iterdir()):
+            continue
+        if not source.is_dir():
+            raise ConfigError(f"Quirk for {pin.name}: {q.source} is not a directory in the source.")
+        target.mkdir(parents=True, exist_ok=True)
+        run.run(["cp", "-a", f"{source}/.", str(target)])
+        done.append(f"filled {q.path} from {q.source}")
+    return done

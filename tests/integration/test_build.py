@@ -1,0 +1,149 @@
+"""Real container builds: GRUB and AmdSev OVMF from the pins plus our series.
+
+These are slow (a cold build is several minutes on two cores), so one module-scoped
+build in a private workspace serves the inspection and cache tests. Downloads are
+shared with ``out/cache/downloads`` so the pinned archives are fetched once per machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import containers, doctor
+from harness.build import ovmf
+from harness.build.common import Workspace
+from harness.firmware.summary import describe
+from harness.patchset import PatchError
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"
+
+
+def workspace(root: Path, patches: Path | None = None) -> Workspace:
+    """A private workspace whose download cache is the shared one."""
+    SHARED_DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    (root / "cache").mkdir(parents=True, exist_ok=True)
+    link = root / "cache" / "downloads"
+    if not link.exists():
+        link.symlink_to(SHARED_DOWNLOADS)
+    return Workspace(root, patches or ROOT / "patches")
+
+
+def harness_containers() -> list[str]:
+    client = doctor.docker_client()
+    return [str(c.id) for c in client.containers.list(all=True, filters={"label": "harness=build"})]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, ovmf.OvmfBuild, float]:
+    ws = workspace(tmp_path_factory.mktemp("build"))
+    start = time.monotonic()
+    result = ovmf.build_ovmf(ws)
+    return ws, result, time.monotonic() - start
+
+
+def test_cold_build_produces_firmware_with_our_grub(
+    built: tuple[Workspace, ovmf.OvmfBuild, float],
+) -> None:
+    ws, result, _ = built
+    assert not result.cached
+    report = describe(result.firmware)
+    assert report["secret_area"] is not None and report["secret_area"]["size"] > 0
+    grub = report["grub"]
+    assert grub is not None and grub["pe"]["ok"]
+    assert "efisecret" in [m["name"] for m in grub["modules"]]
+    manifest = json.loads((result.firmware.parent / "manifest.json").read_text())
+    assert manifest["output"]["sha256"] == report["sha256"]
+    assert manifest["output"]["sev_launch_digest"] == report["sev_launch_digest"]
+    assert manifest["inputs"]["edk2"]["sha256"] == ws.component("ovmf").pin.sha256
+    assert [p["file"] for p in manifest["inputs"]["grub"]["patches"]] == [
+        p.path.name for p in ws.component("grub").patches
+    ]
+    assert any("gcc" in line for line in manifest["inputs"]["toolchain"])
+    assert (ws.root / "grub" / "bin" / "grub-mkimage").is_file()
+    assert os.stat(result.firmware).st_uid == os.getuid()
+    assert harness_containers() == []
+
+
+def test_inspect_task_on_the_built_firmware(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
+    _, result, _ = built
+    out = subprocess.run(
+        [str(ROOT / "inv"), "inspect", str(result.firmware)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "efisecret" in out.stdout and "a sane x86_64 EFI application" in out.stdout
+
+
+def test_rerun_is_served_from_cache(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
+    ws, first, _ = built
+    start = time.monotonic()
+    again = ovmf.build_ovmf(ws)
+    took = time.monotonic() - start
+    assert again.cached
+    assert again.manifest["output"]["sha256"] == first.manifest["output"]["sha256"]
+    print(f"warm rerun: {took:.1f} s")
+
+
+def test_patch_that_does_not_apply_builds_nothing(tmp_path: Path) -> None:
+    patches = tmp_path / "patches"
+    shutil.copytree(ROOT / "patches", patches)
+    (patch,) = sorted((patches / "ovmf").glob("0001-*.patch"))
+    patch.write_text(patch.read_text().replace(" cryptomount -s", " cryptomount --stale"))
+    ws = workspace(tmp_path / "out", patches)
+    with pytest.raises(PatchError, match=patch.name):
+        ovmf.build_ovmf(ws)
+    assert not (ws.root / "ovmf").exists()
+    assert not list(ws.builds.glob("ovmf-*"))
+
+
+def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
+    patches = tmp_path / "patches"
+    shutil.copytree(ROOT / "patches", patches)
+    bad = tmp_path / "grub2_2.14.orig.tar.xz"
+    bad.write_bytes(b"not the archive")
+    pin = patches / "grub" / "upstream.toml"
+    text = pin.read_text().replace('sha256 = "bc8d', 'sha256 = "0c8d')
+    pin.write_text(
+        text.split("[[source]]")[0] + f'[[source]]\nkind = "tarball"\nurl = "file://{bad}"\n'
+    )
+    ws = Workspace(tmp_path / "out", patches)
+    builder = containers.ensure_builder("bookworm")
+    from harness.build import grub
+    from harness.sources import ChecksumError
+
+    with pytest.raises(ChecksumError, match=r"grub2_2\.14\.orig\.tar\.xz"):
+        grub.build_grub(ws, builder)
+    assert not any(p.is_file() for p in (ws.root / "cache" / "downloads").rglob("*"))
+
+
+def test_ctrl_c_mid_build_leaves_no_container_and_no_cache_entry(tmp_path: Path) -> None:
+    ws = workspace(tmp_path / "out")
+    proc = subprocess.Popen(
+        [str(ROOT / "inv"), "build-grub", "--out", str(ws.root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 600
+    for line in proc.stdout:
+        if line.startswith("[grub]") or time.monotonic() > deadline:
+            break
+    assert harness_containers(), "the build container should be running now"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    assert harness_containers() == []
+    assert not list(ws.builds.glob("grub-*"))

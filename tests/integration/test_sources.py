@@ -1,0 +1,138 @@
+"""Fetching and patching without the network: file:// tarballs, a local git repository
+standing in for upstream git, wrong hashes, and patches that do not apply."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from harness import patchset, sources
+from harness.errors import InfrastructureError
+
+pytestmark = pytest.mark.tools
+GIT_ENV = {**patchset.GIT_ENV}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), **GIT_ENV},
+    ).stdout
+
+
+def make_upstream(tmp: Path) -> tuple[Path, Path]:
+    """A tiny 'upstream': a git repository tagged v1.0, and its release tarball."""
+    repo = tmp / "upstream"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "main.c").write_text("int main(void)\n{\n  return 0;\n}\n")
+    (repo / "README").write_text("demo\n")
+    git(repo.parent, "init", "-q", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "v1.0")
+    git(repo, "tag", "v1.0")
+    tarball = tmp / "demo-1.0.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        tar.add(repo / "src", arcname="demo-1.0/src")
+        tar.add(repo / "README", arcname="demo-1.0/README")
+    return repo, tarball
+
+
+def write_pin(tmp: Path, sha: str, routes: str) -> sources.Pin:
+    path = tmp / "upstream.toml"
+    path.write_text(
+        f'name = "demo"\nversion = "1.0"\narchive = "demo-1.0.tar.xz"\nsha256 = "{sha}"\n' + routes
+    )
+    return sources.load_pin(path)
+
+
+def make_patch(repo: Path, out: Path, old: str, new: str, signed: bool = True) -> Path:
+    (repo / "src" / "main.c").write_text((repo / "src" / "main.c").read_text().replace(old, new))
+    git(repo, "commit", "-qam", "main: change the exit status", *(["-s"] if signed else []))
+    name = git(repo, "format-patch", "-1", "-o", str(out)).strip()
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    return Path(name)
+
+
+def test_tarball_route_verifies_and_caches(tmp_path: Path) -> None:
+    _, tarball = make_upstream(tmp_path)
+    sha = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    pin = write_pin(tmp_path, sha, f'[[source]]\nkind = "tarball"\nurl = "file://{tarball}"\n')
+    cache = sources.DownloadCache(tmp_path / "cache")
+    fetched = sources.fetch(pin, cache)
+    assert (
+        fetched.archive == cache.path(pin) and fetched.archive.read_bytes() == tarball.read_bytes()
+    )
+    assert sources.fetch(pin, cache).route == "download cache"
+    tree = tmp_path / "tree"
+    sources.unpack(fetched, tree)
+    assert (tree / "src" / "main.c").is_file()
+
+
+def test_wrong_sha256_names_file_and_hashes_and_caches_nothing(tmp_path: Path) -> None:
+    _, tarball = make_upstream(tmp_path)
+    actual = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    pin = write_pin(tmp_path, "0" * 64, f'[[source]]\nkind = "tarball"\nurl = "file://{tarball}"\n')
+    cache = sources.DownloadCache(tmp_path / "cache")
+    with pytest.raises(sources.ChecksumError) as info:
+        sources.fetch(pin, cache)
+    text = str(info.value)
+    assert "demo-1.0.tar.xz" in text and actual in text and "0" * 64 in text
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_git_route_against_a_local_repository(tmp_path: Path) -> None:
+    repo, _ = make_upstream(tmp_path)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    routes = (
+        '[[source]]\nkind = "tarball"\nurl = "file:///nonexistent/demo.tar.xz"\n'
+        f'[[source]]\nkind = "git"\nurl = "file://{repo}"\ntag = "v1.0"\ncommit = "{head}"\n'
+    )
+    pin = write_pin(tmp_path, "1" * 64, routes)
+    fetched = sources.fetch(pin, sources.DownloadCache(tmp_path / "cache"))
+    assert fetched.checkout is not None and "git" in fetched.route
+    tree = tmp_path / "tree"
+    sources.unpack(fetched, tree)
+    assert (tree / "README").read_text() == "demo\n" and not (tree / ".git").exists()
+
+
+def test_git_route_refuses_a_moved_tag(tmp_path: Path) -> None:
+    repo, _ = make_upstream(tmp_path)
+    routes = (
+        f'[[source]]\nkind = "git"\nurl = "file://{repo}"\ntag = "v1.0"\ncommit = "{"2" * 40}"\n'
+    )
+    pin = write_pin(tmp_path, "1" * 64, routes)
+    with pytest.raises(sources.ChecksumError, match="but the pin expects"):
+        sources.fetch(pin, sources.DownloadCache(tmp_path / "cache"))
+
+
+def test_no_route_works(tmp_path: Path) -> None:
+    pin = write_pin(tmp_path, "1" * 64, '[[source]]\nkind = "tarball"\nurl = "file:///nope.tar"\n')
+    with pytest.raises(InfrastructureError, match="could not be fetched by any route"):
+        sources.fetch(pin, sources.DownloadCache(tmp_path / "cache"))
+
+
+def test_series_applies_and_broken_patch_is_named(tmp_path: Path) -> None:
+    repo, tarball = make_upstream(tmp_path)
+    patches = tmp_path / "patches"
+    good = make_patch(repo, patches, "return 0;", "return 1;")
+    tree = tmp_path / "tree"
+    sources.unpack(sources.Fetched(archive=tarball), tree)
+    patchset.commit_base(tree, "demo 1.0")
+    series = [patchset.Patch.read(good)]
+    patchset.apply_series(tree, series)
+    assert "return 1;" in (tree / "src" / "main.c").read_text()
+    patchset.apply_series(tree, series)  # idempotent
+    bad = tmp_path / "0001-stale.patch"  # a hunk whose context is not in the base
+    bad.write_text(good.read_text().replace("-  return 0;", "-  return 42;"))
+    with pytest.raises(patchset.PatchError) as info:
+        patchset.apply_series(tree, [patchset.Patch.read(bad)])
+    assert bad.name in str(info.value) and "does not apply" in str(info.value)
+    assert "return 0;" in (tree / "src" / "main.c").read_text()  # left at the base
+    assert not (tree / ".git" / "rebase-apply").exists()
