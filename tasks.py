@@ -10,7 +10,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from harness.cli import entry
-from harness.errors import PrerequisiteError
+from harness.errors import ConfigError, PrerequisiteError
 
 
 @task(
@@ -32,7 +32,7 @@ def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
 
 
 @task(
-    positional=[],
+    positional=["firmware"],
     help={"firmware": "the firmware image (OVMF.fd)", "json": "print JSON (harness-inspect/1)"},
 )
 @entry
@@ -42,6 +42,10 @@ def inspect(c: Context, firmware: str, json: bool = False) -> None:
 
     from harness.firmware.summary import describe, render_text
 
+    if firmware.startswith("-"):
+        raise ConfigError(
+            f"{firmware!r} is an option, not a firmware file; help: ./inv --help inspect"
+        )
     report = describe(Path(firmware))
     sys.stdout.write(jsonlib.dumps(report, indent=2) + "\n" if json else render_text(report))
 

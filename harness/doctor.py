@@ -52,6 +52,7 @@ class Requirement:
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("qemu", "qemu-system-x86", (QEMU,), "boots the firmware and guests"),
     Requirement("docker", "docker.io", ("dockerd", "docker"), "the builder containers"),
+    Requirement("git", "git", ("git",), "applying patch series"),
     Requirement("cryptsetup", "cryptsetup-bin", ("cryptsetup",), "LUKS headers for images"),
     Requirement("mtools", "mtools", ("mcopy",), "FAT images without mounting"),
     Requirement("dosfstools", "dosfstools", ("mkfs.fat",), "FAT filesystems"),

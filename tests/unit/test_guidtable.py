@@ -130,3 +130,22 @@ def test_metadata_bad_signature() -> None:
     assert table is not None
     with pytest.raises(FirmwareFormatError, match="ASEV"):
         parse_sev_metadata(image, table)
+
+
+def test_real_amdsev_2025_tail_matches_sev_snp_measure() -> None:
+    path = Path(__file__).parent.parent / "data" / "amdsev-2025.02-tail.bin"
+    image = path.read_bytes()
+    table = parse_guid_table(image)
+    assert table is not None
+    assert table.secret_block is not None
+    assert (table.secret_block.base, table.secret_block.size) == (0x810000, 0xC00)
+    theirs = OVMF(str(path))
+    assert {str(e.guid): e.data for e in table} == dict(theirs._table)
+    hashes = table.hash_table_block
+    assert hashes is not None and hashes.base == theirs.sev_hashes_table_gpa()
+    meta = parse_sev_metadata(image, table)
+    assert meta is not None
+    assert [s.type_name for s in meta.sections].count("SNP_KERNEL_HASHES") == 1
+    assert [(s.gpa, s.size, s.type) for s in meta.sections] == [
+        (i.gpa, i.size, i.section_type().value) for i in theirs.metadata_items()
+    ]
