@@ -293,6 +293,16 @@ def bench_inspect(c: Context, runs: int = 10) -> None:
     print(bench_mod.inspect(runs))
 
 
+@task(positional=[], name="build", help={"keep": "keep the raw baseline's trees"})
+@entry
+def bench_build(c: Context, keep: bool = False) -> None:
+    """Cold build-ovmf, warm rerun and grub.cfg rebuild next to the raw build commands."""
+    from harness import bench as bench_mod
+
+    print(bench_mod.build(keep))
+
+
 bench.add_task(bench_inspect)
+bench.add_task(bench_build)
 
 ns = Collection(doctor, inspect, test, build_grub, build_ovmf, sev, bench)

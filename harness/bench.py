@@ -6,12 +6,15 @@ compare, because wall-clock limits fail randomly on loaded CI machines.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from harness import run
+from harness import containers, patchset, run
+from harness.build import ovmf
+from harness.build.common import PATCHES, Workspace
 from harness.errors import PrerequisiteError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,3 +77,100 @@ def inspect(runs: int = 10) -> str:
             f"{name:30} {med * 1000:7.0f}ms {min(samples) * 1000:7.0f}ms {med / floor:8.1f}"
         )
     return "\n".join(lines)
+
+
+# The same steps build_grub and build_ovmf run, typed by hand into one container: the
+# baseline the harness's overhead is measured against.
+RAW_BUILD = r"""
+set -eu
+export HOME=/tmp
+cd /grub && ./autogen.sh >/dev/null 2>&1
+mkdir -p /tmp/grub-build && cd /tmp/grub-build
+/grub/configure --with-platform=efi --target=x86_64 --prefix=/opt/grub --disable-werror >/dev/null
+make -j"$(nproc)" >/dev/null 2>&1 && make install >/dev/null
+export PATH=/opt/grub/bin:$PATH
+cd /edk2 && make -C BaseTools/Source/C -j"$(nproc)" >/dev/null 2>&1
+set +u; . ./edksetup.sh >/dev/null; set -u
+build -a X64 -t GCC5 -b RELEASE -n "$(nproc)" -p OvmfPkg/AmdSev/AmdSevX64.dsc >/dev/null 2>&1
+test -s Build/AmdSev/RELEASE_GCC5/FV/OVMF.fd
+"""
+
+
+def _touch_grub_cfg_series(ws_root: Path, patches: Path) -> Path:
+    """A copy of patches/ with one more OVMF patch that changes only grub.cfg."""
+    copy = ws_root / "patches-touched"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(patches, copy)
+    src = ws_root / "work" / "ovmf" / "src"
+    cfg = src / "OvmfPkg" / "AmdSev" / "Grub" / "grub.cfg"
+    cfg.write_bytes(
+        cfg.read_bytes().replace(
+            b'echo "Entering grub config"\r\n', b'echo "Entering grub config (bench)"\r\n'
+        )
+    )
+    patchset.git(src, "commit", "-qam", "OvmfPkg/AmdSev: bench: touch grub.cfg")
+    name = patchset.git(src, "format-patch", "-1", "-o", str(copy / "ovmf")).strip()
+    patchset.git(src, "reset", "-q", "--hard", "HEAD~1")
+    with open(copy / "ovmf" / "series", "a") as series:
+        series.write(Path(name).name + "\n")
+    return copy
+
+
+def build(keep: bool = False) -> str:
+    """Cold build-ovmf, warm rerun and a grub.cfg-only rebuild, next to the raw commands.
+
+    Runs in ``out/bench/build`` (downloads shared with ``out/cache``); the raw baseline
+    runs the same steps by hand in the same builder image on clean clones of the same
+    patched trees.
+    """
+    root = BENCH_DIR / "build"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "cache").mkdir(parents=True)
+    shared = ROOT / "out" / "cache" / "downloads"
+    shared.mkdir(parents=True, exist_ok=True)
+    (root / "cache" / "downloads").symlink_to(shared)
+    ws = Workspace(root)
+    builder = containers.ensure_builder("bookworm")
+
+    start = time.perf_counter()
+    ovmf.build_ovmf(ws)
+    cold = time.perf_counter() - start
+
+    start = time.perf_counter()
+    assert ovmf.build_ovmf(ws).cached
+    warm = time.perf_counter() - start
+
+    touched = Workspace(root, _touch_grub_cfg_series(root, PATCHES))
+    start = time.perf_counter()
+    ovmf.build_ovmf(touched)
+    touch = time.perf_counter() - start
+
+    raw_dir = root / "raw"
+    for name, component in (("grub", "grub"), ("edk2", "ovmf")):
+        run.run(["git", "clone", "-q", str(root / "work" / component / "src"), str(raw_dir / name)])
+        run.run(["git", "-C", str(raw_dir / name), "checkout", "-q", "HEAD"])
+    # The clone starts from the touched series' HEAD for edk2; the build work is the same.
+    start = time.perf_counter()
+    containers.run_logged(
+        builder.tag,
+        ["bash", "-c", RAW_BUILD],
+        mounts=[
+            containers.Mount(raw_dir / "grub", "/grub"),
+            containers.Mount(raw_dir / "edk2", "/edk2"),
+        ],
+        log_path=root / "raw.log",
+        what="raw baseline build",
+    )
+    raw = time.perf_counter() - start
+    if not keep:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+    return "\n".join(
+        [
+            "build-ovmf benchmark (GRUB 2.14 + edk2 2025.02 AmdSevX64 RELEASE, 2 cores)",
+            f"{'step':44} {'seconds':>8} {'ratio':>8}",
+            f"{'raw commands by hand, same container':44} {raw:8.1f} {1.0:8.2f}",
+            f"{'./inv build-ovmf, cold (target <= 1.10 x raw)':44} {cold:8.1f} {cold / raw:8.2f}",
+            f"{'warm rerun, from cache (target <= 3 s)':44} {warm:8.1f} {'':>8}",
+            f"{'grub.cfg touched (target <= 0.15 x cold)':44} {touch:8.1f} {touch / cold:8.2f}",
+        ]
+    )

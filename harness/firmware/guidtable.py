@@ -117,7 +117,6 @@ class SevMetadata:
     version: int
     sections: tuple[SevMetadataSection, ...]
 
-    HEADER = struct.Struct("<4sIII")
     SIGNATURE = b"ASEV"
 
 
@@ -166,7 +165,6 @@ class TdxMetadata:
     version: int
     sections: tuple[TdxMetadataSection, ...]
 
-    HEADER = struct.Struct("<4sIII")
     SIGNATURE = b"TDVF"
 
 
@@ -267,13 +265,41 @@ def parse_guid_table(image: bytes) -> GuidTable | None:
     return GuidTable(offset=start, length=total, entries=tuple(entries))
 
 
-def _metadata_header_at(image: bytes, offset_from_end: int, what: str) -> int:
+#: Both metadata blocks start ``UINT32 Signature; UINT32 Length; UINT32 Version;
+#: UINT32 NumberOfSections;`` and are located by an offset from the end of the image.
+METADATA_HEADER = struct.Struct("<4sIII")
+
+
+def _metadata_sections(
+    image: bytes, offset_from_end: int, what: str, signature: bytes, section: struct.Struct
+) -> tuple[int, int, list[tuple[int, ...]]]:
+    """Locate a metadata block, check it, and unpack its sections.
+
+    Returns:
+        (file offset, version, unpacked section tuples)
+    """
     at = len(image) - offset_from_end
-    if offset_from_end <= 0 or at < 0 or at + 16 > len(image):
+    if offset_from_end <= 0 or at < 0 or at + METADATA_HEADER.size > len(image):
         raise FirmwareFormatError(
             f"The {what} offset {offset_from_end:#x} points outside the {len(image)}-byte image."
         )
-    return at
+    sig, length, version, count = METADATA_HEADER.unpack_from(image, at)
+    if sig != signature:
+        raise FirmwareFormatError(
+            f"The {what} at offset {at:#x} has signature {sig!r}, not {signature!r}."
+        )
+    body = METADATA_HEADER.size + count * section.size
+    if body > length or at + body > len(image):
+        raise FirmwareFormatError(
+            f"The {what} at offset {at:#x} lists {count} sections, more than its "
+            f"{length}-byte length holds."
+        )
+    first = at + METADATA_HEADER.size
+    return (
+        at,
+        version,
+        [section.unpack_from(image, pos) for pos in range(first, at + body, section.size)],
+    )
 
 
 def parse_sev_metadata(image: bytes, table: GuidTable) -> SevMetadata | None:
@@ -288,23 +314,10 @@ def parse_sev_metadata(image: bytes, table: GuidTable) -> SevMetadata | None:
     offset = table.u32(guids.SEV_METADATA_OFFSET)
     if offset is None:
         return None
-    at = _metadata_header_at(image, offset, "SEV metadata")
-    sig, length, version, count = SevMetadata.HEADER.unpack_from(image, at)
-    if sig != SevMetadata.SIGNATURE:
-        raise FirmwareFormatError(
-            f"The SEV metadata at offset {at:#x} has signature {sig!r}, not b'ASEV'."
-        )
-    body = SevMetadata.HEADER.size + count * SevMetadataSection.FORMAT.size
-    if body > length or at + body > len(image):
-        raise FirmwareFormatError(
-            f"The SEV metadata at offset {at:#x} lists {count} sections, more than its "
-            f"{length}-byte length holds."
-        )
-    sections = tuple(
-        SevMetadataSection(*SevMetadataSection.FORMAT.unpack_from(image, pos))
-        for pos in range(at + SevMetadata.HEADER.size, at + body, SevMetadataSection.FORMAT.size)
+    at, version, raw = _metadata_sections(
+        image, offset, "SEV metadata", SevMetadata.SIGNATURE, SevMetadataSection.FORMAT
     )
-    return SevMetadata(offset=at, version=version, sections=sections)
+    return SevMetadata(at, version, tuple(SevMetadataSection(*r) for r in raw))
 
 
 def parse_tdx_metadata(image: bytes, table: GuidTable) -> TdxMetadata | None:
@@ -319,20 +332,7 @@ def parse_tdx_metadata(image: bytes, table: GuidTable) -> TdxMetadata | None:
     offset = table.u32(guids.TDX_METADATA_OFFSET)
     if offset is None:
         return None
-    at = _metadata_header_at(image, offset, "TDX metadata")
-    sig, length, version, count = TdxMetadata.HEADER.unpack_from(image, at)
-    if sig != TdxMetadata.SIGNATURE:
-        raise FirmwareFormatError(
-            f"The TDX metadata at offset {at:#x} has signature {sig!r}, not b'TDVF'."
-        )
-    body = TdxMetadata.HEADER.size + count * TdxMetadataSection.FORMAT.size
-    if body > length or at + body > len(image):
-        raise FirmwareFormatError(
-            f"The TDX metadata at offset {at:#x} lists {count} sections, more than its "
-            f"{length}-byte length holds."
-        )
-    sections = tuple(
-        TdxMetadataSection(*TdxMetadataSection.FORMAT.unpack_from(image, pos))
-        for pos in range(at + TdxMetadata.HEADER.size, at + body, TdxMetadataSection.FORMAT.size)
+    at, version, raw = _metadata_sections(
+        image, offset, "TDX metadata", TdxMetadata.SIGNATURE, TdxMetadataSection.FORMAT
     )
-    return TdxMetadata(offset=at, version=version, sections=sections)
+    return TdxMetadata(at, version, tuple(TdxMetadataSection(*r) for r in raw))
