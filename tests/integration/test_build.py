@@ -105,7 +105,7 @@ def test_patch_that_does_not_apply_builds_nothing(tmp_path: Path) -> None:
     with pytest.raises(PatchError, match=patch.name):
         ovmf.build_ovmf(ws)
     assert not (ws.root / "ovmf").exists()
-    assert not list(ws.builds.glob("ovmf-*"))
+    assert not list(ws.builds.glob("ovmf-*")) and not list(ws.builds.glob("grub-*"))
 
 
 def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
