@@ -147,3 +147,23 @@ def test_ctrl_c_mid_build_leaves_no_container_and_no_cache_entry(tmp_path: Path)
     assert proc.returncode != 0
     assert harness_containers() == []
     assert not list(ws.builds.glob("grub-*"))
+
+
+@pytest.mark.qemu
+def test_built_firmware_runs_grub_and_refuses_an_unencrypted_boot(
+    built: tuple[Workspace, ovmf.OvmfBuild, float],
+) -> None:
+    """No disk at all: GRUB from the firmware volume runs our grub.cfg, finds no
+    encrypted root, and reboots (QEMU exits under -no-reboot) instead of booting."""
+    import re
+
+    from harness import qemu, run
+
+    _, result, _ = built
+    argv = qemu.probe_argv(qemu.Accel.TCG, result.firmware)
+    seen = run.watch(
+        argv, {"gave up": re.compile(r"Failed to find any grub configuration")}, timeout=120
+    )
+    assert seen.matched == "gave up", seen.output[-2000:]
+    assert "Entering grub config" in seen.output
+    assert 'Boot0001 "Grub Bootloader"' in seen.output

@@ -136,3 +136,39 @@ def test_series_applies_and_broken_patch_is_named(tmp_path: Path) -> None:
     assert bad.name in str(info.value) and "does not apply" in str(info.value)
     assert "return 0;" in (tree / "src" / "main.c").read_text()  # left at the base
     assert not (tree / ".git" / "rebase-apply").exists()
+
+
+def test_fill_empty_dir_quirk(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "Lib" / "brotli" / "c").mkdir(parents=True)
+    (tree / "Lib" / "brotli" / "c" / "decode.c").write_text("/* brotli */\n")
+    (tree / "BaseTools" / "brotli").mkdir(parents=True)  # present but empty, as in Debian
+    pin = write_pin(
+        tmp_path,
+        "1" * 64,
+        '[[source]]\nkind = "tarball"\nurl = "file:///x"\n'
+        '[[quirk]]\nkind = "fill-empty-dir"\npath = "BaseTools/brotli"\nfrom = "Lib/brotli"\n',
+    )
+    assert sources.apply_quirks(pin, tree) == ["filled BaseTools/brotli from Lib/brotli"]
+    assert (tree / "BaseTools" / "brotli" / "c" / "decode.c").read_text() == "/* brotli */\n"
+    assert sources.apply_quirks(pin, tree) == []  # already filled: nothing to do
+
+
+def test_local_tree_with_and_without_the_series(tmp_path: Path) -> None:
+    from harness.build.common import Workspace, prepare_tree
+
+    repo, _ = make_upstream(tmp_path)
+    patches = tmp_path / "patches" / "demo"
+    patch = make_patch(repo, patches, "return 0;", "return 1;")
+    (patches / "series").write_text(patch.name + "\n")
+    (patches / "upstream.toml").write_text(
+        'name = "demo"\nversion = "1.0"\narchive = "demo-1.0.tar.xz"\n'
+        f'sha256 = "{"1" * 64}"\n[[source]]\nkind = "tarball"\nurl = "file:///x"\n'
+    )
+    ws = Workspace(tmp_path / "out", tmp_path / "patches")
+    comp = ws.component("demo")
+    tree = prepare_tree(comp, ws, "unused", local_tree=repo, apply=True)
+    assert "return 1;" in (tree.path / "src" / "main.c").read_text()
+    assert "return 0;" in (repo / "src" / "main.c").read_text()  # the author's tree is untouched
+    plain = prepare_tree(comp, ws, "unused", local_tree=repo, apply=False)
+    assert "return 0;" in (plain.path / "src" / "main.c").read_text()
