@@ -77,6 +77,8 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
         raise Exit(code=proc.returncode)
 
 
+#: Host tools the builds need besides the Docker engine.
+BUILD_TOOLS = ("docker", "debootstrap", "git")
 BUILD_HELP = {
     "tree_edk2": "build this local edk2 tree instead of the pin",
     "tree_grub": "build this local GRUB tree instead of the pin",
@@ -99,9 +101,11 @@ def build_grub(
     from pathlib import Path
 
     from harness import containers
+    from harness import doctor as doctor_mod
     from harness.build import grub
     from harness.build.common import Workspace
 
+    doctor_mod.require(BUILD_TOOLS, docker_engine=True)
     ws = Workspace(Path(out).resolve())
     builder = containers.ensure_builder("bookworm", base, ws.root / "cache")
     result = grub.build_grub(
@@ -127,9 +131,11 @@ def build_ovmf(
     """Build the AmdSev OVMF.fd with our GRUB inside: out/ovmf/OVMF.fd + manifest.json."""
     from pathlib import Path
 
+    from harness import doctor as doctor_mod
     from harness.build import ovmf
     from harness.build.common import Workspace
 
+    doctor_mod.require(BUILD_TOOLS, docker_engine=True)
     result = ovmf.build_ovmf(
         Workspace(Path(out).resolve()),
         debug=debug,

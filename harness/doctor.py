@@ -250,3 +250,25 @@ def require_all(fix: bool = True, probe: bool = True) -> list[Check]:
             "Host prerequisites are missing:\n" + render(failed),
         )
     return checks
+
+
+def require(names: tuple[str, ...], *, docker_engine: bool = False) -> None:
+    """Make sure the named requirements (and the Docker engine) are there, installing
+    and starting what we may; what a task calls before it starts.
+
+    Raises:
+        PrerequisiteError: something is still missing; the message says how to fix it.
+    """
+    wanted = [r for r in REQUIREMENTS if r.name in names]
+    missing = [r for r in wanted if not r.present()]
+    if missing:
+        install_packages(missing)
+        still = [r for r in missing if not r.present()]
+        if still:
+            raise PrerequisiteError(
+                "Still missing after apt: " + ", ".join(r.name for r in still) + "."
+            )
+    if docker_engine:
+        check = ensure_docker(fix=True)
+        if not check.ok:
+            raise PrerequisiteError(f"The Docker engine is not usable: {check.detail}")
