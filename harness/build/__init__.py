@@ -1,0 +1,1 @@
+"""Containerized builds of GRUB and OVMF from pinned sources plus our patch series."""

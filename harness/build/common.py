@@ -1,0 +1,250 @@
+"""What every component build shares: the workspace, the build cache, source trees,
+progress lines, and fetching Debian sources in the builder container."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import containers, patchset, sources
+from harness.errors import ConfigError, InfrastructureError, InputError
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+PATCHES = ROOT / "patches"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """``out/``: downloads, build cache, work trees, logs and the published artifacts,
+    built from the pins and series under ``patches``."""
+
+    root: Path
+    patches: Path = PATCHES
+
+    def component(self, name: str) -> Component:
+        return Component.load(name, self.patches)
+
+    @property
+    def downloads(self) -> sources.DownloadCache:
+        return sources.DownloadCache(self.root / "cache" / "downloads")
+
+    @property
+    def builds(self) -> Path:
+        return self.root / "cache" / "builds"
+
+    def work(self, component: str) -> Path:
+        return self.root / "work" / component
+
+    def log(self, component: str) -> Path:
+        return self.root / "logs" / f"{component}.log"
+
+
+def digest(inputs: dict[str, Any]) -> str:
+    """Cache key: SHA-256 of the canonical JSON of every input."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+class BuildCache:
+    """``builds/<component>-<key>/``: an entry appears only when its build completed.
+
+    Builds write into a ``.partial-<pid>`` directory renamed into place at the end; an
+    interrupted build leaves only a partial directory, which the next run removes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob("*.partial-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def lookup(self, name: str) -> Path | None:
+        entry = self.root / name
+        return entry if entry.is_dir() else None
+
+    @contextlib.contextmanager
+    def entry(self, name: str) -> Iterator[Path]:
+        partial = self.root / f"{name}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            yield partial
+            final = self.root / name
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
+@dataclass(frozen=True)
+class Component:
+    """A component's pin and series as found under ``patches/<name>``."""
+
+    name: str
+    pin: sources.Pin
+    patches: tuple[patchset.Patch, ...]
+
+    @classmethod
+    def load(cls, name: str, patches_root: Path = PATCHES) -> Component:
+        directory = patches_root / name
+        if not directory.is_dir():
+            raise ConfigError(f"There is no patches/{name} directory.")
+        return cls(
+            name,
+            sources.load_pin(directory / "upstream.toml", name),
+            tuple(patchset.read_series(directory)),
+        )
+
+    def inputs(self) -> dict[str, Any]:
+        return {
+            "name": self.pin.name,
+            "version": self.pin.version,
+            "archive": self.pin.archive,
+            "sha256": self.pin.sha256,
+            "quirks": [q.__dict__ for q in self.pin.quirks],
+            "patches": [{"file": p.path.name, "sha256": p.sha256} for p in self.patches],
+        }
+
+
+def debian_fetcher(image: str) -> sources.DebianFetcher:
+    """``apt-get source --download-only`` in the builder container (as root, host network).
+
+    Debian's mirrors serve suites whose Release files may be past Valid-Until on a
+    snapshot mirror, so that check is off; the pinned sha256 is what we trust.
+    """
+
+    def fetch(route: sources.Route, archive: str, where: Path) -> Path:
+        script = (
+            "apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null 2>&1 || true; "
+            f"cd /dl && (apt-get -o Acquire::Check-Valid-Until=false source --download-only "
+            f"'{route.package}={route.version}' 2>&1 || true); "
+            f"chown -R {os.getuid()}:{os.getgid()} /dl"
+        )
+        with containers.container(
+            image, ["bash", "-c", script],
+            mounts=[containers.Mount(where, "/dl")], as_root=True,
+        ) as ctr:
+            status = ctr.wait().get("StatusCode", -1)
+            output = ctr.logs().decode(errors="replace")
+        got = where / archive
+        if not got.is_file():
+            reason = next((ln for ln in output.splitlines() if ln.startswith("E:")), f"exit {status}")
+            raise InfrastructureError(f"apt-get source did not deliver {archive}: {reason}")
+        return got
+
+    return fetch
+
+
+@dataclass
+class SourceTree:
+    path: Path
+    base: str
+    origin: str
+    patched: bool
+
+
+def prepare_tree(
+    component: Component,
+    ws: Workspace,
+    builder: str,
+    *,
+    local_tree: Path | None = None,
+    apply: bool = True,
+) -> SourceTree:
+    """The component's source at ``out/work/<name>/src``, series applied.
+
+    The tree is kept between builds: when the pinned source is unchanged only the
+    series is re-applied (git resets just the files it touches), so the build tree
+    stays warm. A patch author's ``local_tree`` is copied in instead of the pin.
+
+    Raises:
+        PatchError: a patch does not apply.
+        ChecksumError, InfrastructureError: the source could not be fetched.
+    """
+    work = ws.work(component.name)
+    src = work / "src"
+    stamp = work / "base.json"
+    if local_tree is not None:
+        if not (local_tree / ".").is_dir():
+            raise InputError(f"--tree {local_tree} is not a directory.")
+        want = {"local": str(local_tree.resolve()), "time": time.time()}
+    else:
+        want = {"sha256": component.pin.sha256, "quirks": [q.__dict__ for q in component.pin.quirks]}
+    have = json.loads(stamp.read_text()) if stamp.exists() else None
+    if local_tree is not None or have != want or not (src / ".git").is_dir():
+        shutil.rmtree(work, ignore_errors=True)
+        src.mkdir(parents=True)
+        if local_tree is not None:
+            sources.unpack(sources.Fetched(checkout=local_tree, route="local tree"), src)
+            origin = f"local tree {local_tree}"
+        else:
+            fetched = sources.fetch(component.pin, ws.downloads, debian_fetcher(builder))
+            log.info("unpacking %s (%s)", component.pin.archive, fetched.route)
+            sources.unpack(fetched, src)
+            for line in sources.apply_quirks(component.pin, src):
+                log.info("quirk: %s", line)
+            origin = fetched.route
+        base = patchset.commit_base(src, f"{component.pin.name} {component.pin.version} ({origin})")
+        stamp.write_text(json.dumps(want))
+    else:
+        base = patchset.git(src, "rev-parse", "harness-base").strip()
+        origin = "work tree"
+    if apply:
+        patchset.apply_series(src, list(component.patches))
+    else:
+        patchset.apply_series(src, [])
+    return SourceTree(src, base, origin, apply)
+
+
+@dataclass
+class Progress:
+    """One status line for a long build: component, elapsed time, current target."""
+
+    component: str
+    pattern: re.Pattern[str]
+    started: float = field(default_factory=time.monotonic)
+    last: float = 0.0
+    tty: bool = field(default_factory=lambda: sys.stderr.isatty())
+
+    def __call__(self, line: str) -> None:
+        m = self.pattern.search(line)
+        now = time.monotonic()
+        if not m or (not self.tty and now - self.last < 15):
+            return
+        self.last = now
+        what = next((g for g in m.groups() if g), m.group(0))
+        text = f"[{self.component}] {now - self.started:5.0f}s  {what[:70]}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+        log.info("[%s] built in %.0f s", self.component, time.monotonic() - self.started)

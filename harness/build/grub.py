@@ -1,0 +1,126 @@
+"""Build GRUB (x86_64-efi) with our series in the builder container.
+
+The result is an install tree under the fixed prefix ``/opt/grub`` (grub-mkimage and
+the modules), which the OVMF build mounts at the same place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import containers
+from harness.build.common import BuildCache, Component, Progress, Workspace, digest, prepare_tree
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/opt/grub"
+# autogen only when the series (HEAD) changed: it regenerates the build system, and
+# with it every object. The stamp lives in the build directory.
+SCRIPT = r"""
+set -eu
+export HOME=/tmp
+head=$(git -C /src rev-parse HEAD)
+cd /build
+if [ ! -f config.status ] || [ "$(cat .harness-head 2>/dev/null)" != "$head" ]; then
+    echo "== autogen"; (cd /src && ./autogen.sh)
+    echo "== configure"
+    /src/configure --with-platform=efi --target=x86_64 --prefix=/opt/grub --disable-werror
+    echo "$head" > .harness-head
+fi
+echo "== make"; make -j"$(nproc)"
+echo "== install"; make install DESTDIR=/out >/dev/null
+{ gcc --version | head -n1; ld --version | head -n1; } > /out/toolchain.txt
+"""
+PROGRESS = re.compile(r"(?:^== (\w+)|-o (\S+\.(?:o|mod|img|exec))\b)")
+
+
+@dataclass(frozen=True)
+class GrubBuild:
+    """A finished GRUB build: the install tree and what went into it."""
+
+    key: str
+    install: Path  # contains opt/grub/...
+    inputs: dict[str, object]
+    seconds: float
+    cached: bool
+
+    @property
+    def mkimage(self) -> Path:
+        return self.install / "opt" / "grub" / "bin" / "grub-mkimage"
+
+    @property
+    def modules(self) -> Path:
+        return self.install / "opt" / "grub" / "lib" / "grub" / "x86_64-efi"
+
+
+def plan(
+    comp: Component, builder: containers.BuilderImage, local_tree: Path | None, apply: bool
+) -> dict[str, object]:
+    """Every input of a GRUB build; its digest is the build's cache key."""
+    return {
+        "component": comp.inputs(),
+        "builder": builder.id,
+        "script": SCRIPT,
+        "local_tree": str(local_tree) if local_tree else None,
+        "series_applied": apply,
+    }
+
+
+def build_grub(
+    ws: Workspace,
+    builder: containers.BuilderImage,
+    *,
+    component: Component | None = None,
+    local_tree: Path | None = None,
+    apply: bool = True,
+) -> GrubBuild:
+    """Build GRUB, or return the cached build of exactly these inputs.
+
+    Raises:
+        PatchError, ChecksumError: bad series or source.
+        CommandError: the build failed (last 40 lines and the log path in the message).
+    """
+    comp = component or ws.component("grub")
+    inputs = plan(comp, builder, local_tree, apply)
+    key = digest(inputs)
+    cache = BuildCache(ws.builds)
+    name = f"grub-{key[:24]}"
+    hit = cache.lookup(name) if local_tree is None else None
+    if hit:
+        log.info("grub: cached build %s", name)
+        return GrubBuild(key, hit, inputs, 0.0, True)
+    started = time.monotonic()
+    tree = prepare_tree(comp, ws, builder.tag, local_tree=local_tree, apply=apply)
+    build_dir = ws.work("grub") / "build"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress("grub", PROGRESS)
+    with cache.entry(name) as out:
+        containers.run_logged(
+            builder.tag,
+            ["bash", "-c", SCRIPT],
+            mounts=[
+                containers.Mount(tree.path, "/src"),
+                containers.Mount(build_dir, "/build"),
+                containers.Mount(out, "/out"),
+            ],
+            log_path=ws.log("grub"),
+            on_line=progress,
+            what="GRUB build",
+        )
+        progress.done()
+        final = ws.builds / name
+    return GrubBuild(key, final, inputs, time.monotonic() - started, False)
+
+
+def publish(build: GrubBuild, dest: Path) -> None:
+    """Copy the install tree to ``dest`` (``out/grub``), replacing what was there."""
+    tmp = dest.with_name(dest.name + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(build.install / "opt" / "grub", tmp, symlinks=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
