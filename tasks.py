@@ -69,7 +69,7 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
     argv = [sys.executable, "-m", "pytest"]
     argv += ["-m", m] if m else []
     argv += ["-k", k] if k else []
-    argv += ["-n", str(jobs)] if jobs else []
+    argv += ["-n", str(jobs), "--dist", "loadgroup"] if jobs else []
     proc = run.run(argv, check=False, capture=False)
     if proc.returncode:
         from invoke.exceptions import Exit
@@ -155,6 +155,85 @@ def build_ovmf(
         else "  secret area        none"
     )
     print(f"  manifest           {result.firmware.parent / 'manifest.json'}")
+
+
+@task(
+    positional=[],
+    help={
+        "recipe": "image recipe under images/ (default minimal)",
+        "luks": "luks1, luks2-pbkdf2 or luks2-argon2id",
+        "passphrase_file": "use this passphrase (default: a generated one)",
+        "out": "directory for disk.img, image.json and passphrase (0600)",
+    },
+)
+@entry
+def build_image(
+    c: Context,
+    recipe: str = "minimal",
+    luks: str = "luks1",
+    passphrase_file: str = "",
+    out: str = "",
+) -> None:
+    """Build a LUKS-encrypted guest image, rootless and without dm-crypt."""
+    from pathlib import Path
+
+    from harness import containers, image
+    from harness import doctor as doctor_mod
+
+    doctor_mod.require((*BUILD_TOOLS, "cryptsetup", "e2fsprogs", "sfdisk"), docker_engine=True)
+    variant = image.parse_variant(luks)
+    dest = Path(out or f"out/images/{recipe}-{variant}").resolve()
+    builder = containers.ensure_builder("bookworm")
+    img = image.build_image(
+        recipe,
+        variant,
+        dest,
+        Path("out/cache/images").resolve(),
+        builder.tag,
+        Path(passphrase_file) if passphrase_file else None,
+    )
+    print(f"{img.disk} ({variant}); passphrase in {img.passphrase_file} (0600)")
+
+
+@task(
+    positional=[],
+    help={
+        "scenario": "one of: "
+        + ", ".join(
+            [
+                "passwordless",
+                "no-secret",
+                "wrong-secret",
+                "refusal",
+                "secret-wiped",
+                "tampered-firmware",
+            ]
+        ),
+        "firmware": "OVMF.fd to boot (default out/ovmf/OVMF.fd, with its manifest)",
+        "image": "image directory from build-image (default out/images/minimal-luks1)",
+        "interactive": "just boot with the serial console on this terminal",
+    },
+)
+@entry
+def boot(
+    c: Context,
+    scenario: str = "passwordless",
+    firmware: str = "out/ovmf/OVMF.fd",
+    image: str = "out/images/minimal-luks1",
+    interactive: bool = False,
+) -> None:
+    """Boot the firmware and image in QEMU through a scenario and print the verdict."""
+    from pathlib import Path
+
+    from harness import boot as boot_mod
+
+    result = boot_mod.boot(scenario, Path(firmware), Path(image), interactive)
+    if result is not None:
+        print(boot_mod.render(result))
+        if not result.passed:
+            from harness.errors import HarnessError
+
+            raise HarnessError(f"Scenario {scenario} failed.")
 
 
 sev = Collection("sev")
@@ -311,4 +390,4 @@ def bench_build(c: Context, keep: bool = False) -> None:
 bench.add_task(bench_inspect)
 bench.add_task(bench_build)
 
-ns = Collection(doctor, inspect, test, build_grub, build_ovmf, sev, bench)
+ns = Collection(doctor, inspect, test, build_grub, build_ovmf, build_image, boot, sev, bench)

@@ -193,7 +193,8 @@ def container(
         working_dir=workdir,
         network_mode="host",
         volumes={
-            str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts
+            str(m.source.resolve()): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+            for m in mounts
         },
         labels={"harness": "build"},
     )

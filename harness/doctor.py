@@ -54,6 +54,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("docker", "docker.io", ("dockerd", "docker"), "the builder containers"),
     Requirement("git", "git", ("git",), "applying patch series"),
     Requirement("cryptsetup", "cryptsetup-bin", ("cryptsetup",), "LUKS headers for images"),
+    Requirement("sfdisk", "fdisk", ("sfdisk",), "GPT layout of guest images"),
     Requirement("mtools", "mtools", ("mcopy",), "FAT images without mounting"),
     Requirement("dosfstools", "dosfstools", ("mkfs.fat",), "FAT filesystems"),
     Requirement("e2fsprogs", "e2fsprogs", ("mkfs.ext4",), "ext4 root filesystems"),

@@ -7,18 +7,29 @@ waits for the boot manager to speak on the serial port.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import json
 import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness import console as console_mod
 from harness import run
-from harness.errors import PrerequisiteError
+from harness.console import Console
+from harness.errors import InfrastructureError, PrerequisiteError
 
 log = logging.getLogger(__name__)
+# qemu.qmp logs an ERROR when QEMU closes the socket after "quit", which is how every
+# guest ends; real protocol failures still reach us as exceptions.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 QEMU = "qemu-system-x86_64"
 #: OVMF's boot manager prints this once DXE is up: the firmware really runs.
@@ -117,3 +128,139 @@ def pick_accelerator(firmware: Path) -> tuple[Accel, list[ProbeResult]]:
         f"QEMU boots {firmware} under no accelerator: "
         + "; ".join(f"{r.accel}: {r.detail}" for r in results)
     )
+
+
+#: Where the probe's verdict is kept: probing costs a few seconds per accelerator.
+ACCEL_CACHE_NAME = "accel.json"
+
+
+def qemu_version() -> str:
+    out = run.run([QEMU, "--version"]).stdout.decode()
+    return out.splitlines()[0] if out else "unknown"
+
+
+def working_accelerator(cache_dir: Path, firmware: Path) -> Accel:
+    """The accelerator that boots OVMF here, probed once per QEMU version and kernel."""
+    key = f"{qemu_version()} / {os.uname().release}"
+    path = cache_dir / ACCEL_CACHE_NAME
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return Accel(cached["accel"])
+    except (OSError, ValueError, KeyError):
+        pass
+    accel, results = pick_accelerator(firmware)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"key": key, "accel": str(accel), "details": [r.detail for r in results]})
+    )
+    return accel
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """One guest: AmdSev OVMF as -bios, the disk on virtio, serial on stdio.
+
+    Attributes:
+        secret: a plaintext secret table and the GPA the generic loader puts it at,
+            before the CPU starts (what SEV's LAUNCH_SECRET does on real hardware).
+        qmp: path of the QMP socket QEMU listens on.
+        no_shutdown: keep QEMU (and guest memory) after the guest powers off.
+    """
+
+    firmware: Path
+    disk: Path
+    accel: Accel
+    qmp: Path
+    memory_mib: int = 1024
+    secret: tuple[Path, int] | None = None
+    no_shutdown: bool = False
+
+    def argv(self) -> list[str]:
+        argv = [
+            QEMU,
+            "-machine",
+            f"q35,accel={self.accel}",
+            "-m",
+            str(self.memory_mib),
+            "-bios",
+            str(self.firmware),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-net",
+            "none",
+            "-no-reboot",
+            "-drive",
+            f"file={self.disk},if=virtio,format=raw,snapshot=on",
+            "-qmp",
+            f"unix:{self.qmp},server=on,wait=off",
+        ]
+        if self.no_shutdown:
+            argv.append("-no-shutdown")
+        if self.secret is not None:
+            path, gpa = self.secret
+            argv += ["-device", f"loader,file={path},addr={gpa:#x},force-raw=on"]
+        return argv
+
+
+#: QEMU opens its QMP socket at start-up; give a loaded host a few seconds.
+QMP_CONNECT_TIMEOUT = 10.0
+#: Time a guest gets to quit on QMP before it is killed.
+QUIT_GRACE = 5.0
+
+
+@dataclass
+class Guest:
+    console: Console
+    qmp: QEMUMonitorProtocol | None
+
+    def pmemsave(self, gpa: int, size: int, dest: Path) -> bytes:
+        """Read guest-physical memory over QMP (QEMU writes it to *dest*)."""
+        if self.qmp is None:
+            raise InfrastructureError("No QMP connection to read guest memory with.")
+        self.qmp.cmd("pmemsave", val=gpa, size=size, filename=str(dest))
+        return dest.read_bytes()
+
+
+@contextlib.contextmanager
+def running(
+    cfg: LaunchConfig,
+    transcript: Path,
+    secrets: tuple[str, ...] = (),
+    allowed_errors: tuple[str, ...] = (),
+) -> Iterator[Guest]:
+    """QEMU with the guest's console; always stopped (QMP quit, then kill) on the way out."""
+    if run.which(QEMU) is None:
+        raise PrerequisiteError(f"{QEMU} is not installed.", hint="apt-get install qemu-system-x86")
+    cfg.qmp.unlink(missing_ok=True)
+    log.debug("+ %s", " ".join(cfg.argv()))
+    con = console_mod.spawn(cfg.argv(), transcript, secrets, allowed_errors)
+    qmp = None
+    try:
+        deadline = time.monotonic() + QMP_CONNECT_TIMEOUT
+        while qmp is None and time.monotonic() < deadline and con.child.isalive():
+            if cfg.qmp.exists():
+                candidate = QEMUMonitorProtocol(str(cfg.qmp))
+                try:
+                    candidate.connect()
+                    qmp = candidate
+                except (OSError, QMPError):
+                    time.sleep(0.1)
+            else:
+                time.sleep(0.05)
+        yield Guest(con, qmp)
+    finally:
+        if qmp is not None:
+            with contextlib.suppress(Exception):
+                qmp.cmd("quit")
+            with contextlib.suppress(Exception):
+                qmp.close()
+        deadline = time.monotonic() + QUIT_GRACE
+        while con.child.isalive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        con.child.close(force=True)
+        con.text()  # final transcript on disk
+        cfg.qmp.unlink(missing_ok=True)

@@ -145,14 +145,18 @@ def debian_fetcher(image: str) -> sources.DebianFetcher:
             f"chown -R {os.getuid()}:{os.getgid()} /dl"
         )
         with containers.container(
-            image, ["bash", "-c", script],
-            mounts=[containers.Mount(where, "/dl")], as_root=True,
+            image,
+            ["bash", "-c", script],
+            mounts=[containers.Mount(where, "/dl")],
+            as_root=True,
         ) as ctr:
             status = ctr.wait().get("StatusCode", -1)
             output = ctr.logs().decode(errors="replace")
         got = where / archive
         if not got.is_file():
-            reason = next((ln for ln in output.splitlines() if ln.startswith("E:")), f"exit {status}")
+            reason = next(
+                (ln for ln in output.splitlines() if ln.startswith("E:")), f"exit {status}"
+            )
             raise InfrastructureError(f"apt-get source did not deliver {archive}: {reason}")
         return got
 
@@ -193,7 +197,10 @@ def prepare_tree(
             raise InputError(f"--tree {local_tree} is not a directory.")
         want = {"local": str(local_tree.resolve()), "time": time.time()}
     else:
-        want = {"sha256": component.pin.sha256, "quirks": [q.__dict__ for q in component.pin.quirks]}
+        want = {
+            "sha256": component.pin.sha256,
+            "quirks": [q.__dict__ for q in component.pin.quirks],
+        }
     have = json.loads(stamp.read_text()) if stamp.exists() else None
     if local_tree is not None or have != want or not (src / ".git").is_dir():
         shutil.rmtree(work, ignore_errors=True)

@@ -84,7 +84,11 @@ def build_ovmf(
     cached = hit is not None
     # Prepare the edk2 tree before building GRUB, so a series that does not apply
     # fails in seconds with nothing built.
-    tree = None if cached else prepare_tree(comp, ws, builder.tag, local_tree=tree_edk2, apply=apply_series)
+    tree = (
+        None
+        if cached
+        else prepare_tree(comp, ws, builder.tag, local_tree=tree_edk2, apply=apply_series)
+    )
     grub = grub_build.build_grub(ws, builder, local_tree=tree_grub, apply=apply_series)
     grub_build.publish(grub, ws.root / "grub")
     if tree is not None:
@@ -126,9 +130,7 @@ def _manifest(
     report = describe(out / "OVMF.fd")
     grub_info = report["grub"]
     if grub_info is None or not grub_info["pe"]["ok"]:
-        raise InfrastructureError(
-            f"The built OVMF.fd has no usable GRUB file ({GRUB_FILE})."
-        )
+        raise InfrastructureError(f"The built OVMF.fd has no usable GRUB file ({GRUB_FILE}).")
     modules = [m["name"] for m in grub_info["modules"] or []]
     if "efisecret" not in modules:
         raise InfrastructureError("The GRUB inside the built OVMF.fd lacks the efisecret module.")

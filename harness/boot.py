@@ -1,0 +1,63 @@
+"""``./inv boot``: one scenario (or an interactive boot) for a firmware and an image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness import console, doctor, image, qemu, scenarios
+from harness.errors import ConfigError, InputError
+from harness.files import read_input
+
+OUT = Path("out").resolve()
+
+
+def expected_digest(firmware: Path) -> bytes:
+    """The digest the guest owner expects: from the build manifest next to the firmware."""
+    manifest = firmware.parent / "manifest.json"
+    try:
+        data = json.loads(manifest.read_text())
+        return bytes.fromhex(data["output"]["sev_launch_digest"])
+    except FileNotFoundError as err:
+        raise InputError(
+            f"{manifest} is missing: the guest owner has no digest to expect.",
+            hint="boot a firmware made by ./inv build-ovmf",
+        ) from err
+    except (KeyError, ValueError) as err:
+        raise InputError(f"{manifest} has no valid output.sev_launch_digest.") from err
+
+
+def boot(name: str, firmware: Path, image_dir: Path, interactive: bool) -> scenarios.Result | None:
+    if name not in scenarios.SCENARIOS:
+        raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
+    disk, pass_file, meta = image.load(image_dir)
+    accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF)
+    if interactive:
+        cfg = qemu.LaunchConfig(
+            firmware=firmware.resolve(),
+            disk=disk,
+            accel=accel,
+            qmp=OUT / "boot" / "interactive.qmp",
+        )
+        cfg.qmp.parent.mkdir(parents=True, exist_ok=True)
+        console.interact(cfg.argv())
+        return None
+    return scenarios.run_scenario(
+        scenarios.SCENARIOS[name],
+        firmware=firmware.resolve(),
+        expected_digest=expected_digest(firmware),
+        disk=disk,
+        passphrase=read_input(pass_file, "passphrase"),
+        token=meta["token"],
+        variant=meta["luks"],
+        workdir=OUT / "boot" / f"{name}-{meta['luks']}",
+        accel=accel,
+    )
+
+
+def render(result: scenarios.Result) -> str:
+    verdict = "PASS" if result.passed else "FAIL"
+    return (
+        f"{verdict} {result.scenario} ({result.variant}) in {result.seconds:.1f} s: "
+        f"{result.detail}\n  transcript: {result.transcript}"
+    )

@@ -1,0 +1,169 @@
+"""The serial console of a booting guest, driven with pexpect.
+
+Every wait also watches the failure patterns (kernel panic, edk2 ASSERT, Security
+Violation, GRUB ``error:`` lines the scenario did not expect) and reports which one
+matched, with the transcript's tail. ANSI escapes are stripped from the transcript,
+secrets given to :class:`Console` are redacted before anything is written, and the whole
+transcript goes to one file per boot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pexpect
+
+from harness.errors import HarnessError
+
+ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+REDACTED = "[REDACTED]"
+
+
+@dataclass(frozen=True)
+class FailurePattern:
+    name: str
+    pattern: str
+
+
+FAILURES: tuple[FailurePattern, ...] = (
+    FailurePattern("kernel panic", r"Kernel panic - not syncing"),
+    FailurePattern("edk2 ASSERT", r"ASSERT [^\n]*\.c\(\d+\)"),
+    FailurePattern("Security Violation", r"Security Violation"),
+)
+
+
+class GuestVerdict(HarnessError):
+    """The guest did something the scenario forbids (a test verdict, not infrastructure).
+
+    Attributes:
+        matched: which failure pattern (or "timeout"/"exited") ended the wait.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, matched: str, transcript_tail: str) -> None:
+        super().__init__(f"{message}\n--- console (last lines) ---\n{transcript_tail}")
+        self.matched = matched
+
+
+@dataclass
+class Console:
+    """Wraps a pexpect child that speaks on the guest's serial port."""
+
+    child: pexpect.spawn[str]
+    transcript: Path
+    secrets: Sequence[str] = ()
+    allowed_errors: Sequence[str] = ()
+    _raw: list[str] = field(default_factory=list)
+
+    def _record(self) -> None:
+        text = ANSI.sub("", "".join(self._raw))
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, REDACTED)
+        self.transcript.parent.mkdir(parents=True, exist_ok=True)
+        self.transcript.write_text(text)
+
+    def text(self) -> str:
+        """The transcript so far, ANSI stripped, secrets redacted."""
+        self._record()
+        return self.transcript.read_text()
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.text().rstrip().splitlines()[-lines:])
+
+    def expect(self, wanted: str, timeout: float, forbid: Sequence[str] = ()) -> re.Match[str]:
+        """Wait for *wanted*; fail on a failure pattern, a forbidden pattern, EOF or timeout.
+
+        GRUB ``error:`` lines are checked after each wait against ``allowed_errors``
+        (GRUB wraps long lines, so an error and the lines after it are searched together).
+
+        Raises:
+            GuestVerdict: naming what happened instead.
+        """
+        watch = [(f.name, f.pattern) for f in FAILURES]
+        watch += [(f"forbidden: {p}", p) for p in forbid]
+        patterns: list[
+            re.Pattern[str]
+            | re.Pattern[bytes]
+            | str
+            | bytes
+            | type[pexpect.EOF]
+            | type[pexpect.TIMEOUT]
+        ] = [
+            wanted,
+            *(p for _, p in watch),
+            pexpect.EOF,
+            pexpect.TIMEOUT,
+        ]
+        index = self.child.expect(patterns, timeout=timeout)
+        after = self.child.after if isinstance(self.child.after, str) else ""
+        new = (self.child.before or "") + after
+        self._raw.append(new)
+        self._record()
+        self._check_grub_errors(ANSI.sub("", new))
+        if index == 0:
+            match = self.child.match
+            assert isinstance(match, re.Match)
+            return match
+        if index <= len(watch):
+            name = watch[index - 1][0]
+            raise GuestVerdict(
+                f"The guest showed {name} while waiting for {wanted!r}.", name, self.tail()
+            )
+        if index == len(patterns) - 2:
+            raise GuestVerdict(
+                f"The guest exited while waiting for {wanted!r}.", "exited", self.tail()
+            )
+        raise GuestVerdict(
+            f"Nothing matching {wanted!r} within {timeout:g} s.", "timeout", self.tail()
+        )
+
+    def _check_grub_errors(self, text: str) -> None:
+        lines = text.splitlines()
+        for n, line in enumerate(lines):
+            if not line.startswith("error:"):
+                continue
+            context = " ".join(lines[n : n + 3])
+            if not any(re.search(allowed, context) for allowed in self.allowed_errors):
+                raise GuestVerdict(
+                    f"GRUB reported an error the scenario does not expect: {line}",
+                    "GRUB error",
+                    self.tail(),
+                )
+
+    def sendline(self, text: str) -> None:
+        """Type *text* and Enter (what is typed is not echoed by GRUB's password prompt)."""
+        self.child.sendline(text)
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait for the guest (QEMU) to exit; True if it did within *timeout*."""
+        index = self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        self._raw.append(self.child.before or "")
+        self._record()
+        return index == 0
+
+
+def spawn(
+    argv: Sequence[str],
+    transcript: Path,
+    secrets: Sequence[str] = (),
+    allowed_errors: Sequence[str] = (),
+) -> Console:
+    """Start *argv* with its stdio on a pty and wrap it; the caller must close it."""
+    child = pexpect.spawn(
+        argv[0], list(argv[1:]), encoding="utf-8", codec_errors="replace", timeout=None, echo=False
+    )
+    return Console(child, transcript, tuple(secrets), tuple(allowed_errors))
+
+
+def interact(argv: Sequence[str]) -> None:
+    """Hand the terminal to the guest's serial console (Ctrl-] leaves)."""
+    child = pexpect.spawn(argv[0], list(argv[1:]), encoding="utf-8", codec_errors="replace")
+    try:
+        child.interact()
+    finally:
+        child.close(force=True)

@@ -1,0 +1,328 @@
+"""Encrypted guest images, built rootless and without dm-crypt.
+
+A GPT disk with one LUKS partition holding an ext4 filesystem. cryptsetup formats a
+real LUKS header on a plain file; the payload is the ``mkfs.ext4 -d`` image encrypted in
+Python with the volume key (AES-XTS-plain64, 512-byte sectors) and written at the
+payload offset; sfdisk lays out the GPT. Every image is checked with
+``cryptsetup open --test-passphrase`` before it is published.
+
+Passphrases only travel in 0600 files, never on a command line or in a log.
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import containers, cpio, run, xts
+from harness.errors import ConfigError, InfrastructureError
+from harness.files import read_input, write_private
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"
+#: The partition starts at 1 MiB, as every partitioning tool aligns it.
+PARTITION_START = 1024 * 1024
+SECTOR = 512
+
+
+class LuksVariant(enum.StrEnum):
+    """What GRUB has to unlock. KDF costs are low enough for GRUB under TCG."""
+
+    LUKS1 = "luks1"
+    LUKS2_PBKDF2 = "luks2-pbkdf2"
+    LUKS2_ARGON2ID = "luks2-argon2id"
+
+    @property
+    def format_args(self) -> list[str]:
+        common = ["--cipher", "aes-xts-plain64", "--key-size", "512", "--hash", "sha256"]
+        if self is LuksVariant.LUKS1:
+            return ["--type", "luks1", *common, "--pbkdf-force-iterations", "1000"]
+        if self is LuksVariant.LUKS2_PBKDF2:
+            return [
+                "--type",
+                "luks2",
+                *common,
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+                "--sector-size",
+                "512",
+            ]
+        return [
+            "--type",
+            "luks2",
+            *common,
+            "--pbkdf",
+            "argon2id",
+            "--pbkdf-memory",
+            "32768",
+            "--pbkdf-force-iterations",
+            "4",
+            "--pbkdf-parallel",
+            "1",
+            "--sector-size",
+            "512",
+        ]
+
+    @property
+    def header_bytes(self) -> int:
+        """Room for the header: cryptsetup's default payload offsets."""
+        return 2 * 1024 * 1024 if self is LuksVariant.LUKS1 else 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    directory: Path
+    packages: tuple[str, ...]
+    kernel_glob: str
+    busybox: str
+    filesystem_mib: int
+
+    @classmethod
+    def load(cls, name: str) -> Recipe:
+        directory = IMAGES / name
+        try:
+            data = tomllib.loads((directory / "recipe.toml").read_text())
+        except FileNotFoundError as err:
+            known = sorted(p.name for p in IMAGES.iterdir() if (p / "recipe.toml").exists())
+            raise ConfigError(f"No image recipe {name!r}; known: {', '.join(known)}.") from err
+        return cls(
+            name,
+            directory,
+            tuple(data["packages"]),
+            data["kernel_glob"],
+            data["busybox"],
+            int(data["filesystem_mib"]),
+        )
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built image and what a boot needs to know about it (no secret in here)."""
+
+    disk: Path
+    passphrase_file: Path
+    token: str
+    variant: LuksVariant
+    metadata: dict[str, Any]
+
+
+def fetch_packages(recipe: Recipe, cache: Path, builder: str) -> Path:
+    """Download the recipe's .debs with apt in the builder container; unpack them."""
+    key = hashlib.sha256(" ".join(recipe.packages).encode()).hexdigest()[:16]
+    unpacked = cache / f"{recipe.name}-{key}"
+    if unpacked.is_dir():
+        return unpacked
+    debs = cache / f"{recipe.name}-{key}.debs"
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
+    # Metapackages (linux-image-cloud-amd64) are resolved to the package they name.
+    script = (
+        "set -e; apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null; cd /debs; "
+        "for p in " + " ".join(recipe.packages) + "; do "
+        "real=$(apt-cache depends \"$p\" | awk '/Depends: linux-image-[0-9]/{print $2; exit}'); "
+        'apt-get download -qq "${real:-$p}"; done; '
+        f"chown -R {os.getuid()}:{os.getgid()} /debs"
+    )
+    containers.run_logged(
+        builder,
+        ["bash", "-c", script],
+        mounts=[containers.Mount(debs, "/debs")],
+        log_path=cache / "apt.log",
+        as_root=True,
+        what="package download",
+    )
+    tmp = Path(tempfile.mkdtemp(dir=cache))
+    for deb in sorted(debs.glob("*.deb")):
+        run.run(["dpkg-deb", "-x", str(deb), str(tmp)])
+    tmp.rename(unpacked)
+    shutil.rmtree(debs, ignore_errors=True)
+    return unpacked
+
+
+def initramfs(busybox: bytes, init: bytes) -> bytes:
+    entries = [
+        cpio.Entry("bin", 0o40755),
+        cpio.Entry("bin/busybox", 0o100755, busybox),
+        cpio.Entry("bin/sh", 0o120777, b"busybox"),
+        cpio.Entry("dev", 0o40755),
+        cpio.Entry("dev/console", 0o20600),  # a placeholder; devtmpfs is not needed
+        cpio.Entry("init", 0o100755, init),
+    ]
+    return gzip.compress(cpio.newc(entries), mtime=0)
+
+
+def _root_tree(recipe: Recipe, unpacked: Path, token: str, dest: Path) -> None:
+    kernels = sorted(unpacked.glob(recipe.kernel_glob))
+    if not kernels:
+        raise InfrastructureError(f"No kernel matching {recipe.kernel_glob} in the packages.")
+    boot = dest / "boot"
+    (boot / "grub").mkdir(parents=True)
+    shutil.copy2(kernels[-1], boot / "vmlinuz")
+    init = (recipe.directory / "init").read_bytes()
+    (boot / "initrd.img").write_bytes(initramfs((unpacked / recipe.busybox).read_bytes(), init))
+    cfg = (recipe.directory / "grub.cfg.in").read_text().replace("@TOKEN@", token)
+    (boot / "grub" / "grub.cfg").write_text(cfg)
+
+
+def volume_key(luks: Path, passphrase_file: Path, work: Path) -> bytes:
+    """The volume key, via luksDump into a 0600 file that is removed at once."""
+    key_file = work / "volume.key"
+    try:
+        run.run(
+            [
+                "cryptsetup",
+                "luksDump",
+                "--batch-mode",
+                "--dump-volume-key",
+                "--volume-key-file",
+                str(key_file),
+                "--key-file",
+                str(passphrase_file),
+                str(luks),
+            ]
+        )
+        return key_file.read_bytes()
+    finally:
+        key_file.unlink(missing_ok=True)
+
+
+def payload_offset(luks: Path) -> int:
+    """Where the encrypted data starts, from cryptsetup's own dump."""
+    dump = run.run(["cryptsetup", "luksDump", str(luks)]).stdout.decode()
+    if m := re.search(r"^Payload offset:\s+(\d+)", dump, re.MULTILINE):
+        return int(m.group(1)) * SECTOR
+    if m := re.search(r"^\s+offset:\s+(\d+) \[bytes\]", dump, re.MULTILINE):
+        return int(m.group(1))
+    raise InfrastructureError(f"cryptsetup luksDump shows no payload offset for {luks}.")
+
+
+def build_image(
+    recipe_name: str,
+    variant: LuksVariant,
+    out: Path,
+    cache: Path,
+    builder: str,
+    passphrase_file: Path | None = None,
+) -> Image:
+    """Build ``out/disk.img`` (+ ``image.json``, ``passphrase`` 0600) from a recipe."""
+    recipe = Recipe.load(recipe_name)
+    unpacked = fetch_packages(recipe, cache, builder)
+    token = secrets.token_hex(8)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="image-", dir=out))
+    os.chmod(work, 0o700)
+    try:
+        pass_path = out / "passphrase"
+        if passphrase_file is not None:
+            passphrase = read_input(passphrase_file, "passphrase").rstrip(b"\r\n")
+        else:
+            passphrase = secrets.token_urlsafe(18).encode()
+        write_private({pass_path: passphrase})
+        root = work / "root"
+        _root_tree(recipe, unpacked, token, root)
+        fs = work / "fs.img"
+        run.run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                "harness-root",
+                "-d",
+                str(root),
+                str(fs),
+                f"{recipe.filesystem_mib}M",
+            ]
+        )
+        plain = fs.read_bytes()
+        luks = work / "luks.img"
+        with open(luks, "wb") as f:
+            f.truncate(variant.header_bytes + len(plain))
+        run.run(
+            [
+                "cryptsetup",
+                "luksFormat",
+                "--batch-mode",
+                "--use-urandom",
+                *variant.format_args,
+                "--key-file",
+                str(pass_path),
+                str(luks),
+            ]
+        )
+        offset = payload_offset(luks)
+        key = volume_key(luks, pass_path, work)
+        with open(luks, "r+b") as f:
+            f.truncate(offset + len(plain))
+            f.seek(offset)
+            f.write(xts.encrypt(key, plain))
+        del key
+        run.run(
+            ["cryptsetup", "open", "--test-passphrase", "--key-file", str(pass_path), str(luks)]
+        )
+        disk = work / "disk.img"
+        luks_size = luks.stat().st_size
+        with open(disk, "wb") as f:
+            f.truncate(PARTITION_START + luks_size + 1024 * 1024)  # room for the backup GPT
+        script = (
+            f"label: gpt\nstart={PARTITION_START // SECTOR}, size={luks_size // SECTOR}, "
+            "type=linux, name=root\n"
+        )
+        run.run(["sfdisk", "--quiet", str(disk)], input=script.encode())
+        with open(disk, "r+b") as f, open(luks, "rb") as src:
+            f.seek(PARTITION_START)
+            shutil.copyfileobj(src, f)
+        metadata = {
+            "schema": "harness-image/1",
+            "recipe": recipe.name,
+            "luks": variant.value,
+            "luks_format": variant.format_args,
+            "payload_offset": offset,
+            "partition_start": PARTITION_START,
+            "token": token,
+            "disk_sha256": hashlib.sha256(disk.read_bytes()).hexdigest(),
+            "kernel": sorted(p.name for p in unpacked.glob(recipe.kernel_glob))[-1],
+        }
+        (work / "image.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        for name in ("disk.img", "image.json"):
+            os.replace(work / name, out / name)
+        return Image(out / "disk.img", pass_path, token, variant, metadata)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def parse_variant(text: str) -> LuksVariant:
+    try:
+        return LuksVariant(text)
+    except ValueError as err:
+        choices = ", ".join(v.value for v in LuksVariant)
+        raise ConfigError(f"--luks {text!r} is not one of {choices}.") from err
+
+
+def load(directory: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """(disk, passphrase file, metadata) of an image directory made by build_image."""
+    meta_path = directory / "image.json"
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(
+            f"{directory} holds no image.json.", hint="./inv build-image first"
+        ) from err
+    return directory / "disk.img", directory / "passphrase", metadata
