@@ -1,0 +1,135 @@
+"""The boot matrix: the firmware ./inv build-ovmf makes, encrypted images, real QEMU.
+
+Scenarios 1-3 run for every LUKS variant; refusal, secret-wiped and tampered-firmware
+run on LUKS1. The firmware comes from the main workspace (built once, then cached).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from harness import containers, doctor, qemu, run, scenarios, xts
+from harness.build import ovmf
+from harness.build.common import Workspace
+from harness.image import Image, LuksVariant, build_image, payload_offset, volume_key
+from tests.conftest import ROOT
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.qemu,
+    pytest.mark.tools,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("build"),
+]
+OUT = ROOT / "out"
+
+
+@pytest.fixture(scope="module")
+def firmware() -> ovmf.OvmfBuild:
+    return ovmf.build_ovmf(Workspace(OUT))
+
+
+@pytest.fixture(scope="module")
+def accel() -> qemu.Accel:
+    return qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF)
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[LuksVariant, Image]:
+    builder = containers.ensure_builder("bookworm")
+    return {
+        v: build_image(
+            "minimal", v, OUT / "images" / f"test-{v}", OUT / "cache" / "images", builder.tag
+        )
+        for v in LuksVariant
+    }
+
+
+def test_images_are_real_luks(images: dict[LuksVariant, Image], tmp_path: Path) -> None:
+    for variant, img in images.items():
+        assert stat.S_IMODE(img.passphrase_file.stat().st_mode) == 0o600
+        assert img.metadata["luks"] == variant.value
+        part = tmp_path / f"{variant}.luks"
+        start = img.metadata["partition_start"]
+        with open(img.disk, "rb") as src:
+            src.seek(start)
+            part.write_bytes(src.read())
+        run.run(
+            [
+                "cryptsetup",
+                "open",
+                "--test-passphrase",
+                "--key-file",
+                str(img.passphrase_file),
+                str(part),
+            ]
+        )
+        key = volume_key(part, img.passphrase_file, tmp_path)
+        offset = payload_offset(part)
+        assert offset == img.metadata["payload_offset"]
+        with open(part, "rb") as f:
+            f.seek(offset)
+            head = xts.decrypt(key, f.read(4096))
+        assert head[1024 + 56 : 1024 + 58] == b"\x53\xef"  # the ext4 superblock magic
+
+
+MATRIX = [
+    (name, variant)
+    for name in ("passwordless", "no-secret", "wrong-secret")
+    for variant in LuksVariant
+] + [(name, LuksVariant.LUKS1) for name in ("refusal", "secret-wiped", "tampered-firmware")]
+
+
+@pytest.mark.parametrize("name, variant", MATRIX, ids=[f"{n}-{v}" for n, v in MATRIX])
+def test_scenario(
+    name: str,
+    variant: LuksVariant,
+    firmware: ovmf.OvmfBuild,
+    images: dict[LuksVariant, Image],
+    accel: qemu.Accel,
+) -> None:
+    img = images[variant]
+    result = scenarios.run_scenario(
+        scenarios.SCENARIOS[name],
+        firmware=firmware.firmware,
+        expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+        disk=img.disk,
+        passphrase=img.passphrase_file.read_bytes(),
+        token=img.token,
+        variant=variant.value,
+        workdir=OUT / "boot" / f"{name}-{variant}",
+        accel=accel,
+    )
+    assert result.passed, result.detail
+    transcript = result.transcript.read_text()
+    if name == "passwordless":
+        assert "Enter passphrase" not in transcript
+    if name == "tampered-firmware":
+        assert any("refused" in n for n in result.notes)
+    if name == "refusal":
+        assert "HARNESS-BOOTED" not in transcript
+
+
+def test_no_passphrase_anywhere_under_out(images: dict[LuksVariant, Image]) -> None:
+    """After the matrix: only the 0600 passphrase files themselves hold a passphrase."""
+    secrets = {img.passphrase_file.read_bytes() for img in images.values()}
+    allowed = {img.passphrase_file.resolve() for img in images.values()}
+    leaks = []
+    for path in OUT.rglob("*"):
+        if not path.is_file() or path.is_symlink() or path.resolve() in allowed:
+            continue
+        if path.name == "passphrase":
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            continue
+        if path.stat().st_size > 256 * 1024 * 1024:
+            continue
+        data = path.read_bytes()
+        leaks += [str(path) for s in secrets if s in data]
+    assert leaks == []
+    assert json.loads((OUT / "ovmf" / "manifest.json").read_text())["schema"]
+    assert os.access(OUT, os.R_OK)

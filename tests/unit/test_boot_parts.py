@@ -1,0 +1,177 @@
+"""Pieces of the boot path that need no QEMU: XTS, cpio, scenarios, command lines,
+and the console's pattern handling against a real child process."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import console, cpio, qemu, xts
+from harness.errors import ConfigError
+from harness.image import LuksVariant, initramfs, parse_variant
+from harness.scenarios import SCENARIOS, Scenario, Secret
+
+# NIST CAVS XTSGenAES256, tweak given as the data unit sequence number (the plain64
+# IV): cryptography_vectors 50.0.2,
+# ciphers/AES/XTS/tweak-dataunitseqno/XTSGenAES256.rsp, [ENCRYPT] COUNT 1 and 2.
+NIST_XTS_AES256 = [
+    (
+        "ef010ca1a3663e32534349bc0bae62232a1573348568fb9ef41768a7674f507a"
+        "727f98755397d0e0aa32f830338cc7a926c773f09e57b357cd156afbca46e1a0",
+        187,
+        "ed98e01770a853b49db9e6aaf88f0a41b9b56e91a5a2b11d40529254f5523e75",
+        "ca20c55e8dc149687d2541de39c3df6300bb5a163c10ced3666b1357db8bd39d",
+    ),
+    (
+        "c4e6b37e1075969d41a7601aa105dd41b18200a028da1f79f55c4d2db478c4e9"
+        "8d9ed491cfe52f31ecb7cbb4891eb779e057392b3b27c19cbe9b4875c8c31c22",
+        223,
+        "87ede402d0561359799a41be042ced9a8e15639165ef1a4d2f6785c394d61e5f",
+        "a51037198f3f9fe5d05bef52363acec40e86e3abb834180348d2e08627733e65",
+    ),
+]
+
+
+@pytest.mark.parametrize("key, unit, plain, cipher", NIST_XTS_AES256)
+def test_xts_against_nist_vectors(key: str, unit: int, plain: str, cipher: str) -> None:
+    out = xts.encrypt(bytes.fromhex(key), bytes.fromhex(plain), sector_size=32, first_sector=unit)
+    assert out.hex() == cipher
+    assert xts.decrypt(bytes.fromhex(key), out, sector_size=32, first_sector=unit).hex() == plain
+
+
+def test_xts_plain64_tweaks_count_sectors() -> None:
+    key = bytes(range(64))
+    data = bytes(4096)
+    whole = xts.encrypt(key, data)
+    assert whole[512:1024] == xts.encrypt(key, data[:512], first_sector=1)
+    assert whole[:512] != whole[512:1024]  # same plaintext, different sector
+    assert xts.decrypt(key, whole) == data
+
+
+def test_xts_refuses_partial_sectors() -> None:
+    with pytest.raises(Exception, match="sectors"):
+        xts.encrypt(bytes(64), bytes(100))
+
+
+def test_cpio_newc_layout() -> None:
+    archive = cpio.newc([cpio.Entry("init", 0o100755, b"#!/bin/sh\n")])
+    assert archive.startswith(b"070701")
+    assert len(archive) % 4 == 0
+    assert b"init\0" in archive and b"TRAILER!!!\0" in archive
+    name_size = int(archive[94:102], 16)
+    assert name_size == len(b"init\0")
+    file_size = int(archive[54:62], 16)
+    assert file_size == len(b"#!/bin/sh\n")
+
+
+def test_initramfs_is_gzip_of_newc() -> None:
+    blob = initramfs(b"\x7fELF", b"#!/bin/busybox sh\n")
+    raw = gzip.decompress(blob)
+    assert raw.startswith(b"070701") and b"bin/busybox\0" in raw
+
+
+def test_scenario_table_is_consistent() -> None:
+    assert {
+        "passwordless",
+        "no-secret",
+        "wrong-secret",
+        "refusal",
+        "secret-wiped",
+        "tampered-firmware",
+    } == set(SCENARIOS)
+    assert not SCENARIOS["passwordless"].expects_prompt
+    assert SCENARIOS["tampered-firmware"].expects_prompt
+    assert not SCENARIOS["refusal"].boots
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"secret": Secret.GOOD, "typed": (True,)},
+        {"secret": Secret.NONE},
+        {"secret": Secret.NONE, "typed": (True,), "check_wipe": True},
+    ],
+)
+def test_inconsistent_scenarios_are_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        Scenario("x", "x", **kwargs)  # type: ignore[arg-type]
+
+
+def test_variants_parse_and_carry_kdf_settings() -> None:
+    assert parse_variant("luks2-argon2id") is LuksVariant.LUKS2_ARGON2ID
+    assert "--pbkdf-memory" in LuksVariant.LUKS2_ARGON2ID.format_args
+    with pytest.raises(ConfigError, match="not one of"):
+        parse_variant("luks3")
+
+
+def test_launch_command_line(tmp_path: Path) -> None:
+    cfg = qemu.LaunchConfig(
+        firmware=tmp_path / "OVMF.fd",
+        disk=tmp_path / "disk.img",
+        accel=qemu.Accel.TCG,
+        qmp=tmp_path / "q.sock",
+        secret=(tmp_path / "s.bin", 0x810000),
+        no_shutdown=True,
+    )
+    argv = cfg.argv()
+    assert argv[argv.index("-machine") + 1] == "q35,accel=tcg"
+    assert "-no-reboot" in argv and "-no-shutdown" in argv
+    assert f"loader,file={tmp_path / 's.bin'},addr=0x810000,force-raw=on" in argv
+    assert f"file={tmp_path / 'disk.img'},if=virtio,format=raw,snapshot=on" in argv
+
+
+def _child(tmp_path: Path, text: str, allowed: tuple[str, ...] = ()) -> console.Console:
+    script = tmp_path / "guest.py"
+    script.write_text(
+        f"import sys, time\nsys.stdout.write({text!r})\nsys.stdout.flush()\ntime.sleep(30)\n"
+    )
+    return console.spawn(
+        [sys.executable, str(script)],
+        tmp_path / "console.log",
+        secrets=("hunter2",),
+        allowed_errors=allowed,
+    )
+
+
+def test_console_reports_a_kernel_panic(tmp_path: Path) -> None:
+    con = _child(tmp_path, "booting\nKernel panic - not syncing: VFS\n")
+    try:
+        with pytest.raises(console.GuestVerdict) as info:
+            con.expect("HARNESS-BOOTED", 20)
+        assert info.value.matched == "kernel panic"
+    finally:
+        con.child.close(force=True)
+
+
+def test_console_grub_errors_and_redaction(tmp_path: Path) -> None:
+    text = (
+        "\x1b[2Jerror: the EFI secret area holds no secret table.\n"
+        "Enter passphrase for hd0: hunter2\ndone\n"
+    )
+    con = _child(tmp_path, text, allowed=(r"holds no secret table",))
+    try:
+        con.expect("done", 20)
+    finally:
+        con.child.close(force=True)
+    log = (tmp_path / "console.log").read_text()
+    assert "hunter2" not in log and console.REDACTED in log and "\x1b" not in log
+    con2 = _child(tmp_path, "error: something else broke\nEnter passphrase for hd0\n")
+    try:
+        with pytest.raises(console.GuestVerdict) as info:
+            con2.expect("Enter passphrase", 20)
+        assert info.value.matched == "GRUB error"
+    finally:
+        con2.child.close(force=True)
+
+
+def test_console_timeout_is_a_verdict(tmp_path: Path) -> None:
+    con = _child(tmp_path, "nothing useful\n")
+    try:
+        with pytest.raises(console.GuestVerdict) as info:
+            con.expect("HARNESS-BOOTED", 1)
+        assert info.value.matched == "timeout"
+    finally:
+        con.child.close(force=True)
