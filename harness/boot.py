@@ -33,14 +33,21 @@ def boot(name: str, firmware: Path, image_dir: Path, interactive: bool) -> scena
     disk, pass_file, meta = image.load(image_dir)
     accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF)
     if interactive:
-        cfg = qemu.LaunchConfig(
+        # The same launch as the scenario (secret injected or not), then the terminal
+        # belongs to the person watching.
+        with scenarios.prepared(
+            scenarios.SCENARIOS[name],
             firmware=firmware.resolve(),
+            expected_digest=expected_digest(firmware),
             disk=disk,
+            passphrase=read_input(pass_file, "passphrase"),
+            workdir=OUT / "boot" / f"{name}-{meta['luks']}",
             accel=accel,
-            qmp=OUT / "boot" / "interactive.qmp",
-        )
-        cfg.qmp.parent.mkdir(parents=True, exist_ok=True)
-        console.interact(cfg.argv())
+        ) as launch:
+            for note in launch.notes:
+                print(note)
+            print("serial console follows; Ctrl-] leaves")
+            console.interact(launch.cfg.argv())
         return None
     return scenarios.run_scenario(
         scenarios.SCENARIOS[name],

@@ -10,11 +10,15 @@ the secret page (QEMU's generic loader, before the CPU starts).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import secrets as random
+import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from harness.errors import ConfigError, FirmwareFormatError, VerificationError
 from harness.files import write_private
 from harness.firmware import guids
 from harness.firmware.fv import find_volumes
-from harness.firmware.guidtable import parse_guid_table
+from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.sev.measure import PlatformInfo, verify_measurement
 from harness.sev.packet import TransportKeys, build_packet
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
@@ -147,6 +151,61 @@ def tamper(firmware: bytes) -> bytes:
     return bytes(data)
 
 
+@dataclass
+class Launch:
+    """A launch ready to start: QEMU's configuration and what the owner did."""
+
+    cfg: qemu.LaunchConfig
+    wrong: bytes
+    area: MemoryBlock
+    notes: list[str]
+
+
+@contextlib.contextmanager
+def prepared(
+    scenario: Scenario,
+    *,
+    firmware: Path,
+    expected_digest: bytes,
+    disk: Path,
+    passphrase: bytes,
+    workdir: Path,
+    accel: qemu.Accel,
+) -> Iterator[Launch]:
+    """Do the guest owner's part of the launch and configure QEMU for it.
+
+    The firmware copy, the decrypted secret and the QMP socket live in a private
+    directory of this run, removed on the way out, so parallel runs never collide.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=".run-", dir=workdir))
+    try:
+        notes: list[str] = []
+        fw_bytes = firmware.read_bytes()
+        if scenario.tamper:
+            fw_bytes = tamper(fw_bytes)
+            notes.append("firmware tampered (one byte in the variable store's spare area)")
+        table = parse_guid_table(fw_bytes)
+        area = table.secret_block if table else None
+        if area is None or not area.present:
+            raise FirmwareFormatError(f"{firmware} has no secret block to inject into.")
+        loaded = private / "OVMF.fd"
+        loaded.write_bytes(fw_bytes)
+        wrong = ("wrong-" + random.token_urlsafe(12)).encode()
+        secret = _launch(scenario, fw_bytes, expected_digest, passphrase, wrong, private, notes)
+        cfg = qemu.LaunchConfig(
+            firmware=loaded,
+            disk=disk,
+            accel=accel,
+            qmp=private / "qmp.sock",
+            secret=(secret, area.base) if secret else None,
+            no_shutdown=scenario.check_wipe,
+        )
+        yield Launch(cfg, wrong, area, notes)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -158,45 +217,35 @@ def run_scenario(
     variant: str,
     workdir: Path,
     accel: qemu.Accel,
+    timeout: float = BOOT_TIMEOUT,
 ) -> Result:
-    """Run one scenario end to end; a verdict, never an exception for guest behaviour."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Run one scenario end to end; a verdict, never an exception for guest behaviour.
+
+    The transcript is ``workdir/console.log``.
+    """
     transcript = workdir / "console.log"
     started = time.monotonic()
-    notes: list[str] = []
-    fw_bytes = firmware.read_bytes()
-    if scenario.tamper:
-        fw_bytes = tamper(fw_bytes)
-        notes.append("firmware tampered (one byte in the variable store's spare area)")
-    loaded = workdir / "OVMF.fd"
-    loaded.write_bytes(fw_bytes)
-    wrong = ("wrong-" + random.token_urlsafe(12)).encode()
-    secret = _launch(scenario, fw_bytes, expected_digest, passphrase, wrong, workdir, notes)
-    table = parse_guid_table(fw_bytes)
-    area = table.secret_block if table else None
-    if area is None or not area.present:
-        raise FirmwareFormatError(f"{firmware} has no secret block to inject into.")
-    cfg = qemu.LaunchConfig(
-        firmware=loaded,
+    with prepared(
+        scenario,
+        firmware=firmware,
+        expected_digest=expected_digest,
         disk=disk,
+        passphrase=passphrase,
+        workdir=workdir,
         accel=accel,
-        qmp=workdir / "qmp.sock",
-        secret=(secret, area.base) if secret else None,
-        no_shutdown=scenario.check_wipe,
-    )
-    allowed = () if not scenario.expects_prompt else FALLBACK_ERRORS
-    try:
-        with qemu.running(cfg, transcript, (passphrase.decode(), wrong.decode()), allowed) as guest:
-            _drive(scenario, guest, passphrase, wrong, token)
-            if scenario.check_wipe:
-                notes += _check_wipe(guest, area.base, area.size, passphrase, workdir)
-        passed, detail = True, "; ".join(notes) or "as expected"
-    except (GuestVerdict, VerificationError) as err:
-        passed, detail = False, str(err)
-    finally:
-        if secret:
-            secret.unlink(missing_ok=True)
-        loaded.unlink(missing_ok=True)
+    ) as launch:
+        notes = launch.notes
+        allowed = () if not scenario.expects_prompt else FALLBACK_ERRORS
+        redact = (passphrase.decode(), launch.wrong.decode())
+        try:
+            with qemu.running(launch.cfg, transcript, redact, allowed) as guest:
+                _drive(scenario, guest, passphrase, launch.wrong, token, timeout)
+                if scenario.check_wipe:
+                    area = launch.area
+                    notes += _check_wipe(guest, area.base, area.size, passphrase, workdir)
+            passed, detail = True, "; ".join(notes) or "as expected"
+        except (GuestVerdict, VerificationError) as err:
+            passed, detail = False, str(err)
     return Result(
         scenario.name, variant, passed, detail, time.monotonic() - started, transcript, notes
     )
@@ -236,18 +285,23 @@ def _launch(
 
 
 def _drive(
-    scenario: Scenario, guest: qemu.Guest, passphrase: bytes, wrong: bytes, token: str
+    scenario: Scenario,
+    guest: qemu.Guest,
+    passphrase: bytes,
+    wrong: bytes,
+    token: str,
+    timeout: float,
 ) -> None:
     con = guest.console
     if not scenario.expects_prompt:
-        m = con.expect(MARKER, BOOT_TIMEOUT, forbid=(PROMPT,))
+        m = con.expect(MARKER, timeout, forbid=(PROMPT,))
         _check_token(m.group(1), token)
         return
     for typed_right in scenario.typed:
-        con.expect(PROMPT, BOOT_TIMEOUT, forbid=(MARKER,))
+        con.expect(PROMPT, timeout, forbid=(MARKER,))
         con.sendline((passphrase if typed_right else wrong).decode())
     if scenario.boots:
-        m = con.expect(MARKER, BOOT_TIMEOUT, forbid=(PROMPT,))
+        m = con.expect(MARKER, timeout, forbid=(PROMPT,))
         _check_token(m.group(1), token)
         return
     if not con.wait_exit(REFUSAL_TIMEOUT):

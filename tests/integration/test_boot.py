@@ -115,6 +115,61 @@ def test_scenario(
         assert "HARNESS-BOOTED" not in transcript
 
 
+def test_a_hanging_guest_times_out_cleanly(
+    firmware: ovmf.OvmfBuild,
+    accel: qemu.Accel,
+    tmp_path: Path,
+) -> None:
+    builder = containers.ensure_builder("bookworm")
+    img = build_image(
+        "no-kernel", LuksVariant.LUKS1, tmp_path / "img", OUT / "cache" / "images", builder.tag
+    )
+    result = scenarios.run_scenario(
+        scenarios.SCENARIOS["passwordless"],
+        firmware=firmware.firmware,
+        expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+        disk=img.disk,
+        passphrase=img.passphrase_file.read_bytes(),
+        token=img.token,
+        variant="luks1",
+        workdir=tmp_path / "boot",
+        accel=accel,
+        timeout=20,
+    )
+    assert not result.passed and "within 20 s" in result.detail
+    assert "this image has no kernel" in result.transcript.read_text()
+    assert run.run(["pgrep", "-f", str(img.disk)], check=False).returncode == 1  # QEMU is gone
+    assert [p.name for p in (tmp_path / "boot").iterdir()] == ["console.log"]  # private files gone
+
+
+def test_parallel_runs_do_not_collide(
+    firmware: ovmf.OvmfBuild,
+    images: dict[LuksVariant, Image],
+    accel: qemu.Accel,
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    img = images[LuksVariant.LUKS1]
+
+    def one(name: str, index: int) -> scenarios.Result:
+        return scenarios.run_scenario(
+            scenarios.SCENARIOS[name],
+            firmware=firmware.firmware,
+            expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+            disk=img.disk,
+            passphrase=img.passphrase_file.read_bytes(),
+            token=img.token,
+            variant="luks1",
+            workdir=tmp_path / f"run{index}",
+            accel=accel,
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(one, ["passwordless", "no-secret"], [1, 2]))
+    assert all(r.passed for r in results), [r.detail for r in results]
+
+
 def test_no_passphrase_anywhere_under_out(images: dict[LuksVariant, Image]) -> None:
     """After the matrix: only the 0600 passphrase files themselves hold a passphrase."""
     secrets = {img.passphrase_file.read_bytes() for img in images.values()}
