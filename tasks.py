@@ -387,7 +387,17 @@ def bench_build(c: Context, keep: bool = False) -> None:
     print(bench_mod.build(keep))
 
 
+@task(positional=[], name="boot", help={"runs": "boots per scenario and variant"})
+@entry
+def bench_boot(c: Context, runs: int = 1) -> None:
+    """Scenario time next to bare QEMU, the boot matrix with and without xdist, image builds."""
+    from harness import bench as bench_mod
+
+    print(bench_mod.boot(runs))
+
+
 bench.add_task(bench_inspect)
 bench.add_task(bench_build)
+bench.add_task(bench_boot)
 
 ns = Collection(doctor, inspect, test, build_grub, build_ovmf, build_image, boot, sev, bench)

@@ -174,3 +174,116 @@ def build(keep: bool = False) -> str:
             f"{'grub.cfg touched (target <= 0.15 x cold)':44} {touch:8.1f} {touch / cold:8.2f}",
         ]
     )
+
+
+def _bare_boot(argv: list[str], passphrase: str | None, timeout: float = 120) -> float:
+    """The same QEMU command with nothing of ours around it: raw pexpect to the marker."""
+    import pexpect
+
+    start = time.perf_counter()
+    child = pexpect.spawn(
+        argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=timeout
+    )
+    try:
+        if passphrase is not None:
+            child.expect("Enter passphrase for")
+            child.sendline(passphrase)
+        child.expect(r"HARNESS-BOOTED token=\w+")
+        return time.perf_counter() - start
+    finally:
+        child.close(force=True)
+
+
+def boot(runs: int = 1) -> str:
+    """Scenario wall time next to a bare QEMU run to the same marker; the matrix with and
+    without xdist; the image build time."""
+    from harness import doctor, image, qemu, scenarios
+    from harness.files import read_input
+
+    ws = Workspace(ROOT / "out")
+    fw = ovmf.build_ovmf(ws)
+    digest = bytes.fromhex(fw.manifest["output"]["sev_launch_digest"])
+    accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF)
+    builder = containers.ensure_builder("bookworm")
+    lines = [
+        "boot benchmark (TCG unless the probe found KVM working)",
+        f"{'what':44} {'ours s':>8} {'bare s':>8} {'ratio':>6}",
+    ]
+    image.build_image(
+        "minimal",
+        image.LuksVariant.LUKS1,
+        BENCH_DIR / "img-warmup",
+        ws.root / "cache" / "images",
+        builder.tag,
+    )
+    for variant in image.LuksVariant:
+        start = time.perf_counter()
+        img = image.build_image(
+            "minimal",
+            variant,
+            BENCH_DIR / f"img-{variant}",
+            ws.root / "cache" / "images",
+            builder.tag,
+        )
+        lines.append(
+            f"{'build-image ' + variant.value + ' (target <= 10 s)':44} "
+            f"{time.perf_counter() - start:8.1f}"
+        )
+        passphrase = read_input(img.passphrase_file, "passphrase")
+        for name in ("passwordless", "no-secret"):
+            scn = scenarios.SCENARIOS[name]
+            ours = []
+            bare = []
+            for _ in range(runs):
+                res = scenarios.run_scenario(
+                    scn,
+                    firmware=fw.firmware,
+                    expected_digest=digest,
+                    disk=img.disk,
+                    passphrase=passphrase,
+                    token=img.token,
+                    variant=variant.value,
+                    workdir=BENCH_DIR / "boot" / f"{name}-{variant}",
+                    accel=accel,
+                )
+                if not res.passed:
+                    raise PrerequisiteError(f"{name} failed during the benchmark: {res.detail}")
+                ours.append(res.seconds)
+                with scenarios.prepared(
+                    scn,
+                    firmware=fw.firmware,
+                    expected_digest=digest,
+                    disk=img.disk,
+                    passphrase=passphrase,
+                    workdir=BENCH_DIR / "bare",
+                    accel=accel,
+                ) as launch:
+                    typed = passphrase.decode() if scn.expects_prompt else None
+                    bare.append(_bare_boot(launch.cfg.argv(), typed))
+            o, b = statistics.median(ours), statistics.median(bare)
+            lines.append(
+                f"{name + ' ' + variant.value + ' (target <= 1.25)':44} "
+                f"{o:8.1f} {b:8.1f} {o / b:6.2f}"
+            )
+    for jobs in (0, 2):
+        start = time.perf_counter()
+        run.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/integration/test_boot.py",
+                "-k",
+                "test_scenario",
+                *(["-n", str(jobs), "--dist", "load"] if jobs else []),
+            ],
+            cwd=ROOT,
+        )
+        lines.append(
+            f"{f'matrix of 12 boots, -n {jobs} (target <= 60 s)':44} "
+            f"{time.perf_counter() - start:8.1f}"
+        )
+    return "\n".join(lines)
