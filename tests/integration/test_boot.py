@@ -42,9 +42,14 @@ def accel() -> qemu.Accel:
 @pytest.fixture(scope="module")
 def images() -> dict[LuksVariant, Image]:
     builder = containers.ensure_builder("bookworm")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # parallel workers: own images
     return {
         v: build_image(
-            "minimal", v, OUT / "images" / f"test-{v}", OUT / "cache" / "images", builder.tag
+            "minimal",
+            v,
+            OUT / "images" / f"test-{worker}-{v}",
+            OUT / "cache" / "images",
+            builder.tag,
         )
         for v in LuksVariant
     }
