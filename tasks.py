@@ -69,7 +69,7 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
     argv = [sys.executable, "-m", "pytest"]
     argv += ["-m", m] if m else []
     argv += ["-k", k] if k else []
-    argv += ["-n", str(jobs), "--dist", "loadgroup"] if jobs else []
+    argv += ["-n", str(jobs)] if jobs else []
     proc = run.run(argv, check=False, capture=False)
     if proc.returncode:
         from invoke.exceptions import Exit

@@ -178,6 +178,7 @@ def container(
     env: Mapping[str, str] | None = None,
     workdir: str | None = None,
     as_root: bool = False,
+    labels: Mapping[str, str] | None = None,
 ) -> Iterator[Container]:
     """A started container that is always stopped and removed on the way out.
 
@@ -196,7 +197,7 @@ def container(
             str(m.source.resolve()): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
             for m in mounts
         },
-        labels={"harness": "build"},
+        labels={"harness": "build", **(labels or {})},
     )
     try:
         ctr.start()
@@ -219,6 +220,7 @@ def run_logged(
     as_root: bool = False,
     on_line: Callable[[str], None] | None = None,
     what: str = "build",
+    labels: Mapping[str, str] | None = None,
 ) -> None:
     """Run *command* in a container, streaming its output to *log_path* (and *on_line*).
 
@@ -229,7 +231,9 @@ def run_logged(
     tail: list[str] = []
     with (
         open(log_path, "w", encoding="utf-8") as out,
-        container(image, command, mounts=mounts, env=env, workdir=workdir, as_root=as_root) as ctr,
+        container(
+            image, command, mounts=mounts, env=env, workdir=workdir, as_root=as_root, labels=labels
+        ) as ctr,
     ):
         pending = ""
         for chunk in ctr.logs(stream=True, follow=True):

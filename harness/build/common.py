@@ -4,6 +4,7 @@ progress lines, and fetching Debian sources in the builder container."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 PATCHES = ROOT / "patches"
+
+
+#: Workspaces this process holds the lock of.
+_HELD: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,32 @@ class Workspace:
 
     def log(self, component: str) -> Path:
         return self.root / "logs" / f"{component}.log"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Docker labels that tie a build container to this workspace."""
+        return {"harness.workspace": str(self.root)}
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the workspace: two builds in one ``out/`` wait for each other instead of
+        unpacking into the same trees."""
+        if self.root in _HELD:  # re-entered (build_ovmf builds GRUB): already ours
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another build in %s", self.root)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            _HELD.add(self.root)
+            try:
+                yield
+            finally:
+                _HELD.discard(self.root)
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def digest(inputs: dict[str, Any]) -> str:

@@ -85,6 +85,17 @@ def build_grub(
         PatchError, ChecksumError: bad series or source.
         CommandError: the build failed (last 40 lines and the log path in the message).
     """
+    with ws.locked():
+        return _build_grub(ws, builder, component, local_tree, apply)
+
+
+def _build_grub(
+    ws: Workspace,
+    builder: containers.BuilderImage,
+    component: Component | None,
+    local_tree: Path | None,
+    apply: bool,
+) -> GrubBuild:
     comp = component or ws.component("grub")
     inputs = plan(comp, builder, local_tree, apply)
     key = digest(inputs)
@@ -111,6 +122,7 @@ def build_grub(
             log_path=ws.log("grub"),
             on_line=progress,
             what="GRUB build",
+            labels=ws.labels,
         )
         progress.done()
         final = ws.builds / name

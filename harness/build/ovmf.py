@@ -61,6 +61,18 @@ def build_ovmf(
     Raises:
         PatchError, ChecksumError, CommandError, InfrastructureError.
     """
+    with ws.locked():
+        return _build_ovmf(ws, debug, base, tree_edk2, tree_grub, apply_series)
+
+
+def _build_ovmf(
+    ws: Workspace,
+    debug: bool,
+    base: str,
+    tree_edk2: Path | None,
+    tree_grub: Path | None,
+    apply_series: bool,
+) -> OvmfBuild:
     started = time.monotonic()
     builder = containers.ensure_builder("bookworm", base, ws.root / "cache")
     grub_inputs = grub_build.plan(ws.component("grub"), builder, tree_grub, apply_series)
@@ -106,6 +118,7 @@ def build_ovmf(
                 log_path=ws.log("ovmf"),
                 on_line=progress,
                 what="OVMF build",
+                labels=ws.labels,
             )
             progress.done()
             manifest = _manifest(out, comp, grub, builder, inputs, time.monotonic() - started)

@@ -24,7 +24,6 @@ pytestmark = [
     pytest.mark.qemu,
     pytest.mark.tools,
     pytest.mark.slow,
-    pytest.mark.xdist_group("build"),
 ]
 OUT = ROOT / "out"
 

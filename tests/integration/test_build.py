@@ -24,8 +24,7 @@ from harness.firmware.summary import describe
 from harness.patchset import PatchError
 from tests.conftest import ROOT
 
-# One worker runs the whole module: two cold builds at once would only slow both.
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("build")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"
 
 
@@ -39,9 +38,11 @@ def workspace(root: Path, patches: Path | None = None) -> Workspace:
     return Workspace(root, patches or ROOT / "patches")
 
 
-def harness_containers() -> list[str]:
+def harness_containers(ws: Workspace) -> list[str]:
+    """Build containers of *ws* (other workspaces may be building in parallel)."""
     client = doctor.docker_client()
-    return [str(c.id) for c in client.containers.list(all=True, filters={"label": "harness=build"})]
+    labels = ["harness=build", *(f"{k}={v}" for k, v in ws.labels.items())]
+    return [str(c.id) for c in client.containers.list(all=True, filters={"label": labels})]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_cold_build_produces_firmware_with_our_grub(
     assert any("gcc" in line for line in manifest["inputs"]["toolchain"])
     assert (ws.root / "grub" / "bin" / "grub-mkimage").is_file()
     assert os.stat(result.firmware).st_uid == os.getuid()
-    assert harness_containers() == []
+    assert harness_containers(ws) == []
 
 
 def test_inspect_task_on_the_built_firmware(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
@@ -138,14 +139,14 @@ def test_ctrl_c_mid_build_leaves_no_container_and_no_cache_entry(tmp_path: Path)
         text=True,
     )
     deadline = time.monotonic() + 600
-    while not harness_containers() and proc.poll() is None and time.monotonic() < deadline:
+    while not harness_containers(ws) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert harness_containers(), "the build container should be running now"
+    assert harness_containers(ws), "the build container should be running now"
     time.sleep(2)  # well inside the build, not at its very start
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     assert proc.returncode == 130, proc.stdout.read() if proc.stdout else ""
-    assert harness_containers() == []
+    assert harness_containers(ws) == []
     assert not list(ws.builds.glob("grub-*"))
 
 
