@@ -198,17 +198,8 @@ def build_image(
 @task(
     positional=[],
     help={
-        "scenario": "one of: "
-        + ", ".join(
-            [
-                "passwordless",
-                "no-secret",
-                "wrong-secret",
-                "refusal",
-                "secret-wiped",
-                "tampered-firmware",
-            ]
-        ),
+        "scenario": "passwordless, no-secret, wrong-secret, refusal, secret-wiped or "
+        "tampered-firmware",
         "firmware": "OVMF.fd to boot (default out/ovmf/OVMF.fd, with its manifest)",
         "image": "image directory from build-image (default out/images/minimal-luks1)",
         "interactive": "just boot with the serial console on this terminal",

@@ -59,25 +59,24 @@ class ProbeResult:
     detail: str
 
 
-def probe_argv(accel: Accel, firmware: Path) -> list[str]:
-    """The command line the probe runs: firmware only, no disks, serial on stdout."""
+def base_argv(accel: Accel, firmware: Path, memory_mib: int) -> list[str]:
+    """q35 with *firmware* as -bios, no default devices, serial on stdio, no reboot."""
     return [
         QEMU,
-        "-machine",
-        f"q35,accel={accel}",
-        "-m",
-        "256",
-        "-bios",
-        str(firmware),
+        "-machine", f"q35,accel={accel}",
+        "-m", str(memory_mib),
+        "-bios", str(firmware),
         "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-net",
-        "none",
+        "-display", "none",
+        "-serial", "stdio",
+        "-net", "none",
         "-no-reboot",
-    ]
+    ]  # fmt: skip
+
+
+def probe_argv(accel: Accel, firmware: Path) -> list[str]:
+    """The command line the probe runs: firmware only, no disks, serial on stdout."""
+    return base_argv(accel, firmware, 256)
 
 
 def probe(accel: Accel, firmware: Path, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
@@ -178,26 +177,10 @@ class LaunchConfig:
 
     def argv(self) -> list[str]:
         argv = [
-            QEMU,
-            "-machine",
-            f"q35,accel={self.accel}",
-            "-m",
-            str(self.memory_mib),
-            "-bios",
-            str(self.firmware),
-            "-nodefaults",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-net",
-            "none",
-            "-no-reboot",
-            "-drive",
-            f"file={self.disk},if=virtio,format=raw,snapshot=on",
-            "-qmp",
-            f"unix:{self.qmp},server=on,wait=off",
-        ]
+            *base_argv(self.accel, self.firmware, self.memory_mib),
+            "-drive", f"file={self.disk},if=virtio,format=raw,snapshot=on",
+            "-qmp", f"unix:{self.qmp},server=on,wait=off",
+        ]  # fmt: skip
         if self.no_shutdown:
             argv.append("-no-shutdown")
         if self.secret is not None:
