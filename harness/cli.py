@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -38,12 +39,18 @@ def setup_logging() -> None:
         logger.propagate = False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def entry(body: Callable[P, R]) -> Callable[P, R]:
     """Decorate a task body: set up logging, turn harness errors into clean exits."""
 
     @functools.wraps(body)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         setup_logging()
+        # A cancelled CI job sends SIGTERM: clean up (containers, QEMU) as on Ctrl-C.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             return body(*args, **kwargs)
         except HarnessError as err:

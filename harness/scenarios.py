@@ -45,7 +45,8 @@ PLATFORM = PlatformInfo(api_major=1, api_minor=55, build=0, policy=0x1)
 BOOT_TIMEOUT = 120.0
 #: GRUB retries a wrong passphrase 3 times, then grub.cfg sleeps 5 s and reboots.
 REFUSAL_TIMEOUT = 180.0
-MARKER = r"HARNESS-BOOTED token=(\w+)"
+# The token must be followed by the line end: a match on a partial line would cut it.
+MARKER = r"HARNESS-BOOTED token=(\w+)\s"
 PROMPT = r"Enter passphrase for"
 #: GRUB errors that are part of the fallback path, not failures.
 FALLBACK_ERRORS = (

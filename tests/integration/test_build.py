@@ -137,6 +137,8 @@ def test_ctrl_c_mid_build_leaves_no_container_and_no_cache_entry(tmp_path: Path)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A background CI job may run us with SIGINT ignored, which children inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 600
     while not harness_containers(ws) and proc.poll() is None and time.monotonic() < deadline:
