@@ -213,6 +213,43 @@ def payload_offset(luks: Path) -> int:
     raise InfrastructureError(f"cryptsetup luksDump shows no payload offset for {luks}.")
 
 
+def _luks_volume(
+    plain: bytes, variant: LuksVariant, pass_path: Path, work: Path
+) -> tuple[Path, int]:
+    """A LUKS volume holding *plain*: real header by cryptsetup, payload by us."""
+    luks = work / "luks.img"
+    with open(luks, "wb") as f:
+        f.truncate(variant.header_bytes + len(plain))
+    run.run(["cryptsetup", "luksFormat", "--batch-mode", "--use-urandom",
+             *variant.format_args, "--key-file", str(pass_path), str(luks)])  # fmt: skip
+    offset = payload_offset(luks)
+    key = volume_key(luks, pass_path, work)
+    with open(luks, "r+b") as f:
+        f.truncate(offset + len(plain))
+        f.seek(offset)
+        f.write(xts.encrypt(key, plain))
+    del key
+    run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(pass_path), str(luks)])
+    return luks, offset
+
+
+def _gpt_disk(luks: Path, work: Path) -> Path:
+    """A GPT disk whose one partition (at 1 MiB) is *luks*."""
+    disk = work / "disk.img"
+    size = luks.stat().st_size
+    with open(disk, "wb") as f:
+        f.truncate(PARTITION_START + size + 1024 * 1024)  # room for the backup GPT
+    script = (
+        f"label: gpt\nstart={PARTITION_START // SECTOR}, size={size // SECTOR}, "
+        "type=linux, name=root\n"
+    )
+    run.run(["sfdisk", "--quiet", str(disk)], input=script.encode())
+    with open(disk, "r+b") as f, open(luks, "rb") as src:
+        f.seek(PARTITION_START)
+        shutil.copyfileobj(src, f)
+    return disk
+
+
 def build_image(
     recipe_name: str,
     variant: LuksVariant,
@@ -221,7 +258,11 @@ def build_image(
     builder: str,
     passphrase_file: Path | None = None,
 ) -> Image:
-    """Build ``out/disk.img`` (+ ``image.json``, ``passphrase`` 0600) from a recipe."""
+    """Build ``out/disk.img``, ``out/image.json`` and ``out/passphrase`` (0600).
+
+    Everything is made in a private directory and moved into *out* at the end, so a
+    failed build leaves the previous image (and its passphrase) as they were.
+    """
     recipe = Recipe.load(recipe_name)
     unpacked = fetch_packages(recipe, cache, builder)
     token = secrets.token_hex(8)
@@ -229,66 +270,18 @@ def build_image(
     work = Path(tempfile.mkdtemp(prefix="image-", dir=out))
     os.chmod(work, 0o700)
     try:
-        pass_path = out / "passphrase"
         if passphrase_file is not None:
             passphrase = read_input(passphrase_file, "passphrase").rstrip(b"\r\n")
         else:
             passphrase = secrets.token_urlsafe(18).encode()
+        pass_path = work / "passphrase"
         write_private({pass_path: passphrase})
-        root = work / "root"
-        _root_tree(recipe, unpacked, token, root)
+        _root_tree(recipe, unpacked, token, work / "root")
         fs = work / "fs.img"
-        run.run(
-            [
-                "mkfs.ext4",
-                "-q",
-                "-F",
-                "-L",
-                "harness-root",
-                "-d",
-                str(root),
-                str(fs),
-                f"{recipe.filesystem_mib}M",
-            ]
-        )
-        plain = fs.read_bytes()
-        luks = work / "luks.img"
-        with open(luks, "wb") as f:
-            f.truncate(variant.header_bytes + len(plain))
-        run.run(
-            [
-                "cryptsetup",
-                "luksFormat",
-                "--batch-mode",
-                "--use-urandom",
-                *variant.format_args,
-                "--key-file",
-                str(pass_path),
-                str(luks),
-            ]
-        )
-        offset = payload_offset(luks)
-        key = volume_key(luks, pass_path, work)
-        with open(luks, "r+b") as f:
-            f.truncate(offset + len(plain))
-            f.seek(offset)
-            f.write(xts.encrypt(key, plain))
-        del key
-        run.run(
-            ["cryptsetup", "open", "--test-passphrase", "--key-file", str(pass_path), str(luks)]
-        )
-        disk = work / "disk.img"
-        luks_size = luks.stat().st_size
-        with open(disk, "wb") as f:
-            f.truncate(PARTITION_START + luks_size + 1024 * 1024)  # room for the backup GPT
-        script = (
-            f"label: gpt\nstart={PARTITION_START // SECTOR}, size={luks_size // SECTOR}, "
-            "type=linux, name=root\n"
-        )
-        run.run(["sfdisk", "--quiet", str(disk)], input=script.encode())
-        with open(disk, "r+b") as f, open(luks, "rb") as src:
-            f.seek(PARTITION_START)
-            shutil.copyfileobj(src, f)
+        run.run(["mkfs.ext4", "-q", "-F", "-L", "harness-root", "-d", str(work / "root"),
+                 str(fs), f"{recipe.filesystem_mib}M"])  # fmt: skip
+        luks, offset = _luks_volume(fs.read_bytes(), variant, pass_path, work)
+        disk = _gpt_disk(luks, work)
         metadata = {
             "schema": "harness-image/1",
             "recipe": recipe.name,
@@ -301,9 +294,9 @@ def build_image(
             "kernel": sorted(p.name for p in unpacked.glob(recipe.kernel_glob))[-1],
         }
         (work / "image.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        for name in ("disk.img", "image.json"):
+        for name in ("disk.img", "image.json", "passphrase"):
             os.replace(work / name, out / name)
-        return Image(out / "disk.img", pass_path, token, variant, metadata)
+        return Image(out / "disk.img", out / "passphrase", token, variant, metadata)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
