@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from harness import console, doctor, image, qemu, scenarios
 from harness.errors import ConfigError, InputError
@@ -32,34 +33,25 @@ def boot(name: str, firmware: Path, image_dir: Path, interactive: bool) -> scena
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
     disk, pass_file, meta = image.load(image_dir)
     accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF)
-    if interactive:
-        # The same launch as the scenario (secret injected or not), then the terminal
-        # belongs to the person watching.
-        with scenarios.prepared(
-            scenarios.SCENARIOS[name],
-            firmware=firmware.resolve(),
-            expected_digest=expected_digest(firmware),
-            disk=disk,
-            passphrase=read_input(pass_file, "passphrase"),
-            workdir=OUT / "boot" / f"{name}-{meta['luks']}",
-            accel=accel,
-        ) as launch:
-            for note in launch.notes:
-                print(note)
-            print("serial console follows; Ctrl-] leaves")
-            console.interact(launch.cfg.argv())
-        return None
-    return scenarios.run_scenario(
-        scenarios.SCENARIOS[name],
-        firmware=firmware.resolve(),
-        expected_digest=expected_digest(firmware),
-        disk=disk,
-        passphrase=read_input(pass_file, "passphrase"),
-        token=meta["token"],
-        variant=meta["luks"],
-        workdir=OUT / "boot" / f"{name}-{meta['luks']}",
-        accel=accel,
-    )
+    common: dict[str, Any] = {
+        "firmware": firmware.resolve(),
+        "expected_digest": expected_digest(firmware),
+        "disk": disk,
+        "passphrase": read_input(pass_file, "passphrase"),
+        "workdir": OUT / "boot" / f"{name}-{meta['luks']}",
+        "accel": accel,
+    }
+    scenario = scenarios.SCENARIOS[name]
+    if not interactive:
+        return scenarios.run_scenario(scenario, token=meta["token"], variant=meta["luks"], **common)
+    # The same launch as the scenario (secret injected or not), then the terminal
+    # belongs to the person watching.
+    with scenarios.prepared(scenario, **common) as launch:
+        for note in launch.notes:
+            print(note)
+        print("serial console follows; Ctrl-] leaves")
+        console.interact(launch.cfg.argv())
+    return None
 
 
 def render(result: scenarios.Result) -> str:

@@ -168,13 +168,17 @@ def initramfs(busybox: bytes, init: bytes) -> bytes:
     return gzip.compress(cpio.newc(entries), mtime=0)
 
 
-def _root_tree(recipe: Recipe, unpacked: Path, token: str, dest: Path) -> None:
+def _kernel(recipe: Recipe, unpacked: Path) -> Path:
     kernels = sorted(unpacked.glob(recipe.kernel_glob))
     if not kernels:
         raise InfrastructureError(f"No kernel matching {recipe.kernel_glob} in the packages.")
+    return kernels[-1]
+
+
+def _root_tree(recipe: Recipe, kernel: Path, unpacked: Path, token: str, dest: Path) -> None:
     boot = dest / "boot"
     (boot / "grub").mkdir(parents=True)
-    shutil.copy2(kernels[-1], boot / "vmlinuz")
+    shutil.copy2(kernel, boot / "vmlinuz")
     init = (recipe.directory / "init").read_bytes()
     (boot / "initrd.img").write_bytes(initramfs((unpacked / recipe.busybox).read_bytes(), init))
     cfg = (recipe.directory / "grub.cfg.in").read_text().replace("@TOKEN@", token)
@@ -276,7 +280,8 @@ def build_image(
             passphrase = secrets.token_urlsafe(18).encode()
         pass_path = work / "passphrase"
         write_private({pass_path: passphrase})
-        _root_tree(recipe, unpacked, token, work / "root")
+        kernel = _kernel(recipe, unpacked)
+        _root_tree(recipe, kernel, unpacked, token, work / "root")
         fs = work / "fs.img"
         run.run(["mkfs.ext4", "-q", "-F", "-L", "harness-root", "-d", str(work / "root"),
                  str(fs), f"{recipe.filesystem_mib}M"])  # fmt: skip
@@ -291,7 +296,7 @@ def build_image(
             "partition_start": PARTITION_START,
             "token": token,
             "disk_sha256": hashlib.sha256(disk.read_bytes()).hexdigest(),
-            "kernel": sorted(p.name for p in unpacked.glob(recipe.kernel_glob))[-1],
+            "kernel": kernel.name,
         }
         (work / "image.json").write_text(json.dumps(metadata, indent=2) + "\n")
         for name in ("disk.img", "image.json", "passphrase"):
