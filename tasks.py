@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import sys
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -357,6 +358,127 @@ def keys(c: Context, out: str) -> None:
 for t in (digest, verify, secret, keys):
     sev.add_task(t)
 
+patches = Collection("patches")
+COMPONENT_HELP = "grub, ovmf or qemu"
+
+
+def _print_checks(checks: list[Any]) -> None:
+    failed = sum(c.failed for c in checks)
+    print(f"{len(checks)} checks, {failed} failed", flush=True)
+    if failed:
+        from harness.errors import VerificationError
+
+        raise VerificationError(f"{failed} of {len(checks)} checks failed (see above).")
+
+
+@task(
+    name="check",
+    positional=["component"],
+    help={
+        "component": COMPONENT_HELP,
+        "tree": "check against this local source tree instead of the pinned upstream",
+        "base": "pinned (default) or head: the newest upstream version Debian has",
+        "quick": "stop after the series checks (no build, no boots)",
+        "jobs": "boots at a time",
+    },
+)
+@entry
+def patches_check(
+    c: Context,
+    component: str,
+    tree: str = "",
+    base: str = "pinned",
+    quick: bool = False,
+    jobs: int = 2,
+) -> None:
+    """Does the series apply, carry Signed-off-by, pass upstream's style checker, build and boot?"""
+    from pathlib import Path
+
+    from harness import containers, patchcheck
+    from harness import doctor as doctor_mod
+    from harness.build.common import Workspace, follow_upstream
+
+    doctor_mod.require(BUILD_TOOLS, docker_engine=True)
+    out = Path("out").resolve()
+    if base == "pinned":
+        ws = Workspace(out)
+    elif base == "head":
+        builder = containers.ensure_builder("bookworm")
+        ws = Workspace(out / "upstream-head", upstream=follow_upstream((component,), builder.tag))
+    else:
+        raise ConfigError(f"--base must be pinned or head, not {base!r}.")
+    checks = patchcheck.run_checks(
+        component,
+        ws,
+        local_tree=Path(tree) if tree else None,
+        quick=quick,
+        jobs=jobs,
+        report=lambda ch: print(ch.line(), flush=True),
+    )
+    _print_checks(checks)
+
+
+@task(
+    name="rebase",
+    positional=["component"],
+    help={"component": COMPONENT_HELP, "to": "upstream version, e.g. 2.12 or Debian's 2.12-9"},
+)
+@entry
+def patches_rebase(c: Context, component: str, to: str) -> None:
+    """Try the series on another upstream version and say which patches need work."""
+    from pathlib import Path
+
+    from harness import patchcheck
+
+    checks = patchcheck.rebase(component, to, Path("out/rebase").resolve())
+    for ch in checks:
+        print(ch.line(), flush=True)
+    _print_checks(checks)
+
+
+@task(
+    name="export",
+    positional=["component"],
+    help={"component": COMPONENT_HELP, "to": "new directory for the git repository"},
+)
+@entry
+def patches_export(c: Context, component: str, to: str) -> None:
+    """Write the series applied on the pinned base as a git branch (for git send-email)."""
+    from pathlib import Path
+
+    from harness import patchcheck
+    from harness.build.common import Workspace
+
+    branch, count = patchcheck.export(component, Workspace(Path("out").resolve()), Path(to))
+    print(f"{to}: branch {branch}, {count} commit(s) on tag harness-base")
+    print(f"  git -C {to} format-patch --cover-letter harness-base..{branch}")
+
+
+@task(
+    name="import",
+    positional=["component"],
+    help={
+        "component": COMPONENT_HELP,
+        "from_": "git repository holding the branch",
+        "range": "commits to take, A..B",
+    },
+)
+@entry
+def patches_import(c: Context, component: str, range: str, from_: str) -> None:
+    """Replace the component's series with commits of a git branch (git format-patch)."""
+    from pathlib import Path
+
+    from harness import patchcheck
+    from harness.build.common import Workspace
+
+    files = patchcheck.import_(component, Workspace(Path("out").resolve()), Path(from_), range)
+    for f in files:
+        print(f"wrote {f}")
+
+
+for t in (patches_check, patches_rebase, patches_export, patches_import):
+    patches.add_task(t)
+
 bench = Collection("bench")
 
 
@@ -391,4 +513,6 @@ bench.add_task(bench_inspect)
 bench.add_task(bench_build)
 bench.add_task(bench_boot)
 
-ns = Collection(doctor, inspect, test, build_grub, build_ovmf, build_image, boot, sev, bench)
+ns = Collection(
+    doctor, inspect, test, build_grub, build_ovmf, build_image, boot, sev, patches, bench
+)

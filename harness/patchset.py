@@ -11,7 +11,10 @@ import email
 import email.policy
 import hashlib
 import logging
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +99,86 @@ class PatchError(InputError):
     """A patch of the series does not apply."""
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What happened to one patch of a series: applied (``commit``), or why not."""
+
+    patch: Patch
+    commit: str | None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.commit is not None
+
+
+def _git_am(tree: Path, patch: Patch) -> str | None:
+    """``git am`` one patch; git's reason when it does not apply (the tree is unchanged)."""
+    try:
+        run.run(
+            [
+                "git",
+                "-C",
+                str(tree),
+                "am",
+                "--quiet",
+                "--keep-cr",
+                "--committer-date-is-author-date",
+                str(patch.path),
+            ],
+            env=GIT_ENV,
+        )
+    except CommandError as err:
+        run.run(["git", "-C", str(tree), "am", "--abort"], check=False, env=GIT_ENV)
+        reason = "; ".join(
+            ln.strip()
+            for ln in err.output_tail.splitlines()
+            if ln.startswith(("error:", "Patch failed"))
+        )
+        return reason or err.output_tail.strip()
+    return None
+
+
+def _reset(tree: Path) -> None:
+    (tree / ".git" / "harness-series").unlink(missing_ok=True)
+    if (tree / ".git" / "rebase-apply").exists():
+        git(tree, "am", "--abort")
+    git(tree, "checkout", "--quiet", "--force", "harness-base")
+    git(tree, "reset", "--quiet", "--hard", "harness-base")
+
+
+def try_series(tree: Path, patches: list[Patch], *, keep_going: bool = False) -> list[Applied]:
+    """Reset *tree* to its base and ``git am`` the series patch by patch.
+
+    git am takes no fuzz: a hunk applies where its context matches exactly (at any
+    offset), or the patch does not apply. A patch that does not apply is reported and
+    left out; after it, the rest are tried only with *keep_going* (they may depend on
+    it), and otherwise reported as not tried. When every patch applied, the tree is
+    stamped as carrying this series.
+    """
+    _reset(tree)
+    results: list[Applied] = []
+    blocked: str | None = None
+    for patch in patches:
+        if blocked and not keep_going:
+            results.append(Applied(patch, None, f"not tried: {blocked} does not apply"))
+            continue
+        reason = _git_am(tree, patch)
+        if reason is not None:
+            blocked = blocked or patch.path.name
+            results.append(Applied(patch, None, reason))
+            continue
+        results.append(Applied(patch, git(tree, "rev-parse", "HEAD").strip()))
+        log.debug("applied %s", patch.path.name)
+    if all(r.ok for r in results):
+        (tree / ".git" / "harness-series").write_text(_stamp(patches))
+    return results
+
+
+def _stamp(patches: list[Patch]) -> str:
+    return "\n".join(p.sha256 for p in patches)
+
+
 def apply_series(tree: Path, patches: list[Patch]) -> None:
     """Reset *tree* to its base and ``git am`` the series.
 
@@ -107,39 +190,73 @@ def apply_series(tree: Path, patches: list[Patch]) -> None:
         PatchError: a patch does not apply; the message names it and gives git's reason.
     """
     stamp = tree / ".git" / "harness-series"
-    want = "\n".join(p.sha256 for p in patches)
-    if stamp.exists() and stamp.read_text() == want:
+    if stamp.exists() and stamp.read_text() == _stamp(patches):
         return  # already applied; leave generated files (autogen, builds) alone
-    stamp.unlink(missing_ok=True)
-    if (tree / ".git" / "rebase-apply").exists():
-        git(tree, "am", "--abort")
-    git(tree, "checkout", "--quiet", "--force", "harness-base")
-    git(tree, "reset", "--quiet", "--hard", "harness-base")
-    for patch in patches:
-        try:
-            run.run(
-                [
-                    "git",
-                    "-C",
-                    str(tree),
-                    "am",
-                    "--quiet",
-                    "--keep-cr",
-                    "--committer-date-is-author-date",
-                    str(patch.path),
-                ],
-                env=GIT_ENV,
-            )
-        except CommandError as err:
-            run.run(["git", "-C", str(tree), "am", "--abort"], check=False, env=GIT_ENV)
-            git(tree, "reset", "--quiet", "--hard", "harness-base")
-            reason = "\n".join(
-                ln
-                for ln in err.output_tail.splitlines()
-                if ln.startswith(("error:", "Patch failed"))
-            )
-            raise PatchError(
-                f"{patch.path.name} does not apply: {reason or err.output_tail}"
-            ) from err
-        log.debug("applied %s", patch.path.name)
-    stamp.write_text(want)
+    failed = next((r for r in try_series(tree, patches) if not r.ok), None)
+    if failed is not None:
+        _reset(tree)
+        raise PatchError(f"{failed.patch.path.name} does not apply: {failed.reason}")
+
+
+#: How stored patches are written, so that export then import gives the same bytes: no
+#: commit id (ours differ from the author's), no numbering (it changes as the series
+#: grows), no git version in a signature, full blob ids (abbreviations grow with the
+#: repository).
+FORMAT_PATCH = (
+    "format-patch",
+    "--zero-commit",
+    "--no-numbered",
+    "--no-signature",
+    "--full-index",
+)
+
+
+def export_series(tree: Path, dest: Path, branch: str) -> int:
+    """Write *tree*'s base plus the applied series as git repository *dest*, the series
+    on *branch* (for ``git send-email``) and the base tagged ``harness-base``.
+
+    Returns the number of commits on the branch. Raises InputError when *dest* exists
+    and is not empty.
+    """
+    if dest.exists() and any(dest.iterdir()):
+        raise InputError(f"{dest} exists and is not empty; export into a new directory.")
+    run.run(["git", "clone", "--quiet", "--no-local", str(tree), str(dest)], env=GIT_ENV)
+    git(dest, "fetch", "--quiet", "--tags", str(tree))
+    git(dest, "checkout", "--quiet", "-B", branch, "HEAD")
+    return int(git(dest, "rev-list", "--count", "harness-base..HEAD").strip())
+
+
+def import_series(repo: Path, revisions: str, dest: Path, header: str) -> list[Path]:
+    """``git format-patch`` the commits *revisions* (``A..B``) of *repo* into *dest*, and
+    write *dest*/series listing them (with *header* comment lines first).
+
+    The previous patch files of the series are replaced; nothing changes when git
+    fails or the range is empty.
+
+    Raises:
+        InputError: not a git repository, a bad range, or no commits in it.
+    """
+    if not (repo / ".git").exists() and not (repo / "HEAD").exists():
+        raise InputError(f"{repo} is not a git repository.")
+    if ".." not in revisions:
+        raise InputError(f"--range {revisions!r} is not of the form A..B.")
+    try:
+        count = int(git(repo, "rev-list", "--count", revisions).strip())
+    except CommandError as err:
+        raise InputError(f"{repo} has no revision range {revisions}: {err.output_tail}") from err
+    if count == 0:
+        raise InputError(f"{revisions} holds no commits in {repo}.")
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=dest))
+    try:
+        names = git(repo, *FORMAT_PATCH, "-o", str(staging), revisions).split()
+        files = [Path(n).name for n in names]
+        listed = (dest / "series").read_text().splitlines() if (dest / "series").exists() else []
+        for name in (ln.split("#", 1)[0].strip() for ln in listed):
+            if name and "/" not in name:
+                (dest / name).unlink(missing_ok=True)
+        for name in files:
+            os.replace(staging / name, dest / name)
+        (dest / "series").write_text(header + "".join(f"{n}\n" for n in files))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [dest / n for n in files]

@@ -20,6 +20,7 @@ import enum
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import tomllib
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from debian import deb822, debian_support
 
 from harness import run
 from harness.errors import CommandError, ConfigError, InfrastructureError, InputError
@@ -153,6 +156,74 @@ def load_pin(path: Path, component: str | None = None) -> Pin:
         routes=tuple(routes),
         quirks=tuple(quirks),
     )
+
+
+#: Debian repacks some upstream tarballs (``+ds``, ``+dfsg``); the upstream version is
+#: what comes before that suffix.
+REPACK_SUFFIX = re.compile(r"\+(?:ds|dfsg)\d*$")
+
+
+def follow_debian(pin: Pin, sources_index: str, version: str | None = None) -> Pin:
+    """The pin moved to another version of its Debian source package: *version* (a
+    Debian version such as ``2.12-9``, or an upstream one such as ``2.12``), or the newest.
+
+    *sources_index* is ``apt-cache showsrc --only-source PACKAGE`` output (Debian's
+    Sources format, one paragraph per version known to apt). The new pin's sha256 is the
+    one Debian's signed index gives for the orig tarball, so fetching it is checked like
+    any pin; the pin's quirks are kept.
+
+    Raises:
+        ConfigError: the pin has no Debian route, or apt knows no such *version*.
+        InfrastructureError: the index does not know the package.
+    """
+    route = next((r for r in pin.routes if r.kind is RouteKind.DEBIAN), None)
+    if route is None or route.package is None:
+        raise ConfigError(f"The {pin.component} pin has no Debian source route to follow.")
+    records = [
+        p
+        for p in deb822.Sources.iter_paragraphs(sources_index, use_apt_pkg=False)
+        if p.get("Package") == route.package and "Version" in p
+    ]
+    if not records:
+        raise InfrastructureError(f"apt knows no source package {route.package}.")
+    if version is not None:
+        records = [
+            p
+            for p in records
+            if version
+            in (
+                p["Version"],
+                REPACK_SUFFIX.sub("", debian_support.Version(p["Version"]).upstream_version or ""),
+            )
+        ]
+        if not records:
+            raise ConfigError(f"Debian has no {route.package} source version {version}.")
+    newest = max(records, key=lambda p: debian_support.Version(p["Version"]))
+    found = debian_support.Version(newest["Version"])
+    orig = next(
+        (
+            (f["name"], f["sha256"])
+            for f in newest.get("Checksums-Sha256", [])
+            if re.search(r"\.orig\.tar\.\w+$", f["name"])
+        ),
+        None,
+    )
+    if orig is None:
+        raise InfrastructureError(f"{route.package} {found} lists no orig tarball.")
+    return Pin(
+        component=pin.component,
+        name=pin.name,
+        version=REPACK_SUFFIX.sub("", str(found.upstream_version)),
+        archive=orig[0],
+        sha256=orig[1],
+        routes=(Route(RouteKind.DEBIAN, package=route.package, version=str(found)),),
+        quirks=pin.quirks,
+    )
+
+
+def debian_version(pin: Pin) -> str | None:
+    """The Debian source version a pin names, if it has a Debian route."""
+    return next((r.version for r in pin.routes if r.kind is RouteKind.DEBIAN), None)
 
 
 def sha256_file(path: Path) -> str:

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from harness import doctor
+from harness.build.common import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -85,3 +87,14 @@ def debian_ovmf() -> Path:
 def amdsev_tail() -> bytes:
     """The AmdSev reset-vector tail under tests/data (see tests/data/README.md)."""
     return (DATA / "amdsev-tail.bin").read_bytes()
+
+
+def workspace(root: Path, patches: Path | None = None) -> Workspace:
+    """A private workspace whose download cache is the shared one (pinned archives are
+    fetched once per machine, not once per test)."""
+    SHARED_DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    (root / "cache").mkdir(parents=True, exist_ok=True)
+    link = root / "cache" / "downloads"
+    if not link.exists():
+        link.symlink_to(SHARED_DOWNLOADS)
+    return Workspace(root, patches or ROOT / "patches")

@@ -4,6 +4,7 @@ progress lines, and fetching Debian sources in the builder container."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -38,9 +39,13 @@ class Workspace:
 
     root: Path
     patches: Path = PATCHES
+    #: Pins that replace those under ``patches`` (``--upstream head``, a rebase).
+    upstream: tuple[sources.Pin, ...] = ()
 
     def component(self, name: str) -> Component:
-        return Component.load(name, self.patches)
+        comp = Component.load(name, self.patches)
+        pin = next((p for p in self.upstream if p.component == name), None)
+        return dataclasses.replace(comp, pin=pin) if pin else comp
 
     @property
     def downloads(self) -> sources.DownloadCache:
@@ -192,6 +197,35 @@ def debian_fetcher(image: str) -> sources.DebianFetcher:
         return got
 
     return fetch
+
+
+def debian_index(image: str, package: str) -> str:
+    """``apt-cache showsrc --only-source PACKAGE`` in the builder container: every
+    version of the source package in the suites its deb-src lines name."""
+    script = (
+        "apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null 2>&1 || true; "
+        f"apt-cache showsrc --only-source '{package}'"
+    )
+    with containers.container(image, ["bash", "-c", script], mounts=[], as_root=True) as ctr:
+        status = ctr.wait().get("StatusCode", -1)
+        output = ctr.logs(stderr=False).decode(errors="replace")
+    if status != 0 or not output.strip():
+        raise InfrastructureError(f"apt-cache showsrc {package} failed (exit {status}).")
+    return output
+
+
+def follow_upstream(
+    names: tuple[str, ...], image: str, patches_root: Path = PATCHES, version: str | None = None
+) -> tuple[sources.Pin, ...]:
+    """The pins of *names* moved to *version*, or to the newest Debian source version."""
+    moved = []
+    for name in names:
+        pin = Component.load(name, patches_root).pin
+        route = next((r for r in pin.routes if r.package), None)
+        if route is None or route.package is None:
+            raise ConfigError(f"The {name} pin has no Debian source route to follow.")
+        moved.append(sources.follow_debian(pin, debian_index(image, route.package), version))
+    return tuple(moved)
 
 
 @dataclass

@@ -22,20 +22,9 @@ from harness.build import ovmf
 from harness.build.common import Workspace
 from harness.firmware.summary import describe
 from harness.patchset import PatchError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, workspace
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"
-
-
-def workspace(root: Path, patches: Path | None = None) -> Workspace:
-    """A private workspace whose download cache is the shared one."""
-    SHARED_DOWNLOADS.mkdir(parents=True, exist_ok=True)
-    (root / "cache").mkdir(parents=True, exist_ok=True)
-    link = root / "cache" / "downloads"
-    if not link.exists():
-        link.symlink_to(SHARED_DOWNLOADS)
-    return Workspace(root, patches or ROOT / "patches")
 
 
 def harness_containers(ws: Workspace) -> list[str]:

@@ -1,0 +1,324 @@
+"""``./inv patches.check``: is a series ready to send upstream?
+
+The checks a maintainer would run, in the order a patch author fixes things: each patch
+carries the author's Signed-off-by (DCO) and a sane subject; the series applies without
+fuzz on the base; upstream's own style checker passes (edk2's PatchCheck.py, QEMU's
+checkpatch.pl, and for GRUB, which has none, ``git show --check`` plus the conventions
+of its developer manual); then the component builds and the boot matrix passes. A
+failing check stops the stages after it, so a broken series fails in seconds.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import enum
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import containers, doctor, matrix, patchset, qemu, run, sources
+from harness.build import ovmf
+from harness.build.common import PATCHES, Workspace, follow_upstream, prepare_tree
+from harness.errors import CommandError, ConfigError
+from harness.patchset import Applied, Patch, PatchError, git
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: a check, what it looked at, and the verdict."""
+
+    name: str
+    subject: str
+    outcome: Outcome
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is Outcome.FAIL
+
+    def line(self) -> str:
+        text = f"{self.outcome.upper():4}  {self.name:<13} {self.subject}"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+#: edk2 and QEMU both ask for subjects of at most 72 characters; GRUB follows suit.
+SUBJECT_MAX = 72
+#: "area: Summary" (QEMU, GRUB) or "Package/Module: Summary" (edk2).
+SUBJECT_FORM = re.compile(r"^[\w./+-]+(?:, ?[\w./+-]+)*: \S")
+TRAILER = re.compile(r"^Signed-off-by: (.+?) <([^>]+)>\s*$", re.MULTILINE)
+
+
+def _message(patch: Patch) -> tuple[str, str]:
+    """(author e-mail, commit message body) of a format-patch file."""
+    msg = email.message_from_bytes(patch.path.read_bytes(), policy=email.policy.default)
+    author = email.utils.parseaddr(str(msg.get("From", "")))[1]
+    payload = msg.get_payload(decode=True)
+    body = payload.decode(errors="replace") if isinstance(payload, bytes) else ""
+    return author, body.split("\n---\n", 1)[0]
+
+
+def check_signoff(patch: Patch) -> Check:
+    """DCO: the author certifies the patch with a Signed-off-by in their own name."""
+    author, body = _message(patch)
+    emails = [m.group(2).strip().lower() for m in TRAILER.finditer(body)]
+    name = patch.path.name
+    if not emails:
+        return Check("signed-off-by", name, Outcome.FAIL, "no Signed-off-by line (DCO)")
+    if author.lower() not in emails:
+        return Check(
+            "signed-off-by",
+            name,
+            Outcome.FAIL,
+            f"no Signed-off-by from the author <{author}> (found {', '.join(emails)})",
+        )
+    return Check("signed-off-by", name, Outcome.PASS)
+
+
+def check_subject(patch: Patch) -> Check:
+    subject, name = patch.subject, patch.path.name
+    problems = []
+    if not subject:
+        problems.append("the subject is empty")
+    elif len(subject) > SUBJECT_MAX:
+        problems.append(f"the subject has {len(subject)} characters (at most {SUBJECT_MAX})")
+    if subject.endswith("."):
+        problems.append("the subject ends with a full stop")
+    if re.match(r"^(fixup!|squash!|amend!|WIP\b)", subject, re.IGNORECASE):
+        problems.append("a fixup or work-in-progress commit")
+    elif subject and not SUBJECT_FORM.match(subject):
+        problems.append("the subject does not start with the area it changes ('area: Summary')")
+    if problems:
+        return Check("subject", name, Outcome.FAIL, "; ".join(problems))
+    return Check("subject", name, Outcome.PASS, repr(subject))
+
+
+# -- upstream style checkers -------------------------------------------------------
+
+#: Style checker per component: (source tree, the applied patch) -> problems found.
+StyleChecker = Callable[[Path, Applied], list[str]]
+
+
+def edk2_patchcheck(tree: Path, applied: Applied) -> list[str]:
+    """edk2's ``BaseTools/Scripts/PatchCheck.py`` from the very tree being patched."""
+    script = tree / "BaseTools" / "Scripts" / "PatchCheck.py"
+    if not script.is_file():
+        return [f"{script.relative_to(tree)} is missing from the tree"]
+    proc = run.run(["python3", str(script), str(applied.patch.path)], cwd=tree, check=False)
+    if proc.returncode == 0:
+        return []
+    out = proc.stdout.decode(errors="replace")
+    return [ln.strip(" *") for ln in out.splitlines() if ln.startswith(" *")] or [
+        f"PatchCheck.py exited with status {proc.returncode}"
+    ]
+
+
+def qemu_checkpatch(tree: Path, applied: Applied) -> list[str]:
+    """QEMU's ``scripts/checkpatch.pl`` (errors only; warnings are advice)."""
+    script = tree / "scripts" / "checkpatch.pl"
+    if not script.is_file():
+        return [f"{script.relative_to(tree)} is missing from the tree"]
+    proc = run.run(
+        ["perl", str(script), "--no-color", str(applied.patch.path)], cwd=tree, check=False
+    )
+    if proc.returncode == 0:
+        return []
+    out = proc.stdout.decode(errors="replace")
+    return [ln.removeprefix("ERROR: ") for ln in out.splitlines() if ln.startswith("ERROR:")] or [
+        f"checkpatch.pl exited with status {proc.returncode}"
+    ]
+
+
+def grub_conventions(tree: Path, applied: Applied) -> list[str]:
+    """GRUB has no checker: ``git show --check`` (whitespace errors) plus what its
+    developer manual (docs/grub-dev.texi, "Coding style") asks of C: only ``/* */``
+    comments, and multi-line comments that open with a bare ``/*``."""
+    assert applied.commit is not None
+    problems = []
+    try:
+        git(tree, "show", "--check", "--format=", applied.commit)
+    except CommandError as err:
+        problems += [
+            ln for ln in err.output_tail.splitlines() if ln.strip() and not ln.startswith("+")
+        ][:5]
+    diff = git(tree, "show", "--format=", "--unified=0", applied.commit)
+    path = ""
+    for line in diff.splitlines():
+        if line.startswith("+++ "):
+            path = line[4:].removeprefix("b/")
+            continue
+        if not path.endswith((".c", ".h")) or not line.startswith("+"):
+            continue
+        code = line[1:]
+        if re.search(r"(?:^|[^:\"'])//", code) and not re.search(r"\"[^\"]*//", code):
+            problems.append(f"{path}: C++ comment (GRUB wants /* */): {code.strip()}")
+        stripped = code.strip()
+        if stripped.startswith("/*") and "*/" not in stripped and stripped != "/*":
+            problems.append(f"{path}: a multi-line comment must open with a bare /*: {stripped}")
+    return problems
+
+
+STYLE: dict[str, tuple[str, StyleChecker]] = {
+    "grub": ("git show --check + grub-dev.texi conventions", grub_conventions),
+    "ovmf": ("BaseTools/Scripts/PatchCheck.py", edk2_patchcheck),
+    "qemu": ("scripts/checkpatch.pl", qemu_checkpatch),
+}
+
+
+def check_style(component: str, tree: Path, applied: Applied) -> Check:
+    what, checker = STYLE[component]
+    problems = checker(tree, applied)
+    name = applied.patch.path.name
+    if problems:
+        return Check("style", name, Outcome.FAIL, f"{what}: " + "; ".join(problems))
+    return Check("style", name, Outcome.PASS, what)
+
+
+# -- the whole check -------------------------------------------------------------
+
+#: Where the boot stage builds its images and keeps its transcripts.
+BOOT_DIR = "patches-check"
+
+
+def run_checks(
+    component: str,
+    ws: Workspace,
+    *,
+    local_tree: Path | None = None,
+    quick: bool = False,
+    jobs: int = 2,
+    report: Callable[[Check], None] = lambda c: None,
+) -> list[Check]:
+    """Every check for *component*'s series on *ws*'s base (pinned, or moved by
+    ``ws.upstream``) or on *local_tree*; *report* sees each check as it finishes.
+
+    Raises:
+        ConfigError: no such component, or a broken series file.
+        InfrastructureError: the machine could not run a check (Docker, a download).
+    """
+    checks: list[Check] = []
+
+    def add(check: Check) -> None:
+        checks.append(check)
+        report(check)
+
+    comp = ws.component(component)
+    if component not in STYLE:
+        raise ConfigError(f"No style checker for {component!r}; known: {', '.join(STYLE)}.")
+    for patch in comp.patches:
+        add(check_signoff(patch))
+        add(check_subject(patch))
+    with ws.locked():
+        builder = containers.ensure_builder("bookworm", cache=ws.root / "cache")
+        tree = prepare_tree(comp, ws, builder.tag, local_tree=local_tree, apply=False)
+        base = f"{comp.pin.name} {comp.pin.version}" if local_tree is None else str(local_tree)
+        applied = patchset.try_series(tree.path, list(comp.patches))
+        if not applied:
+            add(
+                Check(
+                    "applies", component, Outcome.PASS, f"empty series, nothing to apply on {base}"
+                )
+            )
+        for result in applied:
+            if result.ok:
+                add(Check("applies", result.patch.path.name, Outcome.PASS, f"on {base}"))
+            else:
+                add(Check("applies", result.patch.path.name, Outcome.FAIL, result.reason))
+        for result in applied:
+            if result.ok:
+                add(check_style(component, tree.path, result))
+    blocked = next((c for c in checks if c.failed), None)
+    if blocked or quick:
+        why = f"{blocked.subject} failed {blocked.name}" if blocked else "--quick"
+        add(Check("build", component, Outcome.SKIP, why))
+        add(Check("boot", component, Outcome.SKIP, why))
+        return checks
+    firmware = _build(component, ws, local_tree, add)
+    if firmware is None:
+        add(Check("boot", component, Outcome.SKIP, "the build failed"))
+        return checks
+    accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF)
+    runs = ws.root / BOOT_DIR / component
+    images = matrix.build_images(runs / "images", ws.root / "cache" / "images", builder.tag)
+    for r in matrix.run_matrix(firmware, images, accel, runs / "boot", jobs=jobs):
+        outcome = Outcome.PASS if r.passed else Outcome.FAIL
+        add(Check("boot", matrix.case_id(r.scenario, r.variant), outcome, r.detail))
+    return checks
+
+
+def _build(
+    component: str, ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
+) -> matrix.Firmware | None:
+    """Build what the series changes, and the firmware to boot; None when it failed."""
+    try:
+        built = ovmf.build_ovmf(
+            ws,
+            tree_grub=local_tree if component == "grub" else None,
+            tree_edk2=local_tree if component == "ovmf" else None,
+        )
+    except (CommandError, PatchError) as err:
+        add(Check("build", component, Outcome.FAIL, err.message))
+        return None
+    out = built.manifest["output"]
+    digest = out["sev_launch_digest"]
+    what = f"OVMF.fd sha256 {out['sha256'][:16]}…, launch digest {digest[:16]}…"
+    add(Check("build", component, Outcome.PASS, what))
+    return matrix.Firmware(built.firmware, bytes.fromhex(digest))
+
+
+def rebase(component: str, version: str, root: Path, patches_root: Path = PATCHES) -> list[Check]:
+    """Try the series on another upstream *version* (Debian's source package) in a
+    workspace of its own under *root*; one "applies" check per patch. Patches after
+    one that does not apply are still tried, since most series are independent."""
+    builder = containers.ensure_builder("bookworm")
+    (pin,) = follow_upstream((component,), builder.tag, patches_root, version)
+    ws = Workspace(root / f"{component}-{pin.version}", patches_root, upstream=(pin,))
+    comp = ws.component(component)
+    with ws.locked():
+        tree = prepare_tree(comp, ws, builder.tag, apply=False)
+        applied = patchset.try_series(tree.path, list(comp.patches), keep_going=True)
+    where = f"{pin.name} {pin.version} (Debian {sources.debian_version(pin)})"
+    if not applied:
+        return [Check("applies", component, Outcome.PASS, f"empty series; {where}")]
+    return [
+        Check("applies", r.patch.path.name, Outcome.PASS, f"on {where}")
+        if r.ok
+        else Check("applies", r.patch.path.name, Outcome.FAIL, f"needs work on {where}: {r.reason}")
+        for r in applied
+    ]
+
+
+def export(component: str, ws: Workspace, dest: Path) -> tuple[str, int]:
+    """The series applied on the pinned base as git repository *dest*, branch
+    ``harness/<component>``; returns (branch, number of commits).
+
+    Raises:
+        PatchError: the series does not apply (fix that first).
+        InputError: *dest* is in the way.
+    """
+    comp = ws.component(component)
+    branch = f"harness/{component}"
+    with ws.locked():
+        builder = containers.ensure_builder("bookworm", cache=ws.root / "cache")
+        tree = prepare_tree(comp, ws, builder.tag)
+        return branch, patchset.export_series(tree.path, dest, branch)
+
+
+def import_(component: str, ws: Workspace, repo: Path, revisions: str) -> list[Path]:
+    """Replace *component*'s series with the commits *revisions* of *repo*."""
+    directory = ws.patches / component
+    if not (directory / "series").is_file():
+        raise ConfigError(f"There is no patches/{component}/series to import into.")
+    lines = (directory / "series").read_text().splitlines(keepends=True)
+    header = "".join(ln for ln in lines if ln.startswith("#"))
+    return patchset.import_series(repo, revisions, directory, header)

@@ -1,0 +1,218 @@
+"""The patch author's workflow on the real pinned sources: patches.check on good and
+deliberately broken series, import/export round trips, and rebase onto another version.
+
+Each broken series is our real series with one thing wrong; every check of it must
+fail naming the patch and the problem, and nothing gets built.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import patchcheck, patchset
+from harness.build.common import Workspace
+from harness.errors import InputError
+from harness.patchcheck import Check, Outcome
+from tests.conftest import ROOT, workspace
+
+pytestmark = [pytest.mark.docker, pytest.mark.tools, pytest.mark.slow]
+GRUB_PATCH = next((ROOT / "patches" / "grub").glob("0001-*.patch")).name
+OVMF_PATCH = next((ROOT / "patches" / "ovmf").glob("0001-*.patch")).name
+
+
+@pytest.fixture(scope="module")
+def ws_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One private workspace for every series here: the unpacked trees are shared."""
+    return tmp_path_factory.mktemp("patches-ws")
+
+
+def series(tmp: Path, component: str, edit: Callable[[str], str] | None = None) -> Path:
+    """A patches root holding our series for *component*, its patch edited by *edit*."""
+    root = tmp / "patches"
+    shutil.copytree(ROOT / "patches" / component, root / component)
+    if edit is not None:
+        patch = next((root / component).glob("0001-*.patch"))
+        before = patch.read_bytes().decode()  # bytes: edk2 files have CRLF lines
+        after = edit(before)
+        assert after != before, "the edit changed nothing"
+        patch.write_bytes(after.encode())
+    return root
+
+
+def check(ws_root: Path, patches: Path, component: str) -> list[Check]:
+    return patchcheck.run_checks(component, workspace(ws_root, patches), quick=True)
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+def test_our_grub_series_passes(ws_root: Path, tmp_path: Path) -> None:
+    checks = check(ws_root, series(tmp_path, "grub"), "grub")
+    assert [c.outcome for c in checks if c.outcome is not Outcome.SKIP] == [Outcome.PASS] * 4
+    assert {c.name for c in checks} == {
+        "signed-off-by",
+        "subject",
+        "applies",
+        "style",
+        "build",
+        "boot",
+    }
+
+
+def test_a_hunk_that_no_longer_applies(ws_root: Path, tmp_path: Path) -> None:
+    def edit(text: str) -> str:  # a context line of the Makefile.core.def hunk
+        return text.replace("\n module = {\n", "\n module = {  \n", 1)
+
+    checks = by_name(check(ws_root, series(tmp_path, "grub", edit), "grub"))
+    applies = checks["applies"]
+    assert applies.failed and applies.subject == GRUB_PATCH
+    assert "patch failed: grub-core/Makefile.core.def" in applies.reason
+    assert checks["build"].outcome is Outcome.SKIP
+    assert f"{GRUB_PATCH} failed applies" in checks["build"].reason
+
+
+def test_a_patch_without_signed_off_by(ws_root: Path, tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        return re.sub(r"^Signed-off-by: .*\n", "", text, flags=re.MULTILINE)
+
+    checks = by_name(check(ws_root, series(tmp_path, "grub", edit), "grub"))
+    dco = checks["signed-off-by"]
+    assert dco.failed and dco.subject == GRUB_PATCH
+    assert dco.reason == "no Signed-off-by line (DCO)"
+    assert not checks["applies"].failed  # the rest is still checked
+    assert checks["build"].outcome is Outcome.SKIP
+
+
+def test_a_signed_off_by_from_someone_else(ws_root: Path, tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        return re.sub(
+            r"^Signed-off-by: .*$", "Signed-off-by: A N Other <other@example.org>", text, flags=re.M
+        )
+
+    dco = by_name(check(ws_root, series(tmp_path, "grub", edit), "grub"))["signed-off-by"]
+    assert dco.failed and "no Signed-off-by from the author" in dco.reason
+
+
+def test_a_grub_style_violation(ws_root: Path, tmp_path: Path) -> None:
+    def edit(text: str) -> str:  # an added line of the new efisecret.c
+        return text.replace(
+            "+  grub_key_protector_unregister (&efisecret_key_protector);",
+            "+  grub_key_protector_unregister (&efisecret_key_protector); // bye",
+        )
+
+    checks = by_name(check(ws_root, series(tmp_path, "grub", edit), "grub"))
+    style = checks["style"]
+    assert style.failed and style.subject == GRUB_PATCH
+    assert "grub-core/commands/efi/efisecret.c: C++ comment" in style.reason
+    assert not checks["applies"].failed
+
+
+def test_an_edk2_style_violation_caught_by_patchcheck(ws_root: Path, tmp_path: Path) -> None:
+    def edit(text: str) -> str:  # indent an added grub.sh line with a tab
+        return re.sub(r"^\+ {2,}(?=\S)", "+\t", text, count=1, flags=re.MULTILINE)
+
+    checks = by_name(check(ws_root, series(tmp_path, "ovmf", edit), "ovmf"))
+    style = checks["style"]
+    assert style.failed and style.subject == OVMF_PATCH
+    assert "PatchCheck.py" in style.reason and "Tab character used" in style.reason
+
+
+def test_a_bad_subject(ws_root: Path, tmp_path: Path) -> None:
+    def edit(text: str) -> str:
+        return re.sub(
+            r"^Subject: \[PATCH\] .*\n .*\n", "Subject: [PATCH] fix stuff.\n", text, flags=re.M
+        )
+
+    subject = by_name(check(ws_root, series(tmp_path, "grub", edit), "grub"))["subject"]
+    assert subject.failed and "full stop" in subject.reason and "'area: Summary'" in subject.reason
+
+
+def test_patches_after_one_that_fails_are_not_tried(ws_root: Path, tmp_path: Path) -> None:
+    root = series(tmp_path, "grub")
+    directory = root / "grub"
+    first = directory / GRUB_PATCH
+    first.write_bytes(first.read_bytes().replace(b"\n module = {\n", b"\n module = {  \n", 1))
+    second = directory / "0002-second.patch"
+    shutil.copy(ROOT / "patches" / "grub" / GRUB_PATCH, second)
+    (directory / "series").write_text(f"{GRUB_PATCH}\n0002-second.patch\n")
+    applies = [c for c in check(ws_root, root, "grub") if c.name == "applies"]
+    assert [c.subject for c in applies] == [GRUB_PATCH, "0002-second.patch"]
+    assert applies[1].failed and applies[1].reason == f"not tried: {GRUB_PATCH} does not apply"
+
+
+def test_export_then_import_round_trips_byte_for_byte(ws_root: Path, tmp_path: Path) -> None:
+    for component in ("grub", "ovmf"):
+        ws = workspace(ws_root, series(tmp_path / component, component))
+        repo = tmp_path / f"{component}.git"
+        branch, count = patchcheck.export(component, ws, repo)
+        assert count == 1
+        log = subprocess.run(
+            ["git", "-C", str(repo), "log", "--format=%s", f"harness-base..{branch}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert log.strip() == patchset.read_series(ROOT / "patches" / component)[0].subject
+        target = tmp_path / "imported"
+        shutil.copytree(ROOT / "patches" / component, target / component)
+        for p in (target / component).glob("0*.patch"):
+            p.unlink()
+        patchcheck.import_(component, Workspace(ws_root, target), repo, f"harness-base..{branch}")
+        for original in (ROOT / "patches" / component).iterdir():
+            assert (target / component / original.name).read_bytes() == original.read_bytes()
+
+
+def test_import_refuses_what_is_not_a_range(ws_root: Path, tmp_path: Path) -> None:
+    root = series(tmp_path, "grub")
+    before = {p.name: p.read_bytes() for p in (root / "grub").iterdir()}
+    ws = Workspace(ws_root, root)
+    with pytest.raises(InputError, match="is not a git repository"):
+        patchcheck.import_("grub", ws, tmp_path, "a..b")
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "x"],
+        check=True,
+        env={
+            "GIT_AUTHOR_NAME": "a",
+            "GIT_AUTHOR_EMAIL": "a@b",
+            "GIT_COMMITTER_NAME": "a",
+            "GIT_COMMITTER_EMAIL": "a@b",
+            "HOME": str(tmp_path),
+        },
+    )
+    with pytest.raises(InputError, match="holds no commits"):
+        patchcheck.import_("grub", ws, repo, "HEAD..HEAD")
+    with pytest.raises(InputError, match="has no revision range"):
+        patchcheck.import_("grub", ws, repo, "nope..HEAD")
+    assert {p.name: p.read_bytes() for p in (root / "grub").iterdir()} == before
+
+
+def test_rebase_onto_an_older_grub_names_the_patch_that_needs_work(tmp_path: Path) -> None:
+    checks = patchcheck.rebase("grub", "2.12", tmp_path)
+    (only,) = checks
+    assert only.failed and only.subject == GRUB_PATCH
+    assert "needs work on grub 2.12" in only.reason
+    assert "grub-core/Makefile.core.def" in only.reason
+
+
+def test_cli_check_quick_passes_for_our_series() -> None:
+    for component in ("grub", "ovmf"):
+        proc = subprocess.run(
+            [str(ROOT / "inv"), "patches.check", component, "--quick"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines = proc.stdout.splitlines()
+        assert any(ln.startswith("PASS  style") for ln in lines)
+        assert lines[-1].endswith("0 failed")
