@@ -228,6 +228,35 @@ def boot(
             raise HarnessError(f"Scenario {scenario} failed.")
 
 
+@task(
+    positional=[],
+    help={
+        "out": "report directory, replaced at the end of the run (default out/nightly)",
+        "upstream": "pinned (default) or head: the newest upstream versions Debian has",
+        "history": "where every run's results.json is kept (default out/nightly-history)",
+        "jobs": "boots at a time",
+    },
+)
+@entry
+def nightly(
+    c: Context,
+    out: str = "out/nightly",
+    upstream: str = "pinned",
+    history: str = "out/nightly-history",
+    jobs: int = 2,
+) -> None:
+    """Build, run the boot matrix, write JUnit/HTML/JSON reports; exit 0 pass, 1 fail, 2 infra."""
+    from pathlib import Path
+
+    from invoke.exceptions import Exit
+
+    from harness import nightly as nightly_mod
+
+    status = nightly_mod.nightly(Path(out).resolve(), Path(history).resolve(), upstream, jobs)
+    if status:
+        raise Exit(code=status)
+
+
 sev = Collection("sev")
 
 
@@ -514,5 +543,5 @@ bench.add_task(bench_build)
 bench.add_task(bench_boot)
 
 ns = Collection(
-    doctor, inspect, test, build_grub, build_ovmf, build_image, boot, sev, patches, bench
+    doctor, inspect, test, build_grub, build_ovmf, build_image, boot, nightly, sev, patches, bench
 )

@@ -61,6 +61,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("debootstrap", "debootstrap", ("debootstrap",), "base images without a registry"),
     Requirement("ovmf", "ovmf", (str(DEBIAN_OVMF),), "reference firmware for probes and tests"),
     Requirement(
+        "chromium", "chromium", ("chromium",), "a real browser reads the HTML report in the tests"
+    ),
+    Requirement(
         "grub-mkimage",
         "grub-common",
         ("grub-mkimage",),

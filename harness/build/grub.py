@@ -125,6 +125,7 @@ def _build_grub(
             labels=ws.labels,
         )
         progress.done()
+        shutil.copy2(ws.log("grub"), out / "build.log")  # the log travels with the build
         final = ws.builds / name
     return GrubBuild(key, final, inputs, time.monotonic() - started, False)
 

@@ -121,6 +121,7 @@ def _build_ovmf(
                 labels=ws.labels,
             )
             progress.done()
+            shutil.copy2(ws.log("ovmf"), out / "build.log")  # the log travels with the build
             manifest = _manifest(out, comp, grub, builder, inputs, time.monotonic() - started)
             (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         hit = ws.builds / name
@@ -179,8 +180,9 @@ def _publish(entry: Path, dest: Path) -> Path:
     tmp = dest.with_name(dest.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("OVMF.fd", "manifest.json"):
-        shutil.copy2(entry / name, tmp / name)
+    for name in ("OVMF.fd", "manifest.json", "build.log"):
+        if (entry / name).exists():
+            shutil.copy2(entry / name, tmp / name)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

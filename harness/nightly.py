@@ -1,0 +1,325 @@
+"""``./inv nightly``: build, boot the whole matrix, report, and compare with last night.
+
+Stages, each a set of JUnit test cases: "series" (each component's series applies on
+its base), "build" (GRUB, then OVMF with it; from the build cache when nothing changed),
+"boot" (every case of the boot matrix on fresh images). Reports land in the output
+directory, which is replaced as a whole at the end, so a reader never sees half a
+report; the run's results.json is also kept in the history directory, and the report
+says what changed since the previous complete run there.
+
+Exit status: 0 every case passed; 1 a case failed (the report says which ones are new
+since the previous run); 2 the run could not complete (Docker, a download, QEMU
+missing), so a scheduler can tell a broken product from a broken machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import containers, doctor, matrix, patchset, qemu, report, run
+from harness.build import grub as grub_build
+from harness.build import ovmf
+from harness.build.common import Component, Workspace, follow_upstream, prepare_tree
+from harness.errors import CommandError, ConfigError, HarnessError, InfrastructureError
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("grub", "ovmf")
+#: Lines of a console transcript or build log a failing case carries in JUnit.
+TAIL_LINES = 30
+EXIT_OK, EXIT_FAILED, EXIT_INFRASTRUCTURE = 0, 1, 2
+
+
+@dataclass
+class Run:
+    """One night, as it goes: the cases so far and where things are."""
+
+    out: Path  # staging directory of the report
+    started: str
+    upstream: str
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    firmware: dict[str, Any] | None = None
+    host: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def case(
+        self,
+        suite: str,
+        name: str,
+        outcome: str,
+        seconds: float,
+        detail: str,
+        output: str = "",
+        links: dict[str, str] | None = None,
+    ) -> None:
+        self.cases.append(
+            {
+                "suite": suite,
+                "name": name,
+                "outcome": outcome,
+                "seconds": round(seconds, 1),
+                "detail": detail,
+                "output": output,
+                "links": links or {},
+            }
+        )
+        # Boots were reported live by the matrix as they finished.
+        level = logging.DEBUG if suite == "boot" else logging.INFO
+        log.log(level, "%-7s %s: %s", outcome.upper(), f"{suite}/{name}", detail)
+
+    def keep(self, source: Path, relative: str) -> str | None:
+        """Copy *source* into the report as *relative*; the link, or None if absent."""
+        if not source.is_file():
+            return None
+        dest = self.out / relative
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest)
+        return relative
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tail(path: Path) -> str:
+    try:
+        return run.tail(path.read_text(errors="replace"), TAIL_LINES)
+    except FileNotFoundError:
+        return ""
+
+
+def nightly(
+    out: Path,
+    history: Path,
+    upstream: str = "pinned",
+    jobs: int = 2,
+    workspace: Workspace | None = None,
+) -> int:
+    """Run the night; returns the exit status (see the module docstring).
+
+    *workspace* (default ``out/``, or ``out/upstream-head`` for head) holds the builds.
+
+    Raises:
+        ConfigError: bad options, or *out* is a directory that is not a report.
+    """
+    if upstream not in ("pinned", "head"):
+        raise ConfigError(f"--upstream must be pinned or head, not {upstream!r}.")
+    if out.exists() and any(out.iterdir()) and not (out / "results.json").exists():
+        raise ConfigError(f"{out} is not empty and holds no nightly report; pick another --out.")
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    night = Run(staging, _now(), upstream)
+    try:
+        _run(night, jobs, workspace)
+    except InfrastructureError as err:
+        night.error = err.message
+        log.error("the run could not complete: %s", err.message)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    started = time.monotonic()
+    try:
+        results = _publish(night, out, history, started)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(report.summary(results))
+    for line in results["changes_lines"]:
+        print(f"  {line}")
+    print(f"  report: {out / 'index.html'}")
+    if night.error:
+        return EXIT_INFRASTRUCTURE
+    return EXIT_FAILED if report.counts(results)["failed"] else EXIT_OK
+
+
+def _run(night: Run, jobs: int, workspace: Workspace | None) -> None:
+    doctor.require(
+        ("docker", "qemu", "git", "cryptsetup", "sfdisk", "e2fsprogs"), docker_engine=True
+    )
+    out_root = Path("out").resolve()
+    builder = containers.ensure_builder("bookworm", cache=out_root / "cache")
+    if night.upstream == "head":
+        moved = follow_upstream(COMPONENTS, builder.tag)
+        base = workspace or Workspace(out_root / "upstream-head")
+        ws = dataclasses.replace(base, upstream=moved)
+    else:
+        ws = workspace or Workspace(out_root)
+    # One night at a time per workspace: the boots share its image and run directories.
+    with ws.locked():
+        _night(night, ws, builder, jobs)
+
+
+def _night(night: Run, ws: Workspace, builder: containers.BuilderImage, jobs: int) -> None:
+    out_root = Path("out").resolve()
+    t0 = time.monotonic()
+    applies = {name: _series(night, ws, ws.component(name), builder.tag) for name in COMPONENTS}
+    firmware = _builds(night, ws, builder, applies)
+    night.timings["build"] = time.monotonic() - t0
+    if firmware is None:
+        for name, variant in matrix.MATRIX:
+            night.case("boot", matrix.case_id(name, variant), "skipped", 0, "no firmware was built")
+        return
+    t1 = time.monotonic()
+    accel = qemu.working_accelerator(out_root / "cache", doctor.DEBIAN_OVMF)
+    night.host = {
+        "qemu": qemu.qemu_version(),
+        "accelerator": str(accel),
+        "kernel": os.uname().release,
+    }
+    work = ws.root / "nightly"
+    try:
+        images = matrix.build_images(work / "images", out_root / "cache" / "images", builder.tag)
+    except HarnessError as err:
+        raise InfrastructureError(f"The guest images could not be built: {err.message}") from err
+    night.timings["images"] = time.monotonic() - t1
+    t2 = time.monotonic()
+    for result in matrix.run_matrix(firmware, images, accel, work / "boot", jobs=jobs):
+        case = matrix.case_id(result.scenario, result.variant)
+        link = night.keep(result.transcript, f"transcripts/{case}.log")
+        night.case(
+            "boot",
+            case,
+            "passed" if result.passed else "failed",
+            result.seconds,
+            result.detail,
+            "" if result.passed else _tail(result.transcript),
+            {"transcript": link} if link else {},
+        )
+    night.timings["boots"] = time.monotonic() - t2
+
+
+def _series(night: Run, ws: Workspace, comp: Component, builder: str) -> bool:
+    pin = comp.pin
+    night.components[comp.name] = {
+        "version": pin.version,
+        "source": next((r.describe() for r in pin.routes), ""),
+        "archive": pin.archive,
+        "sha256": pin.sha256,
+        "patches": [{"file": p.path.name, "sha256": p.sha256} for p in comp.patches],
+    }
+    started = time.monotonic()
+    try:
+        prepare_tree(comp, ws, builder)  # applies the series (at once if already applied)
+    except patchset.PatchError as err:
+        night.case("series", f"{comp.name}: series applies", "failed", 0, err.message)
+        return False
+    what = f"{len(comp.patches)} patch(es) on {pin.name} {pin.version}"
+    night.case("series", f"{comp.name}: series applies", "passed", time.monotonic() - started, what)
+    return True
+
+
+def _builds(
+    night: Run, ws: Workspace, builder: containers.BuilderImage, applies: dict[str, bool]
+) -> matrix.Firmware | None:
+    if not applies["grub"]:
+        night.case("build", "grub", "skipped", 0, "the GRUB series does not apply")
+        night.case("build", "ovmf", "skipped", 0, "no GRUB to build OVMF with")
+        return None
+    started = time.monotonic()
+    try:
+        grub = grub_build.build_grub(ws, builder)
+    except CommandError as err:
+        link = night.keep(ws.log("grub"), "logs/grub.log")
+        night.case("build", "grub", "failed", time.monotonic() - started, err.message,
+                   _tail(ws.log("grub")), {"log": link} if link else {})  # fmt: skip
+        night.case("build", "ovmf", "skipped", 0, "no GRUB to build OVMF with")
+        return None
+    link = night.keep(grub.install / "build.log", "logs/grub.log")
+    night.case("build", "grub", "passed", time.monotonic() - started,
+               "from the build cache" if grub.cached else f"built in {grub.seconds:.0f} s",
+               links={"log": link} if link else {})  # fmt: skip
+    if not applies["ovmf"]:
+        night.case("build", "ovmf", "skipped", 0, "the edk2 series does not apply")
+        return None
+    started = time.monotonic()
+    try:
+        built = ovmf.build_ovmf(ws)
+    except CommandError as err:
+        link = night.keep(ws.log("ovmf"), "logs/ovmf.log")
+        night.case("build", "ovmf", "failed", time.monotonic() - started, err.message,
+                   _tail(ws.log("ovmf")), {"log": link} if link else {})  # fmt: skip
+        return None
+    links = {"manifest": night.keep(built.firmware.parent / "manifest.json", "manifest.json")}
+    log_link = night.keep(built.firmware.parent / "build.log", "logs/ovmf.log")
+    if log_link:
+        links["log"] = log_link
+    o = built.manifest["output"]
+    night.firmware = {
+        "sha256": o["sha256"],
+        "sev_launch_digest": o["sev_launch_digest"],
+        "cache_key": built.manifest["cache_key"],
+        "cached": built.cached,
+        "manifest": "manifest.json",
+    }
+    night.case("build", "ovmf", "passed", time.monotonic() - started,
+               "from the build cache" if built.cached else "built",
+               links={k: v for k, v in links.items() if v})  # fmt: skip
+    return matrix.Firmware(built.firmware, bytes.fromhex(o["sev_launch_digest"]))
+
+
+def _previous(history: Path) -> dict[str, Any] | None:
+    """The newest complete run in *history* (runs that could not complete don't count)."""
+    for path in sorted(history.glob("results-*.json"), reverse=True):
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("schema") == report.SCHEMA and data.get("verdict") != "infrastructure":
+            return data
+    return None
+
+
+def _publish(night: Run, out: Path, history: Path, started: float) -> dict[str, Any]:
+    verdict = (
+        "infrastructure"
+        if night.error
+        else "fail"
+        if any(c["outcome"] == "failed" for c in night.cases)
+        else "pass"
+    )
+    results: dict[str, Any] = {
+        "schema": report.SCHEMA,
+        "started": night.started,
+        "finished": _now(),
+        "upstream": night.upstream,
+        "verdict": verdict,
+        "infrastructure_error": night.error,
+        "host": night.host,
+        "components": night.components,
+        "firmware": night.firmware,
+        "cases": night.cases,
+        "timings": {k: round(v, 1) for k, v in night.timings.items()},
+    }
+    history.mkdir(parents=True, exist_ok=True)
+    changes = report.compare(_previous(history), results)
+    results["changes"] = changes.as_json()
+    results["changes_lines"] = changes.lines()
+    # Reporting is timed too; its figure is the only one written after the fact.
+    results["timings"]["reporting"] = round(time.monotonic() - started, 2)
+    staging = night.out
+    (staging / "junit.xml").write_bytes(report.junit(results))
+    (staging / "index.html").write_text(report.page(results))
+    (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # Named to sort by time, runs within the same second included.
+    stamp = night.started.replace(":", "").replace("-", "")
+    kept = history / f"results-{stamp}-{time.time_ns() % 10**9:09d}.json"
+    tmp = kept.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, kept)
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return results

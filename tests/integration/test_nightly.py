@@ -1,0 +1,171 @@
+"""Nights in a row, for real: the build (cached), the whole boot matrix, the reports read
+back (the HTML page by headless Chromium), the comparison with the previous night, a
+regression, and a night the machine could not complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from harness import matrix, nightly
+from tests.conftest import ROOT, workspace
+
+pytestmark = [pytest.mark.docker, pytest.mark.qemu, pytest.mark.tools, pytest.mark.slow]
+OUT = ROOT / "out"
+BOOT_CASES = [matrix.case_id(n, v) for n, v in matrix.MATRIX]
+
+
+def inv_nightly(report: Path, history: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / "inv"), "nightly", "--out", str(report), "--history", str(history)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=1800,
+    )
+
+
+class PageReader(HTMLParser):
+    """What a browser made of the page: the summary text, the case rows, the links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summary = ""
+        self.rows: list[str] = []
+        self.links: list[str] = []
+        self._in_summary = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "p" and a.get("id") == "summary":
+            self._in_summary = True
+        if tag == "tr" and a.get("class") in ("passed", "failed", "skipped"):
+            self.rows.append(str(a["class"]))
+        if tag == "a" and a.get("href"):
+            self.links.append(str(a["href"]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "p":
+            self._in_summary = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_summary:
+            self.summary += data
+
+
+def read_in_chromium(page: Path) -> PageReader:
+    """Load the page in headless Chromium and parse the DOM it built."""
+    proc = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",  # we run as root
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reader = PageReader()
+    reader.feed(proc.stdout)
+    return reader
+
+
+def test_nights_in_a_row(tmp_path: Path) -> None:
+    report, history = tmp_path / "report", tmp_path / "history"
+
+    first = inv_nightly(report, history)
+    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+    assert "first run: nothing to compare with" in first.stdout
+
+    suites = ET.parse(report / "junit.xml").getroot()
+    cases = {(c.get("classname"), c.get("name")) for c in suites.iter("testcase")}
+    expected = {
+        ("nightly.series", "grub: series applies"),
+        ("nightly.series", "ovmf: series applies"),
+    }
+    expected |= {("nightly.build", "grub"), ("nightly.build", "ovmf")}
+    expected |= {("nightly.boot", case) for case in BOOT_CASES}
+    assert cases == expected
+    assert suites.get("failures") == "0" and suites.get("skipped") == "0"
+
+    results = json.loads((report / "results.json").read_text())
+    manifest = json.loads((OUT / "ovmf" / "manifest.json").read_text())
+    assert results["verdict"] == "pass"
+    assert results["firmware"]["sev_launch_digest"] == manifest["output"]["sev_launch_digest"]
+    assert results["components"]["grub"]["version"] == "2.14"
+    assert set(results["timings"]) == {"build", "images", "boots", "reporting"}
+
+    page = read_in_chromium(report / "index.html")
+    assert page.summary == f"PASS: {len(expected)} passed, 0 failed, 0 skipped"
+    assert page.rows == ["passed"] * len(expected)
+    for href in page.links:
+        assert (report / href).is_file(), f"the page links to {href}, which is missing"
+    assert {f"transcripts/{c}.log" for c in BOOT_CASES} <= set(page.links)
+
+    # Nothing secret in the report or the history.
+    secrets = [p.read_bytes() for p in (OUT / "nightly" / "images").glob("*/passphrase")]
+    assert len(secrets) == 3
+    for path in [*report.rglob("*"), *history.rglob("*")]:
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(s in data for s in secrets), f"a passphrase is in {path}"
+
+    second = inv_nightly(report, history)
+    assert second.returncode == 0, second.stdout + second.stderr[-3000:]
+    assert "no change since the run of" in second.stdout
+    assert json.loads((report / "results.json").read_text())["changes"]["none"] is True
+    assert len(list(history.glob("results-*.json"))) == 2
+    assert "<li>no change since the run of" in (report / "index.html").read_text()
+
+    # A regression: the GRUB series stops applying. Exit 1, the case is newly failing,
+    # and nothing is built or booted.
+    broken = tmp_path / "patches"
+    shutil.copytree(ROOT / "patches", broken)
+    patch = next((broken / "grub").glob("0001-*.patch"))
+    patch.write_bytes(patch.read_bytes().replace(b"\n module = {\n", b"\n module = {  \n", 1))
+    ws = workspace(tmp_path / "ws", broken)
+    assert nightly.nightly(report, history, workspace=ws) == nightly.EXIT_FAILED
+    results = json.loads((report / "results.json").read_text())
+    assert results["changes"]["newly_failing"] == ["series/grub: series applies"]
+    assert {c["outcome"] for c in results["cases"] if c["suite"] == "boot"} == {"skipped"}
+    failure = next(ET.parse(report / "junit.xml").getroot().iter("failure"))
+    assert patch.name in str(failure.get("message"))
+
+    # A night the machine cannot complete: the pinned archive cannot be fetched.
+    (broken / "grub" / "upstream.toml").write_text(
+        'name = "grub"\nversion = "2.14"\narchive = "grub2_2.14.orig.tar.xz"\n'
+        f'sha256 = "{"0" * 64}"\n'
+        '[[source]]\nkind = "debian"\npackage = "grub2"\nversion = "2.14-999"\n'
+    )
+    assert nightly.nightly(report, history, workspace=ws) == nightly.EXIT_INFRASTRUCTURE
+    results = json.loads((report / "results.json").read_text())
+    assert results["verdict"] == "infrastructure"
+    assert "could not be fetched" in results["infrastructure_error"]
+    # ... and the next night compares with the last night that completed.
+    assert (
+        results["changes"]["previous"]
+        == json.loads(sorted(history.glob("results-*.json"))[-2].read_text())["started"]
+    )
+
+
+def test_a_directory_that_is_not_a_report_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    proc = inv_nightly(tmp_path, tmp_path / "history")
+    assert proc.returncode == 2
+    assert "holds no nightly report" in proc.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
