@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import containers, doctor, matrix, patchset, qemu, report, run
+from harness import containers, doctor, matrix, patchset, qemu, report, run, scenarios
 from harness.build import grub as grub_build
 from harness.build import ovmf
 from harness.build.common import Component, Workspace, follow_upstream, prepare_tree
@@ -51,6 +51,7 @@ class Run:
     firmware: dict[str, Any] | None = None
     host: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     error: str | None = None
 
     def case(
@@ -150,7 +151,7 @@ def _run(night: Run, jobs: int, workspace: Workspace | None) -> None:
     out_root = Path("out").resolve()
     builder = containers.ensure_builder("bookworm", cache=out_root / "cache")
     if night.upstream == "head":
-        moved = follow_upstream(COMPONENTS, builder.tag)
+        moved = follow_upstream(COMPONENTS, builder.tag, notes=night.notes)
         base = workspace or Workspace(out_root / "upstream-head")
         ws = dataclasses.replace(base, upstream=moved)
     else:
@@ -184,7 +185,13 @@ def _night(night: Run, ws: Workspace, builder: containers.BuilderImage, jobs: in
         raise InfrastructureError(f"The guest images could not be built: {err.message}") from err
     night.timings["images"] = time.monotonic() - t1
     t2 = time.monotonic()
-    for result in matrix.run_matrix(firmware, images, accel, work / "boot", jobs=jobs):
+
+    def booted(r: scenarios.Result) -> None:  # progress, as each boot ends
+        verdict = "PASSED " if r.passed else "FAILED "
+        log.info("%s boot/%s in %.1f s", verdict, matrix.case_id(r.scenario, r.variant), r.seconds)
+
+    results = matrix.run_matrix(firmware, images, accel, work / "boot", jobs=jobs, on_result=booted)
+    for result in results:
         case = matrix.case_id(result.scenario, result.variant)
         link = night.keep(result.transcript, f"transcripts/{case}.log")
         night.case(
@@ -300,22 +307,24 @@ def _publish(night: Run, out: Path, history: Path, started: float) -> dict[str, 
         "firmware": night.firmware,
         "cases": night.cases,
         "timings": {k: round(v, 1) for k, v in night.timings.items()},
+        "notes": night.notes,
     }
     history.mkdir(parents=True, exist_ok=True)
     changes = report.compare(_previous(history), results)
     results["changes"] = changes.as_json()
     results["changes_lines"] = changes.lines()
-    # Reporting is timed too; its figure is the only one written after the fact.
-    results["timings"]["reporting"] = round(time.monotonic() - started, 2)
     staging = night.out
     (staging / "junit.xml").write_bytes(report.junit(results))
     (staging / "index.html").write_text(report.page(results))
-    (staging / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # Reporting times itself, so only results.json (written last) carries that figure.
+    results["timings"]["reporting"] = round(time.monotonic() - started, 3)
+    text = json.dumps(results, indent=2) + "\n"
+    (staging / "results.json").write_text(text)
     # Named to sort by time, runs within the same second included.
     stamp = night.started.replace(":", "").replace("-", "")
     kept = history / f"results-{stamp}-{time.time_ns() % 10**9:09d}.json"
     tmp = kept.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, kept)
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():

@@ -197,6 +197,11 @@ def page(results: Results) -> str:
         '<h2>Since the previous run</h2><ul id="changes">',
         *(f"<li>{_e(line)}</li>" for line in results["changes_lines"]),
         "</ul>",
+        *(
+            ['<h2>Notes</h2><ul id="notes">', *(f"<li>{_e(n)}</li>" for n in notes), "</ul>"]
+            if (notes := results.get("notes"))
+            else []
+        ),
         '<h2>Cases</h2><table id="cases"><tr><th>stage</th><th>case</th><th>result</th>'
         "<th>seconds</th><th>detail</th><th>files</th></tr>",
     ]

@@ -163,12 +163,13 @@ def load_pin(path: Path, component: str | None = None) -> Pin:
 REPACK_SUFFIX = re.compile(r"\+(?:ds|dfsg)\d*$")
 
 
-def follow_debian(pin: Pin, sources_index: str, version: str | None = None) -> Pin:
-    """The pin moved to another version of its Debian source package: *version* (a
-    Debian version such as ``2.12-9``, or an upstream one such as ``2.12``), or the newest.
+def debian_candidates(pin: Pin, sources_index: str, version: str | None = None) -> list[Pin]:
+    """The pin moved to each version of its Debian source package, newest first: every
+    version apt knows, or those matching *version* (a Debian version such as ``2.12-9``,
+    or an upstream one such as ``2.12``).
 
     *sources_index* is ``apt-cache showsrc --only-source PACKAGE`` output (Debian's
-    Sources format, one paragraph per version known to apt). The new pin's sha256 is the
+    Sources format, one paragraph per version known to apt). Each pin's sha256 is the
     one Debian's signed index gives for the orig tarball, so fetching it is checked like
     any pin; the pin's quirks are kept.
 
@@ -187,38 +188,41 @@ def follow_debian(pin: Pin, sources_index: str, version: str | None = None) -> P
     if not records:
         raise InfrastructureError(f"apt knows no source package {route.package}.")
     if version is not None:
-        records = [
-            p
-            for p in records
-            if version
-            in (
-                p["Version"],
-                REPACK_SUFFIX.sub("", debian_support.Version(p["Version"]).upstream_version or ""),
-            )
-        ]
+        records = [p for p in records if version in (p["Version"], _upstream(p["Version"]))]
         if not records:
             raise ConfigError(f"Debian has no {route.package} source version {version}.")
-    newest = max(records, key=lambda p: debian_support.Version(p["Version"]))
-    found = debian_support.Version(newest["Version"])
-    orig = next(
-        (
-            (f["name"], f["sha256"])
-            for f in newest.get("Checksums-Sha256", [])
-            if re.search(r"\.orig\.tar\.\w+$", f["name"])
-        ),
-        None,
-    )
-    if orig is None:
-        raise InfrastructureError(f"{route.package} {found} lists no orig tarball.")
-    return Pin(
-        component=pin.component,
-        name=pin.name,
-        version=REPACK_SUFFIX.sub("", str(found.upstream_version)),
-        archive=orig[0],
-        sha256=orig[1],
-        routes=(Route(RouteKind.DEBIAN, package=route.package, version=str(found)),),
-        quirks=pin.quirks,
-    )
+    records.sort(key=lambda p: debian_support.Version(p["Version"]), reverse=True)
+    moved = []
+    for record in records:
+        orig = next(
+            (
+                (f["name"], f["sha256"])
+                for f in record.get("Checksums-Sha256", [])
+                if re.search(r"\.orig\.tar\.\w+$", f["name"])
+            ),
+            None,
+        )
+        if orig is None:
+            continue  # a native package version: nothing upstream to build
+        moved.append(
+            Pin(
+                component=pin.component,
+                name=pin.name,
+                version=_upstream(record["Version"]),
+                archive=orig[0],
+                sha256=orig[1],
+                routes=(Route(RouteKind.DEBIAN, package=route.package, version=record["Version"]),),
+                quirks=pin.quirks,
+            )
+        )
+    if not moved:
+        raise InfrastructureError(f"No {route.package} source version lists an orig tarball.")
+    return moved
+
+
+def _upstream(debian_version: str) -> str:
+    """``10.0.13`` from ``1:10.0.13+ds-0+deb13u1``."""
+    return REPACK_SUFFIX.sub("", debian_support.Version(debian_version).upstream_version or "")
 
 
 def debian_version(pin: Pin) -> str | None:
@@ -290,6 +294,21 @@ def _download(url: str, dest: Path) -> None:
             shutil.copyfileobj(resp, out)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         raise InfrastructureError(f"Downloading {url} failed: {err}.") from err
+
+
+#: A HEAD request answers quickly or the mirror is not there.
+PROBE_TIMEOUT = 20.0
+
+
+def url_exists(url: str) -> bool:
+    """Whether *url* answers a HEAD request with success."""
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, method="HEAD"), timeout=PROBE_TIMEOUT
+        ):
+            return True
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return False
 
 
 def _git_checkout(route: Route, dest: Path) -> None:

@@ -199,32 +199,84 @@ def debian_fetcher(image: str) -> sources.DebianFetcher:
     return fetch
 
 
-def debian_index(image: str, package: str) -> str:
-    """``apt-cache showsrc --only-source PACKAGE`` in the builder container: every
-    version of the source package in the suites its deb-src lines name."""
+@dataclass(frozen=True)
+class DebianIndex:
+    """What apt in the builder knows of a source package: the Sources paragraphs of
+    every version, and where each version's files would be downloaded from."""
+
+    text: str
+    uris: dict[str, dict[str, str]]  # Debian version -> file name -> URI
+
+
+URI_LINE = re.compile(r"^'(?P<uri>[^']+)' (?P<name>\S+) \d+ ")
+
+
+def debian_index(image: str, package: str) -> DebianIndex:
+    """``apt-cache showsrc`` and ``apt-get source --print-uris`` of every version of
+    *package*, in one run of the builder container."""
     script = (
         "apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null 2>&1 || true; "
-        f"apt-cache showsrc --only-source '{package}'"
+        f"apt-cache showsrc --only-source '{package}' > /tmp/index || exit 1; cat /tmp/index; "
+        "for v in $(sed -n 's/^Version: //p' /tmp/index | sort -u); do "
+        f'echo "=== $v"; apt-get source --print-uris -qq \'{package}\'="$v" 2>/dev/null; done'
     )
     with containers.container(image, ["bash", "-c", script], mounts=[], as_root=True) as ctr:
         status = ctr.wait().get("StatusCode", -1)
         output = ctr.logs(stderr=False).decode(errors="replace")
     if status != 0 or not output.strip():
         raise InfrastructureError(f"apt-cache showsrc {package} failed (exit {status}).")
-    return output
+    text, _, rest = output.partition("\n=== ")
+    uris: dict[str, dict[str, str]] = {}
+    version = ""
+    for line in ("=== " + rest).splitlines() if rest else []:
+        if line.startswith("=== "):
+            version = line[4:].strip()
+            uris[version] = {}
+        elif m := URI_LINE.match(line):
+            uris[version][m["name"]] = m["uri"]
+    return DebianIndex(text, uris)
 
 
 def follow_upstream(
-    names: tuple[str, ...], image: str, patches_root: Path = PATCHES, version: str | None = None
+    names: tuple[str, ...],
+    image: str,
+    patches_root: Path = PATCHES,
+    version: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[sources.Pin, ...]:
-    """The pins of *names* moved to *version*, or to the newest Debian source version."""
+    """The pins of *names* moved to *version*, or to the newest Debian source version
+    whose archive the mirror really serves (a suite's index can list a version before
+    its files reach every mirror). What was passed over is appended to *notes*.
+
+    Raises:
+        ConfigError: a pin without a Debian route, or no such *version*.
+        InfrastructureError: apt or the mirror could not be asked, or serves none.
+    """
     moved = []
     for name in names:
         pin = Component.load(name, patches_root).pin
         route = next((r for r in pin.routes if r.package), None)
         if route is None or route.package is None:
             raise ConfigError(f"The {name} pin has no Debian source route to follow.")
-        moved.append(sources.follow_debian(pin, debian_index(image, route.package), version))
+        index = debian_index(image, route.package)
+        candidates = sources.debian_candidates(pin, index.text, version)
+        if version is not None:
+            moved.append(candidates[0])
+            continue
+        for cand in candidates:
+            debian = sources.debian_version(cand) or ""
+            uri = index.uris.get(debian, {}).get(cand.archive)
+            if uri and sources.url_exists(uri):
+                moved.append(cand)
+                break
+            note = (
+                f"{route.package} {debian} is listed, but the mirror does not serve {cand.archive}"
+            )
+            log.warning("%s; trying the next older version", note)
+            if notes is not None:
+                notes.append(note)
+        else:
+            raise InfrastructureError(f"The mirror serves no {route.package} source version.")
     return tuple(moved)
 
 

@@ -1,0 +1,59 @@
+"""Following a pin to other Debian source versions, on apt's real output for edk2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import sources
+from harness.errors import ConfigError, InfrastructureError
+from tests.conftest import DATA, ROOT
+
+INDEX = (DATA / "edk2-showsrc.txt").read_text()
+
+
+def pin() -> sources.Pin:
+    return sources.load_pin(ROOT / "patches" / "ovmf" / "upstream.toml", "ovmf")
+
+
+def test_candidates_are_newest_first_with_debian_checksums() -> None:
+    found = sources.debian_candidates(pin(), INDEX)
+    assert [p.routes[0].version for p in found][:3] == [
+        "2026.08+ds-2",
+        "2025.02-8+deb13u1",
+        "2022.11-6+deb12u2",
+    ]
+    newest = found[0]
+    assert newest.version == "2026.08"  # Debian's +ds repack suffix is not upstream's
+    assert newest.archive == "edk2_2026.08+ds.orig.tar.xz"
+    assert newest.quirks == pin().quirks
+    # The pinned release, reached through the index, has exactly the pinned bytes.
+    pinned = next(p for p in found if p.routes[0].version == "2025.02-8+deb13u1")
+    assert (pinned.archive, pinned.sha256) == (pin().archive, pin().sha256)
+
+
+@pytest.mark.parametrize("asked", ["2022.11", "2022.11-6+deb12u2"])
+def test_a_version_by_upstream_or_debian_name(asked: str) -> None:
+    (only,) = sources.debian_candidates(pin(), INDEX, asked)
+    assert only.version == "2022.11" and only.archive == "edk2_2022.11.orig.tar.xz"
+
+
+def test_an_unknown_version_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"Debian has no edk2 source version 1999\.01"):
+        sources.debian_candidates(pin(), INDEX, "1999.01")
+
+
+def test_a_package_apt_does_not_know() -> None:
+    with pytest.raises(InfrastructureError, match="apt knows no source package edk2"):
+        sources.debian_candidates(pin(), "Package: other\nVersion: 1-1\n")
+
+
+def test_a_pin_without_a_debian_route(tmp_path: Path) -> None:
+    toml = tmp_path / "upstream.toml"
+    toml.write_text(
+        'name = "x"\nversion = "1"\narchive = "x.tar.xz"\n'
+        f'sha256 = "{"0" * 64}"\n[[source]]\nkind = "tarball"\nurl = "http://x/x.tar.xz"\n'
+    )
+    with pytest.raises(ConfigError, match="no Debian source route"):
+        sources.debian_candidates(sources.load_pin(toml), INDEX)
