@@ -158,6 +158,25 @@ def build_ovmf(
     print(f"  manifest           {result.firmware.parent / 'manifest.json'}")
 
 
+@task(positional=[], help={k: BUILD_HELP[k] for k in ("base", "out")})
+@entry
+def build_qemu(c: Context, base: str = "debian:bookworm", out: str = "out") -> None:
+    """Build QEMU (x86_64-softmmu) with patches/qemu into out/qemu, for boot --qemu built."""
+    from pathlib import Path
+
+    from harness import doctor as doctor_mod
+    from harness.build import qemu
+    from harness.build.common import Workspace
+
+    doctor_mod.require(BUILD_TOOLS, docker_engine=True)
+    ws = Workspace(Path(out).resolve())
+    result = qemu.build_qemu(ws, base=base)
+    built = qemu.publish(result, ws.root / "qemu")
+    print(f"{built.program}{' (from cache)' if result.cached else ''}")
+    print(f"  version            {result.manifest['output']['version_line']}")
+    print(f"  manifest           {ws.root / 'qemu' / 'manifest.json'}")
+
+
 @task(
     positional=[],
     help={
@@ -204,6 +223,7 @@ def build_image(
         "firmware": "OVMF.fd to boot (default out/ovmf/OVMF.fd, with its manifest)",
         "image": "image directory from build-image (default out/images/minimal-luks1)",
         "interactive": "just boot with the serial console on this terminal",
+        "qemu": "system (qemu-system-x86_64 on PATH, the default) or built (./inv build-qemu)",
     },
 )
 @entry
@@ -213,13 +233,15 @@ def boot(
     firmware: str = "out/ovmf/OVMF.fd",
     image: str = "out/images/minimal-luks1",
     interactive: bool = False,
+    qemu: str = "system",
 ) -> None:
     """Boot the firmware and image in QEMU through a scenario and print the verdict."""
     from pathlib import Path
 
     from harness import boot as boot_mod
 
-    result = boot_mod.boot(scenario, Path(firmware), Path(image), interactive)
+    emulator = boot_mod.select_qemu(qemu)
+    result = boot_mod.boot(scenario, Path(firmware), Path(image), interactive, emulator)
     if result is not None:
         print(boot_mod.render(result))
         if not result.passed:
@@ -433,7 +455,11 @@ def patches_check(
         ws = Workspace(out)
     elif base == "head":
         builder = containers.ensure_builder("bookworm")
-        ws = Workspace(out / "upstream-head", upstream=follow_upstream((component,), builder.tag))
+        notes: list[str] = []
+        moved = follow_upstream((component,), builder.tag, notes=notes)
+        for note in notes:
+            print(f"note: {note}")
+        ws = Workspace(out / "upstream-head", upstream=moved)
     else:
         raise ConfigError(f"--base must be pinned or head, not {base!r}.")
     checks = patchcheck.run_checks(
@@ -538,10 +564,31 @@ def bench_boot(c: Context, runs: int = 1) -> None:
     print(bench_mod.boot(runs))
 
 
+@task(positional=[], name="nightly", help={"jobs": "boots at a time"})
+@entry
+def bench_nightly(c: Context, jobs: int = 2) -> None:
+    """A warm nightly end to end beside the bare boot matrix: each stage's share."""
+    from harness import bench as bench_mod
+
+    print(bench_mod.nightly(jobs))
+
+
+bench.add_task(bench_nightly)
 bench.add_task(bench_inspect)
 bench.add_task(bench_build)
 bench.add_task(bench_boot)
 
 ns = Collection(
-    doctor, inspect, test, build_grub, build_ovmf, build_image, boot, nightly, sev, patches, bench
+    doctor,
+    inspect,
+    test,
+    build_grub,
+    build_ovmf,
+    build_qemu,
+    build_image,
+    boot,
+    nightly,
+    sev,
+    patches,
+    bench,
 )

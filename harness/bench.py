@@ -287,3 +287,62 @@ def boot(runs: int = 1) -> str:
             f"{time.perf_counter() - start:8.1f}"
         )
     return "\n".join(lines)
+
+
+def nightly(jobs: int = 2) -> str:
+    """A warm ``./inv nightly`` end to end (nothing changed upstream) next to the bare
+    boot matrix with the same firmware, images and parallelism; the share of each stage."""
+    import json
+
+    from harness import doctor, matrix, qemu
+
+    report, history = BENCH_DIR / "nightly", BENCH_DIR / "nightly-history"
+    argv = [str(ROOT / "inv"), "nightly", "--out", str(report), "--history", str(history)]
+    argv += ["--jobs", str(jobs)]
+    # Warm-up: the build cache and the image packages are filled by this run.
+    run.run(argv, capture=True, cwd=ROOT, check=False)
+    took = _time_allowing_failure(argv)
+    results = json.loads((report / "results.json").read_text())
+    timings = results["timings"]
+    if results["verdict"] != "pass":
+        raise PrerequisiteError(f"The nightly did not pass ({results['verdict']}); see {report}.")
+
+    ws = Workspace(ROOT / "out")
+    fw = ovmf.build_ovmf(ws)
+    firmware = matrix.Firmware(
+        fw.firmware, bytes.fromhex(fw.manifest["output"]["sev_launch_digest"])
+    )
+    accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF)
+    builder = containers.ensure_builder("bookworm")
+    images = matrix.build_images(
+        BENCH_DIR / "matrix-images", ws.root / "cache" / "images", builder.tag
+    )
+    start = time.perf_counter()
+    bare = matrix.run_matrix(firmware, images, accel, BENCH_DIR / "matrix-boot", jobs=jobs)
+    bare_s = time.perf_counter() - start
+    if not all(r.passed for r in bare):
+        raise PrerequisiteError("The bare matrix failed during the benchmark.")
+
+    staged = sum(timings.get(k, 0.0) for k in ("build", "images", "boots", "reporting"))
+    rows = [
+        ("build (series + cached builds)", timings.get("build", 0.0)),
+        ("guest images", timings.get("images", 0.0)),
+        ("boot matrix", timings.get("boots", 0.0)),
+        ("reporting (target < 2 s)", timings.get("reporting", 0.0)),
+        ("start-up, host checks, the rest", took - staged),
+    ]
+    lines = [
+        f"warm nightly, {len(bare)} boots, {jobs} at a time",
+        f"{'stage':36} {'seconds':>8} {'share':>6}",
+        *(f"{name:36} {sec:8.2f} {sec / took:6.1%}" for name, sec in rows),
+        f"{'total ./inv nightly':36} {took:8.2f}",
+        f"{'bare matrix, same boots (baseline)':36} {bare_s:8.2f}",
+        f"{'ratio nightly / bare matrix':36} {took / bare_s:8.2f}",
+    ]
+    return "\n".join(lines)
+
+
+def _time_allowing_failure(argv: list[str]) -> float:
+    start = time.perf_counter()
+    run.run(argv, capture=True, cwd=ROOT, check=False)
+    return time.perf_counter() - start

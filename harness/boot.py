@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Any
 
 from harness import console, doctor, image, qemu, scenarios
+from harness.build import qemu as qemu_build
 from harness.errors import ConfigError, InputError
 from harness.files import read_input
 
@@ -28,11 +30,41 @@ def expected_digest(firmware: Path) -> bytes:
         raise InputError(f"{manifest} has no valid output.sev_launch_digest.") from err
 
 
-def boot(name: str, firmware: Path, image_dir: Path, interactive: bool) -> scenarios.Result | None:
+class QemuChoice(enum.StrEnum):
+    """Which QEMU runs the boot: the one on PATH or the one ./inv build-qemu made."""
+
+    SYSTEM = "system"
+    BUILT = "built"
+
+
+def select_qemu(choice: str, out: Path = OUT) -> qemu.Qemu:
+    """The QEMU *choice* names.
+
+    Raises:
+        ConfigError: an unknown choice.
+        PrerequisiteError: ``built`` and there is no build in ``out/qemu``.
+    """
+    try:
+        which = QemuChoice(choice)
+    except ValueError as err:
+        known = ", ".join(c.value for c in QemuChoice)
+        raise ConfigError(f"--qemu {choice!r} is not one of {known}.") from err
+    if which is QemuChoice.SYSTEM:
+        return qemu.SYSTEM
+    return qemu_build.published(out / "qemu")
+
+
+def boot(
+    name: str,
+    firmware: Path,
+    image_dir: Path,
+    interactive: bool,
+    emulator: qemu.Qemu = qemu.SYSTEM,
+) -> scenarios.Result | None:
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
     disk, pass_file, meta = image.load(image_dir)
-    accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF)
+    accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF, emulator)
     common: dict[str, Any] = {
         "firmware": firmware.resolve(),
         "expected_digest": expected_digest(firmware),
@@ -40,6 +72,7 @@ def boot(name: str, firmware: Path, image_dir: Path, interactive: bool) -> scena
         "passphrase": read_input(pass_file, "passphrase"),
         "workdir": OUT / "boot" / f"{name}-{meta['luks']}",
         "accel": accel,
+        "emulator": emulator,
     }
     scenario = scenarios.SCENARIOS[name]
     if not interactive:

@@ -55,9 +55,11 @@ def run_matrix(
     workdir: Path,
     *,
     jobs: int = 2,
+    emulator: qemu.Qemu = qemu.SYSTEM,
     on_result: Callable[[scenarios.Result], None] | None = None,
 ) -> list[scenarios.Result]:
-    """Run every case of the matrix, *jobs* boots at a time; results in matrix order.
+    """Run every case of the matrix with *emulator*, *jobs* boots at a time; results in
+    matrix order.
 
     Transcripts are ``workdir/<scenario>-<variant>/console.log``.
     """
@@ -75,8 +77,9 @@ def run_matrix(
             variant=variant.value,
             workdir=workdir / case_id(name, variant),
             accel=accel,
+            emulator=emulator,
         )
-        log.info(
+        log.debug(
             "%s %s in %.1f s", "PASS" if result.passed else "FAIL", case_id(*case), result.seconds
         )
         if on_result is not None:

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import containers, doctor, matrix, patchset, qemu, run, sources
+from harness import containers, doctor, matrix, patchset, qemu, run, scenarios, sources
 from harness.build import ovmf
+from harness.build import qemu as qemu_build
 from harness.build.common import PATCHES, Workspace, follow_upstream, prepare_tree
 from harness.errors import CommandError, ConfigError
 from harness.patchset import Applied, Patch, PatchError, git
@@ -243,23 +244,38 @@ def run_checks(
         add(Check("build", component, Outcome.SKIP, why))
         add(Check("boot", component, Outcome.SKIP, why))
         return checks
-    firmware = _build(component, ws, local_tree, add)
-    if firmware is None:
+    built = _build(component, ws, local_tree, add)
+    if built is None:
         add(Check("boot", component, Outcome.SKIP, "the build failed"))
         return checks
-    accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF)
+    firmware, emulator = built
+    accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF, emulator)
     runs = ws.root / BOOT_DIR / component
     images = matrix.build_images(runs / "images", ws.root / "cache" / "images", builder.tag)
-    for r in matrix.run_matrix(firmware, images, accel, runs / "boot", jobs=jobs):
+
+    def booted(r: scenarios.Result) -> None:  # reported as each boot ends
         outcome = Outcome.PASS if r.passed else Outcome.FAIL
         add(Check("boot", matrix.case_id(r.scenario, r.variant), outcome, r.detail))
+
+    matrix.run_matrix(
+        firmware, images, accel, runs / "boot", jobs=jobs, emulator=emulator, on_result=booted
+    )
     return checks
 
 
 def _build(
     component: str, ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
-) -> matrix.Firmware | None:
-    """Build what the series changes, and the firmware to boot; None when it failed."""
+) -> tuple[matrix.Firmware, qemu.Qemu] | None:
+    """Build what the series changes, and the firmware and QEMU to boot (QEMU is the
+    system's unless the series is QEMU's); None when a build failed."""
+    emulator = qemu.SYSTEM
+    if component == "qemu":
+        try:
+            emulator = qemu_build.build_qemu(ws, local_tree=local_tree).qemu
+        except (CommandError, PatchError) as err:
+            add(Check("build", component, Outcome.FAIL, err.message))
+            return None
+        add(Check("build", component, Outcome.PASS, f"{emulator.version()}"))
     try:
         built = ovmf.build_ovmf(
             ws,
@@ -272,8 +288,8 @@ def _build(
     out = built.manifest["output"]
     digest = out["sev_launch_digest"]
     what = f"OVMF.fd sha256 {out['sha256'][:16]}…, launch digest {digest[:16]}…"
-    add(Check("build", component, Outcome.PASS, what))
-    return matrix.Firmware(built.firmware, bytes.fromhex(digest))
+    add(Check("build", "ovmf" if component == "qemu" else component, Outcome.PASS, what))
+    return matrix.Firmware(built.firmware, bytes.fromhex(digest)), emulator
 
 
 def rebase(component: str, version: str, root: Path, patches_root: Path = PATCHES) -> list[Check]:

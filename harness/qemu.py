@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 QEMU = "qemu-system-x86_64"
+#: How QEMU names itself in its first ``--version`` line.
+VERSION_LINE = re.compile(r"QEMU emulator version (\d+\.\d+\.\d+)")
 #: OVMF's boot manager prints this once DXE is up: the firmware really runs.
 BDS_BANNER = re.compile(r"BdsDxe: ")
 #: How a broken accelerator shows itself.
@@ -59,10 +62,62 @@ class ProbeResult:
     detail: str
 
 
-def base_argv(accel: Accel, firmware: Path, memory_mib: int) -> list[str]:
+@dataclass(frozen=True)
+class Qemu:
+    """The emulator a launch runs: ``qemu-system-x86_64`` on PATH, or one we built.
+
+    Attributes:
+        program: a name looked up on PATH, or the path of a binary.
+        data_dir: where it finds ROMs and keymaps (``-L``); None for its built-in path.
+    """
+
+    program: str = QEMU
+    data_dir: Path | None = None
+
+    def command(self) -> list[str]:
+        """The start of every command line: the binary and its data directory."""
+        return [self.program, *(["-L", str(self.data_dir)] if self.data_dir else [])]
+
+    def require(self) -> None:
+        """Check that the binary is there.
+
+        Raises:
+            PrerequisiteError: it is not.
+        """
+        if run.which(self.program) is not None:
+            return
+        if self.program == QEMU:
+            raise PrerequisiteError(
+                f"{QEMU} is not installed.", hint="apt-get install qemu-system-x86"
+            )
+        raise PrerequisiteError(f"{self.program} does not exist or is not executable.")
+
+    def version(self) -> str:
+        """The first line of ``--version``.
+
+        Raises:
+            PrerequisiteError: the binary is missing.
+            CommandError: it does not run.
+        """
+        self.require()
+        out = run.run([self.program, "--version"]).stdout.decode()
+        return out.splitlines()[0] if out else "unknown"
+
+
+#: The default: Debian's (or the host's) qemu-system-x86_64 on PATH.
+SYSTEM = Qemu()
+
+
+def parse_version(line: str) -> str | None:
+    """``10.0.13`` from ``QEMU emulator version 10.0.13 (harness)``; None if absent."""
+    m = VERSION_LINE.search(line)
+    return m.group(1) if m else None
+
+
+def base_argv(accel: Accel, firmware: Path, memory_mib: int, emulator: Qemu = SYSTEM) -> list[str]:
     """q35 with *firmware* as -bios, no default devices, serial on stdio, no reboot."""
     return [
-        QEMU,
+        *emulator.command(),
         "-machine", f"q35,accel={accel}",
         "-m", str(memory_mib),
         "-bios", str(firmware),
@@ -74,24 +129,25 @@ def base_argv(accel: Accel, firmware: Path, memory_mib: int) -> list[str]:
     ]  # fmt: skip
 
 
-def probe_argv(accel: Accel, firmware: Path) -> list[str]:
+def probe_argv(accel: Accel, firmware: Path, emulator: Qemu = SYSTEM) -> list[str]:
     """The command line the probe runs: firmware only, no disks, serial on stdout."""
-    return base_argv(accel, firmware, 256)
+    return base_argv(accel, firmware, 256, emulator)
 
 
-def probe(accel: Accel, firmware: Path, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
+def probe(
+    accel: Accel, firmware: Path, timeout: float = PROBE_TIMEOUT, emulator: Qemu = SYSTEM
+) -> ProbeResult:
     """Boot *firmware* under *accel* until the boot manager prints (default 60 s).
 
     Raises:
-        PrerequisiteError: qemu-system-x86_64 is not installed.
+        PrerequisiteError: the QEMU binary is missing.
     """
     if accel is Accel.KVM and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return ProbeResult(accel, False, 0.0, "/dev/kvm is missing or not accessible")
-    if run.which(QEMU) is None:
-        raise PrerequisiteError(f"{QEMU} is not installed.", hint="apt-get install qemu-system-x86")
+    emulator.require()
     start = time.monotonic()
     seen = run.watch(
-        probe_argv(accel, firmware),
+        probe_argv(accel, firmware, emulator),
         {"ok": BDS_BANNER, "failed": ACCEL_FAILURE},
         timeout=timeout,
     )
@@ -110,7 +166,7 @@ def probe(accel: Accel, firmware: Path, timeout: float = PROBE_TIMEOUT) -> Probe
     return ProbeResult(accel, False, took, f"no boot manager output within {timeout:g} s")
 
 
-def pick_accelerator(firmware: Path) -> tuple[Accel, list[ProbeResult]]:
+def pick_accelerator(firmware: Path, emulator: Qemu = SYSTEM) -> tuple[Accel, list[ProbeResult]]:
     """Probe KVM, then TCG; return the first that boots *firmware* and every result.
 
     Raises:
@@ -118,7 +174,7 @@ def pick_accelerator(firmware: Path) -> tuple[Accel, list[ProbeResult]]:
     """
     results = []
     for accel in (Accel.KVM, Accel.TCG):
-        result = probe(accel, firmware)
+        result = probe(accel, firmware, emulator=emulator)
         log.debug("probe %s: %s", accel, result.detail)
         results.append(result)
         if result.works:
@@ -129,31 +185,41 @@ def pick_accelerator(firmware: Path) -> tuple[Accel, list[ProbeResult]]:
     )
 
 
-#: Where the probe's verdict is kept: probing costs a few seconds per accelerator.
+#: Where the probe's verdicts are kept, one per QEMU version and kernel: probing costs a
+#: few seconds per accelerator.
 ACCEL_CACHE_NAME = "accel.json"
 
 
-def qemu_version() -> str:
-    out = run.run([QEMU, "--version"]).stdout.decode()
-    return out.splitlines()[0] if out else "unknown"
+def qemu_version(emulator: Qemu = SYSTEM) -> str:
+    return emulator.version()
 
 
-def working_accelerator(cache_dir: Path, firmware: Path) -> Accel:
-    """The accelerator that boots OVMF here, probed once per QEMU version and kernel."""
-    key = f"{qemu_version()} / {os.uname().release}"
+def working_accelerator(cache_dir: Path, firmware: Path, emulator: Qemu = SYSTEM) -> Accel:
+    """The accelerator that boots OVMF here with *emulator*, probed once per QEMU
+    version and kernel."""
+    key = f"{emulator.version()} / {os.uname().release}"
     path = cache_dir / ACCEL_CACHE_NAME
-    try:
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return Accel(cached["accel"])
-    except (OSError, ValueError, KeyError):
-        pass
-    accel, results = pick_accelerator(firmware)
+    verdicts = _read_verdicts(path)
+    cached = verdicts.get(key)
+    if isinstance(cached, dict) and cached.get("accel") in tuple(Accel):
+        return Accel(cached["accel"])
+    accel, results = pick_accelerator(firmware, emulator)
+    verdicts[key] = {"accel": str(accel), "details": [r.detail for r in results]}
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({"key": key, "accel": str(accel), "details": [r.detail for r in results]})
-    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"verdicts": verdicts}, indent=1))
+    os.replace(tmp, path)  # parallel workers: never a half-written file
     return accel
+
+
+def _read_verdicts(path: Path) -> dict[str, Any]:
+    """The probe verdicts kept in *path*; a missing or unreadable file holds none."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    verdicts = data.get("verdicts") if isinstance(data, dict) else None
+    return verdicts if isinstance(verdicts, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -165,6 +231,7 @@ class LaunchConfig:
             before the CPU starts (what SEV's LAUNCH_SECRET does on real hardware).
         qmp: path of the QMP socket QEMU listens on.
         no_shutdown: keep QEMU (and guest memory) after the guest powers off.
+        emulator: the QEMU binary that runs the guest.
     """
 
     firmware: Path
@@ -174,10 +241,11 @@ class LaunchConfig:
     memory_mib: int = 1024
     secret: tuple[Path, int] | None = None
     no_shutdown: bool = False
+    emulator: Qemu = SYSTEM
 
     def argv(self) -> list[str]:
         argv = [
-            *base_argv(self.accel, self.firmware, self.memory_mib),
+            *base_argv(self.accel, self.firmware, self.memory_mib, self.emulator),
             "-drive", f"file={self.disk},if=virtio,format=raw,snapshot=on",
             "-qmp", f"unix:{self.qmp},server=on,wait=off",
         ]  # fmt: skip
@@ -216,8 +284,7 @@ def running(
     allowed_errors: tuple[str, ...] = (),
 ) -> Iterator[Guest]:
     """QEMU with the guest's console; always stopped (QMP quit, then kill) on the way out."""
-    if run.which(QEMU) is None:
-        raise PrerequisiteError(f"{QEMU} is not installed.", hint="apt-get install qemu-system-x86")
+    cfg.emulator.require()
     cfg.qmp.unlink(missing_ok=True)
     log.debug("+ %s", " ".join(cfg.argv()))
     con = console_mod.spawn(cfg.argv(), transcript, secrets, allowed_errors)

@@ -172,8 +172,9 @@ def prepared(
     passphrase: bytes,
     workdir: Path,
     accel: qemu.Accel,
+    emulator: qemu.Qemu = qemu.SYSTEM,
 ) -> Iterator[Launch]:
-    """Do the guest owner's part of the launch and configure QEMU for it.
+    """Do the guest owner's part of the launch and configure QEMU (*emulator*) for it.
 
     The firmware copy, the decrypted secret and the QMP socket live in a private
     directory of this run, removed on the way out, so parallel runs never collide.
@@ -201,6 +202,7 @@ def prepared(
             qmp=private / "qmp.sock",
             secret=(secret, area.base) if secret else None,
             no_shutdown=scenario.check_wipe,
+            emulator=emulator,
         )
         yield Launch(cfg, wrong, area, notes)
     finally:
@@ -219,10 +221,11 @@ def run_scenario(
     workdir: Path,
     accel: qemu.Accel,
     timeout: float = BOOT_TIMEOUT,
+    emulator: qemu.Qemu = qemu.SYSTEM,
 ) -> Result:
     """Run one scenario end to end; a verdict, never an exception for guest behaviour.
 
-    The transcript is ``workdir/console.log``.
+    The transcript is ``workdir/console.log``; *emulator* is the QEMU that runs it.
     """
     transcript = workdir / "console.log"
     started = time.monotonic()
@@ -234,6 +237,7 @@ def run_scenario(
         passphrase=passphrase,
         workdir=workdir,
         accel=accel,
+        emulator=emulator,
     ) as launch:
         notes = launch.notes
         allowed = () if not scenario.expects_prompt else FALLBACK_ERRORS

@@ -1,0 +1,159 @@
+"""Real QEMU builds: the pin into the main workspace, a test series, and a boot with it.
+
+``patches/qemu`` is empty, so the series machinery is exercised with a small patch made
+here, with git, from the unpacked tree in ``out/work/qemu/src``: it adds a line to
+``--version``. The builds share that tree, so the patched build and the one after it
+are incremental. The cache entries this module makes for the test series are removed
+again; the pin's build stays cached for later runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import containers, doctor, qemu, run, scenarios
+from harness.build import ovmf
+from harness.build import qemu as qemu_build
+from harness.build.common import Workspace, digest, prepare_tree
+from harness.image import LuksVariant, build_image
+from harness.patchset import GIT_ENV, read_series
+from tests.conftest import ROOT
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.slow,
+    # A cold build takes about four minutes on two cores; a loaded CI host gets more.
+    pytest.mark.timeout(2400),
+]
+OUT = ROOT / "out"
+MARKER = "harness test series applied"
+
+
+@pytest.fixture(scope="module")
+def built() -> qemu_build.QemuBuild:
+    result = qemu_build.build_qemu(Workspace(OUT))
+    qemu_build.publish(result, OUT / "qemu")
+    return result
+
+
+def version_text(emulator: qemu.Qemu) -> str:
+    return run.run([*emulator.command(), "--version"]).stdout.decode()
+
+
+def test_build_of_the_pin_runs_and_is_cached(built: qemu_build.QemuBuild) -> None:
+    published = qemu_build.published(OUT / "qemu")
+    text = version_text(published)
+    assert text.startswith("QEMU emulator version 10.0.13 (harness)\n"), text
+    assert MARKER not in text
+    manifest = built.manifest
+    assert manifest["output"]["version"] == "10.0.13"
+    assert manifest["inputs"]["qemu"]["patches"] == []
+    assert "kvmvapic.bin" in manifest["output"]["option_roms"]
+    assert (OUT / "qemu" / "manifest.json").is_file()
+    again = qemu_build.build_qemu(Workspace(OUT))
+    assert again.cached and again.manifest == manifest
+
+
+def make_test_series(src: Path, dest: Path) -> Path:
+    """``dest/qemu``: the pin, and one patch made with git against ``harness-base``."""
+    qemu_dir = dest / "qemu"
+    qemu_dir.mkdir(parents=True)
+    for name in ("upstream.toml", "COPYING"):
+        shutil.copy2(ROOT / "patches" / "qemu" / name, qemu_dir / name)
+    clone = dest / "clone"
+
+    def git(*args: str) -> str:
+        return run.run(["git", "-C", str(clone), *args], env=GIT_ENV).stdout.decode()
+
+    run.run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(src), str(clone)])
+    git("reset", "--quiet", "harness-base")  # the index only: check out one file
+    git("checkout", "harness-base", "--", "system/vl.c")
+    vl = clone / "system" / "vl.c"
+    old = 'QEMU_COPYRIGHT "\\n");'
+    text = vl.read_text()
+    assert text.count(old) == 1, "system/vl.c's version() changed: adapt the test patch"
+    vl.write_text(text.replace(old, f'QEMU_COPYRIGHT "\\n"\n           "{MARKER}\\n");'))
+    git("commit", "--quiet", "--signoff", "-m", "system/vl: Say so when the test series is applied",
+        "--", "system/vl.c")  # fmt: skip
+    patch = qemu_dir / "0001-system-vl-test-series.patch"
+    patch.write_text(git("format-patch", "-1", "--stdout"))
+    (qemu_dir / "series").write_text(f"# a test series\n{patch.name}\n")
+    shutil.rmtree(clone)
+    return dest
+
+
+def drop_entry(ws: Workspace, apply: bool) -> None:
+    builder = containers.ensure_builder("qemu", cache=ws.root / "cache")
+    key = digest(qemu_build.plan(ws.component("qemu"), builder, None, apply))
+    shutil.rmtree(ws.builds / f"qemu-{key[:24]}", ignore_errors=True)
+
+
+def test_a_series_change_rebuilds_and_shows(built: qemu_build.QemuBuild, tmp_path: Path) -> None:
+    main = Workspace(OUT)
+    src = main.work("qemu") / "src"
+    if not (src / ".git").is_dir():  # the pin came from the cache; unpack it
+        builder = containers.ensure_builder("qemu", cache=main.root / "cache")
+        with main.locked():
+            prepare_tree(main.component("qemu"), main, builder.tag)
+    ws = Workspace(OUT, patches=make_test_series(src, tmp_path / "patches"))
+    (patch,) = read_series(ws.patches / "qemu")
+    assert patch.signed_off
+    for apply in (True, False):
+        drop_entry(ws, apply)  # a left-over from an earlier run would hide the build
+    try:
+        patched = qemu_build.build_qemu(ws)
+        assert not patched.cached
+        assert patched.manifest["inputs"]["qemu"]["patches"][0]["sha256"] == patch.sha256
+        assert MARKER in version_text(patched.qemu)
+        # The same pin without the series: the tree is reset and the output is the
+        # pin's again (the build is reproducible, so byte for byte).
+        unpatched = qemu_build.build_qemu(ws, apply=False)
+        assert not unpatched.cached
+        assert MARKER not in version_text(unpatched.qemu)
+        assert unpatched.manifest["output"]["sha256"] == built.manifest["output"]["sha256"]
+        print(
+            f"series change: {patched.manifest['build_seconds']} s, "
+            f"back: {unpatched.manifest['build_seconds']} s"
+        )
+    finally:
+        for apply in (True, False):
+            drop_entry(ws, apply)
+    normal = qemu_build.build_qemu(main)
+    assert normal.cached and MARKER not in version_text(normal.qemu)
+
+
+@pytest.mark.tools
+def test_passwordless_boot_with_the_built_qemu(built: qemu_build.QemuBuild, tmp_path: Path) -> None:
+    firmware = ovmf.build_ovmf(Workspace(OUT))
+    builder = containers.ensure_builder("bookworm")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    img = build_image(
+        "minimal",
+        LuksVariant.LUKS1,
+        OUT / "images" / f"test-qemu-{worker}-luks1",
+        OUT / "cache" / "images",
+        builder.tag,
+    )
+    # A private copy: another worker may publish out/qemu while this guest runs.
+    emulator = qemu_build.publish(built, tmp_path / "qemu")
+    accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF, emulator)
+    result = scenarios.run_scenario(
+        scenarios.SCENARIOS["passwordless"],
+        firmware=firmware.firmware,
+        expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+        disk=img.disk,
+        passphrase=img.passphrase_file.read_bytes(),
+        token=img.token,
+        variant=LuksVariant.LUKS1.value,
+        workdir=tmp_path / "boot",
+        accel=accel,
+        emulator=emulator,
+    )
+    assert result.passed, result.detail
+    transcript = result.transcript.read_text()
+    assert "Enter passphrase" not in transcript
+    assert "qemu-system-x86_64:" not in transcript  # no warning (a missing ROM, say)
