@@ -257,6 +257,7 @@ def boot(
         "upstream": "pinned (default) or head: the newest upstream versions Debian has",
         "history": "where every run's results.json is kept (default out/nightly-history)",
         "jobs": "boots at a time",
+        "qemu": "system (qemu-system-x86_64 on PATH, the default) or built: build QEMU too",
     },
 )
 @entry
@@ -266,6 +267,7 @@ def nightly(
     upstream: str = "pinned",
     history: str = "out/nightly-history",
     jobs: int = 2,
+    qemu: str = "system",
 ) -> None:
     """Build, run the boot matrix, write JUnit/HTML/JSON reports; exit 0 pass, 1 fail, 2 infra."""
     from pathlib import Path
@@ -274,7 +276,9 @@ def nightly(
 
     from harness import nightly as nightly_mod
 
-    status = nightly_mod.nightly(Path(out).resolve(), Path(history).resolve(), upstream, jobs)
+    status = nightly_mod.nightly(
+        Path(out).resolve(), Path(history).resolve(), upstream, jobs, emulator=qemu
+    )
     if status:
         raise Exit(code=status)
 

@@ -28,6 +28,7 @@ from typing import Any
 from harness import containers, doctor, matrix, patchset, qemu, report, run, scenarios
 from harness.build import grub as grub_build
 from harness.build import ovmf
+from harness.build import qemu as qemu_build
 from harness.build.common import Component, Workspace, follow_upstream, prepare_tree
 from harness.errors import CommandError, ConfigError, HarnessError, InfrastructureError
 
@@ -46,6 +47,7 @@ class Run:
     out: Path  # staging directory of the report
     started: str
     upstream: str
+    emulator: str  # "system" or "built"
     cases: list[dict[str, Any]] = field(default_factory=list)
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     firmware: dict[str, Any] | None = None
@@ -53,6 +55,10 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def components_run(self) -> tuple[str, ...]:
+        return (*COMPONENTS, "qemu") if self.emulator == "built" else COMPONENTS
 
     def case(
         self,
@@ -106,22 +112,26 @@ def nightly(
     upstream: str = "pinned",
     jobs: int = 2,
     workspace: Workspace | None = None,
+    emulator: str = "system",
 ) -> int:
     """Run the night; returns the exit status (see the module docstring).
 
     *workspace* (default ``out/``, or ``out/upstream-head`` for head) holds the builds.
+    *emulator* ``built`` adds QEMU (pin, series, build) to the night and boots with it.
 
     Raises:
         ConfigError: bad options, or *out* is a directory that is not a report.
     """
     if upstream not in ("pinned", "head"):
         raise ConfigError(f"--upstream must be pinned or head, not {upstream!r}.")
+    if emulator not in ("system", "built"):
+        raise ConfigError(f"--qemu must be system or built, not {emulator!r}.")
     if out.exists() and any(out.iterdir()) and not (out / "results.json").exists():
         raise ConfigError(f"{out} is not empty and holds no nightly report; pick another --out.")
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    night = Run(staging, _now(), upstream)
+    night = Run(staging, _now(), upstream, emulator)
     try:
         _run(night, jobs, workspace)
     except InfrastructureError as err:
@@ -151,7 +161,7 @@ def _run(night: Run, jobs: int, workspace: Workspace | None) -> None:
     out_root = Path("out").resolve()
     builder = containers.ensure_builder("bookworm", cache=out_root / "cache")
     if night.upstream == "head":
-        moved = follow_upstream(COMPONENTS, builder.tag, notes=night.notes)
+        moved = follow_upstream(night.components_run, builder.tag, notes=night.notes)
         base = workspace or Workspace(out_root / "upstream-head")
         ws = dataclasses.replace(base, upstream=moved)
     else:
@@ -164,17 +174,21 @@ def _run(night: Run, jobs: int, workspace: Workspace | None) -> None:
 def _night(night: Run, ws: Workspace, builder: containers.BuilderImage, jobs: int) -> None:
     out_root = Path("out").resolve()
     t0 = time.monotonic()
-    applies = {name: _series(night, ws, ws.component(name), builder.tag) for name in COMPONENTS}
+    applies = {
+        name: _series(night, ws, ws.component(name), builder.tag) for name in night.components_run
+    }
     firmware = _builds(night, ws, builder, applies)
+    emulator = _build_qemu(night, ws, applies["qemu"]) if "qemu" in applies else qemu.SYSTEM
     night.timings["build"] = time.monotonic() - t0
-    if firmware is None:
+    if firmware is None or emulator is None:
+        why = "no firmware was built" if firmware is None else "no QEMU was built"
         for name, variant in matrix.MATRIX:
-            night.case("boot", matrix.case_id(name, variant), "skipped", 0, "no firmware was built")
+            night.case("boot", matrix.case_id(name, variant), "skipped", 0, why)
         return
     t1 = time.monotonic()
-    accel = qemu.working_accelerator(out_root / "cache", doctor.DEBIAN_OVMF)
+    accel = qemu.working_accelerator(out_root / "cache", doctor.DEBIAN_OVMF, emulator)
     night.host = {
-        "qemu": qemu.qemu_version(),
+        "qemu": f"{emulator.version()} ({night.emulator})",
         "accelerator": str(accel),
         "kernel": os.uname().release,
     }
@@ -190,7 +204,9 @@ def _night(night: Run, ws: Workspace, builder: containers.BuilderImage, jobs: in
         verdict = "PASSED " if r.passed else "FAILED "
         log.info("%s boot/%s in %.1f s", verdict, matrix.case_id(r.scenario, r.variant), r.seconds)
 
-    results = matrix.run_matrix(firmware, images, accel, work / "boot", jobs=jobs, on_result=booted)
+    results = matrix.run_matrix(
+        firmware, images, accel, work / "boot", jobs=jobs, emulator=emulator, on_result=booted
+    )
     for result in results:
         case = matrix.case_id(result.scenario, result.variant)
         link = night.keep(result.transcript, f"transcripts/{case}.log")
@@ -273,6 +289,26 @@ def _builds(
                "from the build cache" if built.cached else "built",
                links={k: v for k, v in links.items() if v})  # fmt: skip
     return matrix.Firmware(built.firmware, bytes.fromhex(o["sev_launch_digest"]))
+
+
+def _build_qemu(night: Run, ws: Workspace, applies: bool) -> qemu.Qemu | None:
+    """QEMU from its pin and series (``--qemu built``); None when it could not be built."""
+    if not applies:
+        night.case("build", "qemu", "skipped", 0, "the QEMU series does not apply")
+        return None
+    started = time.monotonic()
+    try:
+        built = qemu_build.build_qemu(ws)
+    except CommandError as err:
+        link = night.keep(ws.log("qemu"), "logs/qemu.log")
+        night.case("build", "qemu", "failed", time.monotonic() - started, err.message,
+                   _tail(ws.log("qemu")), {"log": link} if link else {})  # fmt: skip
+        return None
+    link = night.keep(built.entry / "build.log", "logs/qemu.log")
+    night.case("build", "qemu", "passed", time.monotonic() - started,
+               "from the build cache" if built.cached else "built",
+               links={"log": link} if link else {})  # fmt: skip
+    return built.qemu
 
 
 def _previous(history: Path) -> dict[str, Any] | None:

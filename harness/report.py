@@ -223,7 +223,12 @@ def page(results: Results) -> str:
             f"<tr><th>file</th><td>{_link(fw['manifest'], 'manifest.json')}</td></tr>",
             f"<tr><th>sha256</th><td><code>{_e(fw['sha256'])}</code></td></tr>",
             f"<tr><th>SEV launch digest</th><td><code>{_e(fw['sev_launch_digest'])}</code>"
-            "</td></tr>",
+            + (
+                " (the image's SHA-256: no kernel is measured with it)"
+                if fw["sev_launch_digest"] == fw["sha256"]
+                else ""
+            )
+            + "</td></tr>",
             f"<tr><th>from the build cache</th><td>{_e('yes' if fw['cached'] else 'no')}</td></tr>",
             "</table>",
         ]

@@ -372,3 +372,35 @@ class Progress:
         if self.tty:
             sys.stderr.write("\r\033[K")
         log.info("[%s] built in %.0f s", self.component, time.monotonic() - self.started)
+
+
+def run_build(
+    ws: Workspace,
+    component: str,
+    image: str,
+    script: str,
+    mounts: list[containers.Mount],
+    out: Path,
+    progress: re.Pattern[str],
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run a build *script* in the builder *image* with a progress line; its log goes to
+    ``out/logs/<component>.log`` and into the cache entry *out* as ``build.log``, so a
+    cached build still has the log of the build that made it.
+
+    Raises:
+        CommandError: the script failed (last lines and the log path in the message).
+    """
+    line = Progress(component, progress)
+    containers.run_logged(
+        image,
+        ["bash", "-c", script],
+        mounts=mounts,
+        env=env,
+        log_path=ws.log(component),
+        on_line=line,
+        what=f"{component} build",
+        labels=ws.labels,
+    )
+    line.done()
+    shutil.copy2(ws.log(component), out / "build.log")

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import containers
-from harness.build.common import BuildCache, Component, Progress, Workspace, digest, prepare_tree
+from harness.build.common import (
+    BuildCache,
+    Component,
+    Workspace,
+    digest,
+    prepare_tree,
+    run_build,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +116,13 @@ def _build_grub(
     tree = prepare_tree(comp, ws, builder.tag, local_tree=local_tree, apply=apply)
     build_dir = ws.work("grub") / "build"
     build_dir.mkdir(parents=True, exist_ok=True)
-    progress = Progress("grub", PROGRESS)
     with cache.entry(name) as out:
-        containers.run_logged(
-            builder.tag,
-            ["bash", "-c", SCRIPT],
-            mounts=[
-                containers.Mount(tree.path, "/src"),
-                containers.Mount(build_dir, "/build"),
-                containers.Mount(out, "/out"),
-            ],
-            log_path=ws.log("grub"),
-            on_line=progress,
-            what="GRUB build",
-            labels=ws.labels,
-        )
-        progress.done()
-        shutil.copy2(ws.log("grub"), out / "build.log")  # the log travels with the build
+        mounts = [
+            containers.Mount(tree.path, "/src"),
+            containers.Mount(build_dir, "/build"),
+            containers.Mount(out, "/out"),
+        ]
+        run_build(ws, "grub", builder.tag, SCRIPT, mounts, out, PROGRESS)
         final = ws.builds / name
     return GrubBuild(key, final, inputs, time.monotonic() - started, False)
 

@@ -14,7 +14,14 @@ from typing import Any
 
 from harness import containers
 from harness.build import grub as grub_build
-from harness.build.common import BuildCache, Component, Progress, Workspace, digest, prepare_tree
+from harness.build.common import (
+    BuildCache,
+    Component,
+    Workspace,
+    digest,
+    prepare_tree,
+    run_build,
+)
 from harness.errors import InfrastructureError
 from harness.firmware.guids import GRUB_FILE
 from harness.firmware.summary import describe
@@ -104,24 +111,14 @@ def _build_ovmf(
     grub = grub_build.build_grub(ws, builder, local_tree=tree_grub, apply=apply_series)
     grub_build.publish(grub, ws.root / "grub")
     if tree is not None:
-        progress = Progress("ovmf", PROGRESS)
         with cache.entry(name) as out:
-            containers.run_logged(
-                builder.tag,
-                ["bash", "-c", SCRIPT],
-                mounts=[
-                    containers.Mount(tree.path, "/src"),
-                    containers.Mount(grub.install / "opt" / "grub", "/opt/grub", read_only=True),
-                    containers.Mount(out, "/out"),
-                ],
-                env={"TARGET": target, "EXTRA": extra},
-                log_path=ws.log("ovmf"),
-                on_line=progress,
-                what="OVMF build",
-                labels=ws.labels,
-            )
-            progress.done()
-            shutil.copy2(ws.log("ovmf"), out / "build.log")  # the log travels with the build
+            mounts = [
+                containers.Mount(tree.path, "/src"),
+                containers.Mount(grub.install / "opt" / "grub", "/opt/grub", read_only=True),
+                containers.Mount(out, "/out"),
+            ]
+            env = {"TARGET": target, "EXTRA": extra}
+            run_build(ws, "ovmf", builder.tag, SCRIPT, mounts, out, PROGRESS, env)
             manifest = _manifest(out, comp, grub, builder, inputs, time.monotonic() - started)
             (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         hit = ws.builds / name

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import containers, run
-from harness.build.common import BuildCache, Component, Progress, Workspace, digest, prepare_tree
+from harness.build.common import BuildCache, Component, Workspace, digest, prepare_tree, run_build
 from harness.errors import InfrastructureError, PrerequisiteError
 from harness.qemu import Qemu, parse_version
 from harness.sources import sha256_file
@@ -152,28 +152,19 @@ def _build_qemu(ws: Workspace, base: str, local_tree: Path | None, apply: bool) 
     tree = prepare_tree(comp, ws, builder.tag, local_tree=local_tree, apply=apply)
     build_dir = ws.work("qemu") / "build"
     build_dir.mkdir(parents=True, exist_ok=True)
-    progress = Progress("qemu", PROGRESS)
     with cache.entry(name) as out:
-        containers.run_logged(
-            builder.tag,
-            ["bash", "-c", SCRIPT],
-            mounts=[
-                containers.Mount(tree.path, "/src"),
-                containers.Mount(build_dir, "/build"),
-                containers.Mount(out, "/out"),
-            ],
-            env={
-                "CONFIGURE": " ".join(CONFIGURE),
-                "OPTION_ROMS": " ".join(OPTION_ROMS),
-                "PREFIX": PREFIX,
-                "STAMP": digest({"builder": builder.id, "configure": list(CONFIGURE)}),
-            },
-            log_path=ws.log("qemu"),
-            on_line=progress,
-            what="QEMU build",
-            labels=ws.labels,
-        )
-        progress.done()
+        mounts = [
+            containers.Mount(tree.path, "/src"),
+            containers.Mount(build_dir, "/build"),
+            containers.Mount(out, "/out"),
+        ]
+        env = {
+            "CONFIGURE": " ".join(CONFIGURE),
+            "OPTION_ROMS": " ".join(OPTION_ROMS),
+            "PREFIX": PREFIX,
+            "STAMP": digest({"builder": builder.id, "configure": list(CONFIGURE)}),
+        }
+        run_build(ws, "qemu", builder.tag, SCRIPT, mounts, out, PROGRESS, env)
         manifest = _manifest(out, comp, builder, inputs, time.monotonic() - started)
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     entry = ws.builds / name

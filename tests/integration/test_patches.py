@@ -21,7 +21,13 @@ from harness.errors import InputError
 from harness.patchcheck import Check, Outcome
 from tests.conftest import ROOT, workspace
 
-pytestmark = [pytest.mark.docker, pytest.mark.tools, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.tools,
+    pytest.mark.slow,
+    # The CLI checks wait for out/ while another worker builds in it.
+    pytest.mark.timeout(2400),
+]
 GRUB_PATCH = next((ROOT / "patches" / "grub").glob("0001-*.patch")).name
 OVMF_PATCH = next((ROOT / "patches" / "ovmf").glob("0001-*.patch")).name
 
