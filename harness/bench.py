@@ -334,7 +334,7 @@ def nightly(jobs: int = 2) -> str:
     lines = [
         f"warm nightly, {len(bare)} boots, {jobs} at a time",
         f"{'stage':36} {'seconds':>8} {'share':>6}",
-        *(f"{name:36} {sec:8.2f} {sec / took:6.1%}" for name, sec in rows),
+        *(f"{name:36} {sec:8.3f} {sec / took:6.1%}" for name, sec in rows),
         f"{'total ./inv nightly':36} {took:8.2f}",
         f"{'bare matrix, same boots (baseline)':36} {bare_s:8.2f}",
         f"{'ratio nightly / bare matrix':36} {took / bare_s:8.2f}",
