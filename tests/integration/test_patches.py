@@ -222,3 +222,25 @@ def test_cli_check_quick_passes_for_our_series() -> None:
         lines = proc.stdout.splitlines()
         assert any(ln.startswith("PASS  style") for ln in lines)
         assert lines[-1].endswith("0 failed")
+
+
+def test_check_against_a_local_tree(ws_root: Path, tmp_path: Path) -> None:
+    """--tree: the author's own checkout of upstream replaces the pin as the base."""
+    ws = workspace(ws_root, series(tmp_path, "grub"))
+    patchcheck.run_checks("grub", ws, quick=True)  # makes sure the pinned tree is there
+    tree = tmp_path / "my-grub"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ws.work("grub") / "src"), "archive", "harness-base"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    checks = by_name(patchcheck.run_checks("grub", ws, local_tree=tree, quick=True))
+    assert checks["applies"].outcome is Outcome.PASS
+    assert checks["applies"].reason == f"on {tree}"
+    # The same tree with the hunk's context changed no longer takes the patch.
+    makefile = tree / "grub-core" / "Makefile.core.def"
+    makefile.write_text(makefile.read_text().replace("module = {\n", "module = {  \n"))
+    checks = by_name(patchcheck.run_checks("grub", ws, local_tree=tree, quick=True))
+    assert checks["applies"].failed and "grub-core/Makefile.core.def" in checks["applies"].reason
