@@ -11,7 +11,9 @@ import subprocess
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
 from harness import matrix, nightly
@@ -27,6 +29,14 @@ pytestmark = [
 ]
 OUT = ROOT / "out"
 BOOT_CASES = [matrix.case_id(n, v) for n, v in matrix.MATRIX]
+SCHEMA = json.loads((ROOT / "harness" / "nightly.schema.json").read_text())
+
+
+def results_of(report: Path) -> dict[str, Any]:
+    """The report's results.json, checked against the published schema."""
+    data: dict[str, Any] = json.loads((report / "results.json").read_text())
+    jsonschema.validate(data, SCHEMA)
+    return data
 
 
 def inv_nightly(report: Path, history: Path) -> subprocess.CompletedProcess[str]:
@@ -110,7 +120,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     assert cases == expected
     assert suites.get("failures") == "0" and suites.get("skipped") == "0"
 
-    results = json.loads((report / "results.json").read_text())
+    results = results_of(report)
     manifest = json.loads((OUT / "ovmf" / "manifest.json").read_text())
     assert results["verdict"] == "pass"
     assert results["firmware"]["sev_launch_digest"] == manifest["output"]["sev_launch_digest"]
@@ -135,7 +145,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     second = inv_nightly(report, history)
     assert second.returncode == 0, second.stdout + second.stderr[-3000:]
     assert "no change since the run of" in second.stdout
-    assert json.loads((report / "results.json").read_text())["changes"]["none"] is True
+    assert results_of(report)["changes"]["none"] is True
     assert len(list(history.glob("results-*.json"))) == 2
     assert "<li>no change since the run of" in (report / "index.html").read_text()
 
@@ -147,7 +157,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     patch.write_bytes(patch.read_bytes().replace(b"\n module = {\n", b"\n module = {  \n", 1))
     ws = workspace(tmp_path / "ws", broken)
     assert nightly.nightly(report, history, workspace=ws) == nightly.EXIT_FAILED
-    results = json.loads((report / "results.json").read_text())
+    results = results_of(report)
     assert results["changes"]["newly_failing"] == ["series/grub: series applies"]
     assert {c["outcome"] for c in results["cases"] if c["suite"] == "boot"} == {"skipped"}
     failure = next(ET.parse(report / "junit.xml").getroot().iter("failure"))
@@ -160,7 +170,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
         '[[source]]\nkind = "debian"\npackage = "grub2"\nversion = "2.14-999"\n'
     )
     assert nightly.nightly(report, history, workspace=ws) == nightly.EXIT_INFRASTRUCTURE
-    results = json.loads((report / "results.json").read_text())
+    results = results_of(report)
     assert results["verdict"] == "infrastructure"
     assert "could not be fetched" in results["infrastructure_error"]
     # ... and the next night compares with the last night that completed.
@@ -191,7 +201,7 @@ def test_a_night_on_upstream_head(tmp_path: Path) -> None:
     report = tmp_path / "report"
     status = nightly.nightly(report, tmp_path / "history", "head", workspace=Workspace(OUT))
     assert status in (nightly.EXIT_OK, nightly.EXIT_FAILED)
-    results = json.loads((report / "results.json").read_text())
+    results = results_of(report)
     assert results["upstream"] == "head"
     for name, pin in moved.items():
         assert results["components"][name]["version"] == pin.version
@@ -216,7 +226,7 @@ def test_bad_options_are_one_sentence(tmp_path: Path) -> None:
 def test_a_night_with_the_built_qemu(tmp_path: Path) -> None:
     report = tmp_path / "report"
     assert nightly.nightly(report, tmp_path / "history", emulator="built") == nightly.EXIT_OK
-    results = json.loads((report / "results.json").read_text())
+    results = results_of(report)
     names = {(c["suite"], c["name"]): c["outcome"] for c in results["cases"]}
     assert names[("series", "qemu: series applies")] == "passed"
     assert names[("build", "qemu")] == "passed"
