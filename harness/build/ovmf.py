@@ -35,6 +35,9 @@ SCRIPT = r"""
 set -eu
 export HOME=/tmp PATH=/opt/grub/bin:$PATH
 cd /src
+# Times that end up in the image (the GRUB memdisk's) come from the sources: the date
+# of the last commit, i.e. of the series' last patch.
+export SOURCE_DATE_EPOCH="$(git log -1 --format=%ct)"
 rm -f OvmfPkg/AmdSev/Grub/grub.efi
 echo "== BaseTools"; make -C BaseTools/Source/C -j"$(nproc)" >/dev/null
 set +u; . ./edksetup.sh >/dev/null; set -u

@@ -65,6 +65,19 @@ def test_cold_build_produces_firmware_with_our_grub(
     assert harness_containers(ws) == []
 
 
+def test_the_same_inputs_give_the_same_firmware(
+    built: tuple[Workspace, ovmf.OvmfBuild, float],
+) -> None:
+    """Reproducible: this private cold build and the main workspace's build (cached,
+    incremental or cold, made separately) of the same inputs are the same bytes, so a
+    guest owner can recompute the launch digest from the sources."""
+    _, private, _ = built
+    main = ovmf.build_ovmf(Workspace(ROOT / "out"))
+    assert main.manifest["cache_key"] == private.manifest["cache_key"]
+    assert main.firmware.parent != private.firmware.parent
+    assert main.manifest["output"]["sha256"] == private.manifest["output"]["sha256"]
+
+
 def test_inspect_task_on_the_built_firmware(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
     _, result, _ = built
     out = subprocess.run(
