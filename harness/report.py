@@ -28,6 +28,7 @@ class Changes:
     gone_cases: list[str] = field(default_factory=list)
     digest: tuple[str | None, str | None] | None = None
     upstream: dict[str, tuple[str, str]] = field(default_factory=dict)
+    series: dict[str, str] = field(default_factory=dict)  # component -> what changed
 
     @property
     def none(self) -> bool:
@@ -38,6 +39,7 @@ class Changes:
             or self.gone_cases
             or self.digest
             or self.upstream
+            or self.series
         )
 
     def lines(self) -> list[str]:
@@ -53,6 +55,7 @@ class Changes:
         if self.digest:
             out.append(f"launch digest changed: {self.digest[0]} -> {self.digest[1]}")
         out += [f"upstream moved: {k} {a} -> {b}" for k, (a, b) in self.upstream.items()]
+        out += [f"series changed: {k}: {what}" for k, what in self.series.items()]
         return out
 
     def as_json(self) -> dict[str, Any]:
@@ -65,6 +68,7 @@ class Changes:
             "gone_cases": self.gone_cases,
             "digest": list(self.digest) if self.digest else None,
             "upstream": {k: list(v) for k, v in self.upstream.items()},
+            "series": self.series,
         }
 
 
@@ -85,6 +89,12 @@ def compare(previous: Results | None, current: Results) -> Changes:
         if name in previous["components"]
         and previous["components"][name]["version"] != comp["version"]
     }
+    series = {
+        name: what
+        for name, comp in current["components"].items()
+        if name in previous["components"]
+        and (what := _series_change(previous["components"][name]["patches"], comp["patches"]))
+    }
     return Changes(
         previous=previous["started"],
         newly_failing=[k for k, v in now.items() if v == "failed" and before.get(k) != "failed"],
@@ -93,7 +103,23 @@ def compare(previous: Results | None, current: Results) -> Changes:
         gone_cases=[k for k in before if k not in now],
         digest=(old_digest, new_digest) if old_digest != new_digest else None,
         upstream=upstream,
+        series=series,
     )
+
+
+def _series_change(before: list[dict[str, str]], after: list[dict[str, str]]) -> str:
+    """ "added X; changed Y; removed Z" between two patch lists, or "" when equal."""
+    old = {p["file"]: p["sha256"] for p in before}
+    new = {p["file"]: p["sha256"] for p in after}
+    parts = [
+        ("added", [f for f in new if f not in old]),
+        ("changed", [f for f in new if f in old and old[f] != new[f]]),
+        ("removed", [f for f in old if f not in new]),
+    ]
+    text = "; ".join(f"{verb} {', '.join(files)}" for verb, files in parts if files)
+    if not text and list(old) != list(new):
+        text = "reordered"
+    return text
 
 
 def counts(results: Results) -> dict[str, int]:

@@ -107,3 +107,21 @@ def test_the_page_escapes_what_it_shows() -> None:
 def test_an_incomplete_run_says_why() -> None:
     res = results(verdict="infrastructure", infrastructure_error="Docker is not running.")
     assert report.summary(res).endswith("the run could not complete: Docker is not running.")
+
+
+def test_a_changed_series_is_a_change() -> None:
+    changed = results()
+    comp = changed["components"]["grub"]
+    changed["components"]["grub"] = {
+        **comp,
+        "patches": [
+            {"file": "0001-x.patch", "sha256": "cc" * 32},
+            {"file": "0002-y.patch", "sha256": "dd" * 32},
+        ],
+    }
+    changes = report.compare(results(), changed)
+    assert changes.series == {"grub": "added 0002-y.patch; changed 0001-x.patch"}
+    assert "series changed: grub: added 0002-y.patch; changed 0001-x.patch" in changes.lines()
+    assert report.compare(changed, results()).series == {
+        "grub": "changed 0001-x.patch; removed 0002-y.patch"
+    }
