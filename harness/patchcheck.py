@@ -22,7 +22,7 @@ from pathlib import Path
 from harness import containers, doctor, matrix, patchset, qemu, run, scenarios, sources
 from harness.build import ovmf
 from harness.build import qemu as qemu_build
-from harness.build.common import PATCHES, Workspace, follow_upstream, prepare_tree
+from harness.build.common import PATCHES, Component, Workspace, follow_upstream, prepare_tree
 from harness.errors import CommandError, ConfigError
 from harness.patchset import Applied, Patch, PatchError, git
 
@@ -219,39 +219,60 @@ def run_checks(
     for patch in comp.patches:
         add(check_signoff(patch))
         add(check_subject(patch))
+    # One check at a time per workspace: its tree, builds and boot directories are shared.
     with ws.locked():
         builder = containers.ensure_builder("bookworm", cache=ws.root / "cache")
-        tree = prepare_tree(comp, ws, builder.tag, local_tree=local_tree, apply=False)
-        base = f"{comp.pin.name} {comp.pin.version}" if local_tree is None else str(local_tree)
-        applied = patchset.try_series(tree.path, list(comp.patches))
-        if not applied:
-            add(
-                Check(
-                    "applies", component, Outcome.PASS, f"empty series, nothing to apply on {base}"
-                )
-            )
-        for result in applied:
-            if result.ok:
-                add(Check("applies", result.patch.path.name, Outcome.PASS, f"on {base}"))
-            else:
-                add(Check("applies", result.patch.path.name, Outcome.FAIL, result.reason))
-        for result in applied:
-            if result.ok:
-                add(check_style(component, tree.path, result))
-    blocked = next((c for c in checks if c.failed), None)
-    if blocked or quick:
-        why = f"{blocked.subject} failed {blocked.name}" if blocked else "--quick"
-        add(Check("build", component, Outcome.SKIP, why))
-        add(Check("boot", component, Outcome.SKIP, why))
-        return checks
+        _series_checks(component, comp, ws, builder.tag, local_tree, add)
+        blocked = next((c for c in checks if c.failed), None)
+        if blocked or quick:
+            why = f"{blocked.subject} failed {blocked.name}" if blocked else "--quick"
+            add(Check("build", component, Outcome.SKIP, why))
+            add(Check("boot", component, Outcome.SKIP, why))
+            return checks
+        _build_and_boot(component, ws, builder.tag, local_tree, jobs, add)
+    return checks
+
+
+def _series_checks(
+    component: str,
+    comp: Component,
+    ws: Workspace,
+    builder: str,
+    local_tree: Path | None,
+    add: Callable[[Check], None],
+) -> None:
+    """ "applies" for each patch on the base, then "style" for each one that applied."""
+    tree = prepare_tree(comp, ws, builder, local_tree=local_tree, apply=False)
+    base = f"{comp.pin.name} {comp.pin.version}" if local_tree is None else str(local_tree)
+    applied = patchset.try_series(tree.path, list(comp.patches))
+    if not applied:
+        add(Check("applies", component, Outcome.PASS, f"empty series, nothing to apply on {base}"))
+    for result in applied:
+        if result.ok:
+            add(Check("applies", result.patch.path.name, Outcome.PASS, f"on {base}"))
+        else:
+            add(Check("applies", result.patch.path.name, Outcome.FAIL, result.reason))
+    for result in applied:
+        if result.ok:
+            add(check_style(component, tree.path, result))
+
+
+def _build_and_boot(
+    component: str,
+    ws: Workspace,
+    builder: str,
+    local_tree: Path | None,
+    jobs: int,
+    add: Callable[[Check], None],
+) -> None:
     built = _build(component, ws, local_tree, add)
     if built is None:
         add(Check("boot", component, Outcome.SKIP, "the build failed"))
-        return checks
+        return
     firmware, emulator = built
     accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF, emulator)
     runs = ws.root / BOOT_DIR / component
-    images = matrix.build_images(runs / "images", ws.root / "cache" / "images", builder.tag)
+    images = matrix.build_images(runs / "images", ws.root / "cache" / "images", builder)
 
     def booted(r: scenarios.Result) -> None:  # reported as each boot ends
         outcome = Outcome.PASS if r.passed else Outcome.FAIL
@@ -260,7 +281,6 @@ def run_checks(
     matrix.run_matrix(
         firmware, images, accel, runs / "boot", jobs=jobs, emulator=emulator, on_result=booted
     )
-    return checks
 
 
 def _build(
