@@ -35,6 +35,8 @@ from harness.errors import CommandError, ConfigError, HarnessError, Infrastructu
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("grub", "ovmf")
+#: The night's images and boot directories, in the workspace.
+RUNS = Path("runs") / "nightly"
 #: Lines of a console transcript or build log a failing case carries in JUnit.
 TAIL_LINES = 30
 EXIT_OK, EXIT_FAILED, EXIT_INFRASTRUCTURE = 0, 1, 2
@@ -192,7 +194,7 @@ def _night(night: Run, ws: Workspace, builder: containers.BuilderImage, jobs: in
         "accelerator": str(accel),
         "kernel": os.uname().release,
     }
-    work = ws.root / "nightly"
+    work = ws.root / RUNS  # not under the report directory, which is replaced whole
     try:
         images = matrix.build_images(work / "images", out_root / "cache" / "images", builder.tag)
     except HarnessError as err:

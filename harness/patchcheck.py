@@ -188,7 +188,7 @@ def check_style(component: str, tree: Path, applied: Applied) -> Check:
 # -- the whole check -------------------------------------------------------------
 
 #: Where the boot stage builds its images and keeps its transcripts.
-BOOT_DIR = "patches-check"
+BOOT_DIR = Path("runs") / "patches-check"
 
 
 def run_checks(

@@ -135,7 +135,9 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     assert {f"transcripts/{c}.log" for c in BOOT_CASES} <= set(page.links)
 
     # Nothing secret in the report or the history.
-    secrets = [p.read_bytes() for p in (OUT / "nightly" / "images").glob("*/passphrase")]
+    secrets = [p.read_bytes() for p in (OUT / nightly.RUNS / "images").glob("*/passphrase")]
+    # The night's working files stay out of the default report directory.
+    assert not (OUT / "nightly").exists() or (OUT / "nightly" / "results.json").exists()
     assert len(secrets) == 3
     for path in [*report.rglob("*"), *history.rglob("*")]:
         if path.is_file():
