@@ -21,9 +21,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness import containers, doctor, matrix, patchset, qemu, report, run, scenarios
 from harness.build import grub as grub_build
@@ -40,6 +41,7 @@ RUNS = Path("runs") / "nightly"
 #: Lines of a console transcript or build log a failing case carries in JUnit.
 TAIL_LINES = 30
 EXIT_OK, EXIT_FAILED, EXIT_INFRASTRUCTURE = 0, 1, 2
+T = TypeVar("T")
 
 
 @dataclass
@@ -251,34 +253,23 @@ def _builds(
         night.case("build", "grub", "skipped", 0, "the GRUB series does not apply")
         night.case("build", "ovmf", "skipped", 0, "no GRUB to build OVMF with")
         return None
-    started = time.monotonic()
-    try:
-        grub = grub_build.build_grub(ws, builder)
-    except CommandError as err:
-        link = night.keep(ws.log("grub"), "logs/grub.log")
-        night.case("build", "grub", "failed", time.monotonic() - started, err.message,
-                   _tail(ws.log("grub")), {"log": link} if link else {})  # fmt: skip
+    grub = _build_step(
+        night, ws, "grub", lambda: grub_build.build_grub(ws, builder),
+        lambda b: (b.cached, {"log": b.install / "build.log"}),
+    )  # fmt: skip
+    if grub is None:
         night.case("build", "ovmf", "skipped", 0, "no GRUB to build OVMF with")
         return None
-    link = night.keep(grub.install / "build.log", "logs/grub.log")
-    night.case("build", "grub", "passed", time.monotonic() - started,
-               "from the build cache" if grub.cached else f"built in {grub.seconds:.0f} s",
-               links={"log": link} if link else {})  # fmt: skip
     if not applies["ovmf"]:
         night.case("build", "ovmf", "skipped", 0, "the edk2 series does not apply")
         return None
-    started = time.monotonic()
-    try:
-        built = ovmf.build_ovmf(ws)
-    except CommandError as err:
-        link = night.keep(ws.log("ovmf"), "logs/ovmf.log")
-        night.case("build", "ovmf", "failed", time.monotonic() - started, err.message,
-                   _tail(ws.log("ovmf")), {"log": link} if link else {})  # fmt: skip
+    built = _build_step(
+        night, ws, "ovmf", lambda: ovmf.build_ovmf(ws),
+        lambda b: (b.cached, {"log": b.firmware.parent / "build.log",
+                              "manifest": b.firmware.parent / "manifest.json"}),
+    )  # fmt: skip
+    if built is None:
         return None
-    links = {"manifest": night.keep(built.firmware.parent / "manifest.json", "manifest.json")}
-    log_link = night.keep(built.firmware.parent / "build.log", "logs/ovmf.log")
-    if log_link:
-        links["log"] = log_link
     o = built.manifest["output"]
     night.firmware = {
         "sha256": o["sha256"],
@@ -287,9 +278,6 @@ def _builds(
         "cached": built.cached,
         "manifest": "manifest.json",
     }
-    night.case("build", "ovmf", "passed", time.monotonic() - started,
-               "from the build cache" if built.cached else "built",
-               links={k: v for k, v in links.items() if v})  # fmt: skip
     return matrix.Firmware(built.firmware, bytes.fromhex(o["sev_launch_digest"]))
 
 
@@ -298,19 +286,44 @@ def _build_qemu(night: Run, ws: Workspace, applies: bool) -> qemu.Qemu | None:
     if not applies:
         night.case("build", "qemu", "skipped", 0, "the QEMU series does not apply")
         return None
+    built = _build_step(
+        night, ws, "qemu", lambda: qemu_build.build_qemu(ws),
+        lambda b: (b.cached, {"log": b.entry / "build.log"}),
+    )  # fmt: skip
+    return built.qemu if built is not None else None
+
+
+#: Where a build's files go in the report.
+REPORT_PATHS = {"log": "logs/{name}.log", "manifest": "manifest.json"}
+
+
+def _build_step(
+    night: Run,
+    ws: Workspace,
+    name: str,
+    build: Callable[[], T],
+    outputs: Callable[[T], tuple[bool, dict[str, Path]]],
+) -> T | None:
+    """Run one build as the "build" case *name*; None when it failed. *outputs* says of
+    a finished build whether it came from the cache, and which files the report links."""
     started = time.monotonic()
     try:
-        built = qemu_build.build_qemu(ws)
+        result = build()
     except CommandError as err:
-        link = night.keep(ws.log("qemu"), "logs/qemu.log")
-        night.case("build", "qemu", "failed", time.monotonic() - started, err.message,
-                   _tail(ws.log("qemu")), {"log": link} if link else {})  # fmt: skip
+        link = night.keep(ws.log(name), REPORT_PATHS["log"].format(name=name))
+        night.case("build", name, "failed", time.monotonic() - started, err.message,
+                   _tail(ws.log(name)), {"log": link} if link else {})  # fmt: skip
         return None
-    link = night.keep(built.entry / "build.log", "logs/qemu.log")
-    night.case("build", "qemu", "passed", time.monotonic() - started,
-               "from the build cache" if built.cached else "built",
-               links={"log": link} if link else {})  # fmt: skip
-    return built.qemu
+    cached, files = outputs(result)
+    links = {
+        kind: link
+        for kind, path in files.items()
+        if (link := night.keep(path, REPORT_PATHS[kind].format(name=name)))
+    }
+    took = time.monotonic() - started
+    detail = "from the build cache" if cached else f"built in {took:.0f} s"
+    night.case("build", name, "passed", took, detail, links=links)
+    return result
 
 
 def _previous(history: Path) -> dict[str, Any] | None:

@@ -57,6 +57,12 @@ class Patch:
         )
 
 
+def series_names(text: str) -> list[str]:
+    """The patch file names a ``series`` file lists, in order."""
+    names = (ln.split("#", 1)[0].strip() for ln in text.splitlines())
+    return [n for n in names if n]
+
+
 def read_series(directory: Path) -> list[Patch]:
     """Read ``directory/series``: one patch file per line, ``#`` comments, blanks ignored.
 
@@ -65,11 +71,9 @@ def read_series(directory: Path) -> list[Patch]:
     """
     series = directory / "series"
     try:
-        lines = series.read_text().splitlines()
+        names = series_names(series.read_text())
     except FileNotFoundError as err:
         raise ConfigError(f"{series} does not exist.") from err
-    names = [ln.split("#", 1)[0].strip() for ln in lines]
-    names = [n for n in names if n]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"{series} lists {sorted(dupes)[0]} twice.")
@@ -250,9 +254,9 @@ def import_series(repo: Path, revisions: str, dest: Path, header: str) -> list[P
     try:
         names = git(repo, *FORMAT_PATCH, "-o", str(staging), revisions).split()
         files = [Path(n).name for n in names]
-        listed = (dest / "series").read_text().splitlines() if (dest / "series").exists() else []
-        for name in (ln.split("#", 1)[0].strip() for ln in listed):
-            if name and "/" not in name:
+        listed = (dest / "series").read_text() if (dest / "series").exists() else ""
+        for name in series_names(listed):
+            if "/" not in name:
                 (dest / name).unlink(missing_ok=True)
         for name in files:
             os.replace(staging / name, dest / name)

@@ -177,9 +177,7 @@ def debian_candidates(pin: Pin, sources_index: str, version: str | None = None) 
         ConfigError: the pin has no Debian route, or apt knows no such *version*.
         InfrastructureError: the index does not know the package.
     """
-    route = next((r for r in pin.routes if r.kind is RouteKind.DEBIAN), None)
-    if route is None or route.package is None:
-        raise ConfigError(f"The {pin.component} pin has no Debian source route to follow.")
+    route = debian_route(pin)
     records = [
         p
         for p in deb822.Sources.iter_paragraphs(sources_index, use_apt_pkg=False)
@@ -223,6 +221,18 @@ def debian_candidates(pin: Pin, sources_index: str, version: str | None = None) 
 def _upstream(debian_version: str) -> str:
     """``10.0.13`` from ``1:10.0.13+ds-0+deb13u1``."""
     return REPACK_SUFFIX.sub("", debian_support.Version(debian_version).upstream_version or "")
+
+
+def debian_route(pin: Pin) -> Route:
+    """The pin's Debian source package route.
+
+    Raises:
+        ConfigError: it has none.
+    """
+    route = next((r for r in pin.routes if r.kind is RouteKind.DEBIAN), None)
+    if route is None or route.package is None:
+        raise ConfigError(f"The {pin.component} pin has no Debian source route to follow.")
+    return route
 
 
 def debian_version(pin: Pin) -> str | None:

@@ -255,9 +255,8 @@ def follow_upstream(
     moved = []
     for name in names:
         pin = Component.load(name, patches_root).pin
-        route = next((r for r in pin.routes if r.package), None)
-        if route is None or route.package is None:
-            raise ConfigError(f"The {name} pin has no Debian source route to follow.")
+        route = sources.debian_route(pin)
+        assert route.package is not None
         index = debian_index(image, route.package)
         candidates = sources.debian_candidates(pin, index.text, version)
         if version is not None:

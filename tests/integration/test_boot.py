@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import containers, doctor, qemu, run, scenarios, xts
+from harness import containers, doctor, matrix, qemu, run, scenarios, xts
 from harness.build import ovmf
 from harness.build.common import Workspace
 from harness.image import Image, LuksVariant, build_image, payload_offset, volume_key
@@ -82,11 +82,7 @@ def test_images_are_real_luks(images: dict[LuksVariant, Image], tmp_path: Path) 
         assert head[1024 + 56 : 1024 + 58] == b"\x53\xef"  # the ext4 superblock magic
 
 
-MATRIX = [
-    (name, variant)
-    for name in ("passwordless", "no-secret", "wrong-secret")
-    for variant in LuksVariant
-] + [(name, LuksVariant.LUKS1) for name in ("refusal", "secret-wiped", "tampered-firmware")]
+MATRIX = list(matrix.MATRIX)
 
 
 @pytest.mark.parametrize("name, variant", MATRIX, ids=[f"{n}-{v}" for n, v in MATRIX])
