@@ -89,6 +89,9 @@ def bootstrap_base(client: docker.DockerClient, base: str, cache: Path | None) -
         )
     if run.which("debootstrap") is None:
         raise PrerequisiteError("debootstrap is not installed.", hint="apt-get install debootstrap")
+    # On a first run the workspace's cache does not exist yet.
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="harness-debootstrap-", dir=cache))
     try:
         root = work / "root"
