@@ -109,9 +109,10 @@ class SecretTable:
         """Parse a secret area with the rules of Linux's efi_secret driver.
 
         Raises:
-            SecretFormatError: no table header, a header length outside the area, or an
+            SecretFormatError: no table header, a header length outside the area, an
                 entry whose length is below 20 or past the table (Linux then rejects the
-                whole area as corrupted).
+                whole area as corrupted), or two live entries with the same GUID (Linux
+                cannot create the second securityfs file and gives up on the area).
         """
         if len(area) < SECRET_HEADER.size:
             raise SecretFormatError("The secret area is smaller than a table header.")
@@ -134,6 +135,11 @@ class SecretTable:
                     f"The secret entry at offset {pos:#x} has length {elen}; the area is corrupted."
                 )
             entry = SecretEntry(guids.from_le(raw_guid), area[pos + SECRET_ENTRY.size : pos + elen])
+            if not entry.deleted and any(e.guid == entry.guid for e in entries):
+                raise SecretFormatError(
+                    f"The secret table has two entries with GUID {entry.guid}; the area is "
+                    "unusable."
+                )
             entries.append(entry)
             live += not entry.deleted
             pos += elen
