@@ -184,6 +184,7 @@ def build_qemu(c: Context, base: str = "debian:bookworm", out: str = "out") -> N
         "luks": "luks1, luks2-pbkdf2 or luks2-argon2id",
         "passphrase_file": "use this passphrase (default: a generated one)",
         "out": "directory for disk.img, image.json and passphrase (0600)",
+        "secret_only": "accept a passphrase GRUB's prompt cannot type (secret unlocks only)",
     },
 )
 @entry
@@ -193,6 +194,7 @@ def build_image(
     luks: str = "luks1",
     passphrase_file: str = "",
     out: str = "",
+    secret_only: bool = False,
 ) -> None:
     """Build a LUKS-encrypted guest image, rootless and without dm-crypt."""
     from pathlib import Path
@@ -200,6 +202,9 @@ def build_image(
     from harness import containers, image
     from harness import doctor as doctor_mod
 
+    passphrase = image.image_passphrase(
+        Path(passphrase_file) if passphrase_file else None, secret_only
+    )
     doctor_mod.require((*BUILD_TOOLS, "cryptsetup", "e2fsprogs", "sfdisk"), docker_engine=True)
     variant = image.parse_variant(luks)
     dest = Path(out or f"out/images/{recipe}-{variant}").resolve()
@@ -210,7 +215,7 @@ def build_image(
         dest,
         Path("out/cache/images").resolve(),
         builder.tag,
-        Path(passphrase_file) if passphrase_file else None,
+        passphrase,
     )
     print(f"{img.disk} ({variant}); passphrase in {img.passphrase_file} (0600)")
 

@@ -198,7 +198,7 @@ def boot(runs: int = 1) -> str:
     """Scenario wall time next to a bare QEMU run to the same marker; the matrix with and
     without xdist; the image build time."""
     from harness import doctor, image, qemu, scenarios
-    from harness.files import read_input
+    from harness.passphrase import Passphrase
 
     ws = Workspace(ROOT / "out")
     fw = ovmf.build_ovmf(ws)
@@ -229,7 +229,7 @@ def boot(runs: int = 1) -> str:
             f"{'build-image ' + variant.value + ' (target <= 10 s)':44} "
             f"{time.perf_counter() - start:8.1f}"
         )
-        passphrase = read_input(img.passphrase_file, "passphrase")
+        passphrase = Passphrase.read(img.passphrase_file)
         for name in ("passwordless", "no-secret"):
             scn = scenarios.SCENARIOS[name]
             ours = []
@@ -258,7 +258,7 @@ def boot(runs: int = 1) -> str:
                     workdir=BENCH_DIR / "bare",
                     accel=accel,
                 ) as launch:
-                    typed = passphrase.decode() if scn.expects_prompt else None
+                    typed = passphrase.typed() if scn.expects_prompt else None
                     bare.append(_bare_boot(launch.cfg.argv(), typed))
             o, b = statistics.median(ours), statistics.median(bare)
             lines.append(

@@ -10,7 +10,7 @@ from typing import Any
 from harness import console, doctor, image, qemu, scenarios
 from harness.build import qemu as qemu_build
 from harness.errors import ConfigError, InputError
-from harness.files import read_input
+from harness.passphrase import Passphrase
 
 OUT = Path("out").resolve()
 
@@ -69,7 +69,7 @@ def boot(
         "firmware": firmware.resolve(),
         "expected_digest": expected_digest(firmware),
         "disk": disk,
-        "passphrase": read_input(pass_file, "passphrase"),
+        "passphrase": Passphrase.read(pass_file),
         "workdir": OUT / "boot" / f"{name}-{meta['luks']}",
         "accel": accel,
         "emulator": emulator,

@@ -5,6 +5,10 @@ Violation, GRUB ``error:`` lines the scenario did not expect) and reports which 
 matched, with the transcript's tail. ANSI escapes are stripped from the transcript,
 secrets given to :class:`Console` are redacted before anything is written, and the whole
 transcript goes to one file per boot.
+
+The child is read as Latin-1, one character per byte, so the text pexpect matches is the
+guest's bytes exactly: secrets are redacted as bytes (a passphrase need not be UTF-8),
+and only the transcript written to disk is decoded as UTF-8.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from harness.errors import HarnessError
 
 ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 REDACTED = "[REDACTED]"
+#: How the child's output is read: one character per byte, nothing lost or replaced.
+WIRE = "latin-1"
 
 
 @dataclass(frozen=True)
@@ -55,22 +61,26 @@ class Console:
 
     child: pexpect.spawn[str]
     transcript: Path
-    secrets: Sequence[str] = ()
+    secrets: Sequence[bytes] = ()
     allowed_errors: Sequence[str] = ()
     _raw: list[str] = field(default_factory=list)
 
-    def _record(self) -> None:
-        text = ANSI.sub("", "".join(self._raw))
+    def _redact(self, text: str) -> str:
         for secret in self.secrets:
             if secret:
-                text = text.replace(secret, REDACTED)
+                text = text.replace(secret.decode(WIRE), REDACTED)
+        return text
+
+    def _record(self) -> None:
+        # Before and after the ANSI strip: a secret may hold a CR, which the strip drops.
+        text = self._redact(ANSI.sub("", self._redact("".join(self._raw))))
         self.transcript.parent.mkdir(parents=True, exist_ok=True)
-        self.transcript.write_text(text)
+        self.transcript.write_bytes(text.encode(WIRE).decode("utf-8", "replace").encode())
 
     def text(self) -> str:
         """The transcript so far, ANSI stripped, secrets redacted."""
         self._record()
-        return self.transcript.read_text()
+        return self.transcript.read_text(encoding="utf-8")
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.text().rstrip().splitlines()[-lines:])
@@ -150,13 +160,11 @@ class Console:
 def spawn(
     argv: Sequence[str],
     transcript: Path,
-    secrets: Sequence[str] = (),
+    secrets: Sequence[bytes] = (),
     allowed_errors: Sequence[str] = (),
 ) -> Console:
     """Start *argv* with its stdio on a pty and wrap it; the caller must close it."""
-    child = pexpect.spawn(
-        argv[0], list(argv[1:]), encoding="utf-8", codec_errors="replace", timeout=None, echo=False
-    )
+    child = pexpect.spawn(argv[0], list(argv[1:]), encoding=WIRE, timeout=None, echo=False)
     return Console(child, transcript, tuple(secrets), tuple(allowed_errors))
 
 

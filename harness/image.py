@@ -28,7 +28,8 @@ from typing import Any
 
 from harness import containers, cpio, run, xts
 from harness.errors import ConfigError, InfrastructureError
-from harness.files import read_input, write_private
+from harness.files import write_private
+from harness.passphrase import Passphrase
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +261,20 @@ def build_image(
     out: Path,
     cache: Path,
     builder: str,
-    passphrase_file: Path | None = None,
+    passphrase: Passphrase | None = None,
 ) -> Image:
     """Build ``out/disk.img``, ``out/image.json`` and ``out/passphrase`` (0600).
 
     Everything is made in a private directory and moved into *out* at the end, so a
-    failed build leaves the previous image (and its passphrase) as they were.
+    failed build leaves the previous image (and its passphrase) as they were. The
+    passphrase file holds exactly the bytes cryptsetup gets as its key file, which are
+    the bytes the guest owner injects.
+
+    Args:
+        passphrase: the disk passphrase (see :func:`image_passphrase`); generated if
+            not given.
     """
+    passphrase = passphrase or Passphrase.generate()
     recipe = Recipe.load(recipe_name)
     unpacked = fetch_packages(recipe, cache, builder)
     token = secrets.token_hex(8)
@@ -274,12 +282,8 @@ def build_image(
     work = Path(tempfile.mkdtemp(prefix="image-", dir=out))
     os.chmod(work, 0o700)
     try:
-        if passphrase_file is not None:
-            passphrase = read_input(passphrase_file, "passphrase").rstrip(b"\r\n")
-        else:
-            passphrase = secrets.token_urlsafe(18).encode()
         pass_path = work / "passphrase"
-        write_private({pass_path: passphrase})
+        write_private({pass_path: passphrase.value})
         kernel = _kernel(recipe, unpacked)
         _root_tree(recipe, kernel, unpacked, token, work / "root")
         fs = work / "fs.img"
@@ -304,6 +308,25 @@ def build_image(
         return Image(out / "disk.img", out / "passphrase", token, variant, metadata)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def image_passphrase(path: Path | None, secret_only: bool = False) -> Passphrase:
+    """The passphrase a new image is locked with: read from *path*, or generated.
+
+    Args:
+        secret_only: accept a passphrase GRUB's prompt cannot type (the disk then
+            unlocks only with the injected secret, never at the prompt).
+
+    Raises:
+        InputError: the passphrase file is refused (see :mod:`harness.passphrase`).
+        ConfigError: the passphrase cannot be typed and *secret_only* is not set.
+    """
+    if path is None:
+        return Passphrase.generate()
+    passphrase = Passphrase.read(path)
+    if not secret_only:
+        passphrase.require_typable()
+    return passphrase
 
 
 def parse_variant(text: str) -> LuksVariant:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness import image, qemu, scenarios
 from harness.image import Image, LuksVariant
+from harness.passphrase import Passphrase
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def run_matrix(
             firmware=firmware.path,
             expected_digest=firmware.digest,
             disk=img.disk,
-            passphrase=img.passphrase_file.read_bytes(),
+            passphrase=Passphrase.read(img.passphrase_file),
             token=img.token,
             variant=variant.value,
             workdir=workdir / case_id(name, variant),

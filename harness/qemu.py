@@ -280,7 +280,7 @@ class Guest:
 def running(
     cfg: LaunchConfig,
     transcript: Path,
-    secrets: tuple[str, ...] = (),
+    secrets: tuple[bytes, ...] = (),
     allowed_errors: tuple[str, ...] = (),
 ) -> Iterator[Guest]:
     """QEMU with the guest's console; always stopped (QMP quit, then kill) on the way out."""

@@ -29,6 +29,7 @@ from harness.files import write_private
 from harness.firmware import guids
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
+from harness.passphrase import Passphrase
 from harness.sev.measure import PlatformInfo, verify_measurement
 from harness.sev.packet import TransportKeys, build_packet
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
@@ -157,7 +158,7 @@ class Launch:
     """A launch ready to start: QEMU's configuration and what the owner did."""
 
     cfg: qemu.LaunchConfig
-    wrong: bytes
+    wrong: Passphrase
     area: MemoryBlock
     notes: list[str]
 
@@ -169,7 +170,7 @@ def prepared(
     firmware: Path,
     expected_digest: bytes,
     disk: Path,
-    passphrase: bytes,
+    passphrase: Passphrase,
     workdir: Path,
     accel: qemu.Accel,
     emulator: qemu.Qemu = qemu.SYSTEM,
@@ -193,7 +194,7 @@ def prepared(
             raise FirmwareFormatError(f"{firmware} has no secret block to inject into.")
         loaded = private / "OVMF.fd"
         loaded.write_bytes(fw_bytes)
-        wrong = ("wrong-" + random.token_urlsafe(12)).encode()
+        wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
         secret = _launch(scenario, fw_bytes, expected_digest, passphrase, wrong, private, notes)
         cfg = qemu.LaunchConfig(
             firmware=loaded,
@@ -215,7 +216,7 @@ def run_scenario(
     firmware: Path,
     expected_digest: bytes,
     disk: Path,
-    passphrase: bytes,
+    passphrase: Passphrase,
     token: str,
     variant: str,
     workdir: Path,
@@ -241,7 +242,7 @@ def run_scenario(
     ) as launch:
         notes = launch.notes
         allowed = () if not scenario.expects_prompt else FALLBACK_ERRORS
-        redact = (passphrase.decode(), launch.wrong.decode())
+        redact = (passphrase.value, launch.wrong.value)
         try:
             with qemu.running(launch.cfg, transcript, redact, allowed) as guest:
                 _drive(scenario, guest, passphrase, launch.wrong, token, timeout)
@@ -260,8 +261,8 @@ def _launch(
     scenario: Scenario,
     fw: bytes,
     expected: bytes,
-    passphrase: bytes,
-    wrong: bytes,
+    passphrase: Passphrase,
+    wrong: Passphrase,
     workdir: Path,
     notes: list[str],
 ) -> Path | None:
@@ -277,7 +278,8 @@ def _launch(
         return None
     if scenario.secret is Secret.NONE:
         return None
-    entries = [disk_passphrase_entry(passphrase if scenario.secret is Secret.GOOD else wrong)]
+    injected = passphrase if scenario.secret is Secret.GOOD else wrong
+    entries = [disk_passphrase_entry(injected.value)]
     if scenario.check_wipe:
         entries.append(SecretEntry(EXTRA_SECRET_GUID, b"harness extra secret"))
     table = parse_guid_table(fw)
@@ -292,8 +294,8 @@ def _launch(
 def _drive(
     scenario: Scenario,
     guest: qemu.Guest,
-    passphrase: bytes,
-    wrong: bytes,
+    passphrase: Passphrase,
+    wrong: Passphrase,
     token: str,
     timeout: float,
 ) -> None:
@@ -304,7 +306,7 @@ def _drive(
         return
     for typed_right in scenario.typed:
         con.expect(PROMPT, timeout, forbid=(MARKER,))
-        con.sendline((passphrase if typed_right else wrong).decode())
+        con.sendline((passphrase if typed_right else wrong).typed())
     if scenario.boots:
         m = con.expect(MARKER, timeout, forbid=(PROMPT,))
         _check_token(m.group(1), token)
@@ -321,7 +323,7 @@ def _check_token(seen: str, token: str) -> None:
 
 
 def _check_wipe(
-    guest: qemu.Guest, base: int, size: int, passphrase: bytes, workdir: Path
+    guest: qemu.Guest, base: int, size: int, passphrase: Passphrase, workdir: Path
 ) -> list[str]:
     """Read the secret page after the guest powered off and judge it like Linux would."""
     con = guest.console
@@ -334,13 +336,13 @@ def _check_wipe(
             break
         time.sleep(0.2)
     try:
-        if passphrase in page:
+        if passphrase.value in page:
             raise GuestVerdict(
                 "The passphrase is still in the secret page.", "secret left", con.tail()
             )
         table = SecretTable.parse(page)
         entry = next((e for e in table.entries if e.deleted), None)
-        if entry is None or any(entry.data) or entry.length != len(passphrase) + 1 + 20:
+        if entry is None or any(entry.data) or entry.length != len(passphrase.value) + 1 + 20:
             raise GuestVerdict(
                 "The disk passphrase entry was not wiped as Linux expects "
                 "(zero GUID and data, length kept).",

@@ -16,6 +16,7 @@ from harness.errors import ConfigError, InputError
 from harness.files import read_input, write_private
 from harness.firmware.guidtable import parse_guid_table
 from harness.firmware.summary import read_firmware
+from harness.passphrase import Passphrase
 from harness.sev.measure import LaunchMeasure, PlatformInfo, launch_digest, verify_measurement
 from harness.sev.packet import TransportKeys, build_packet
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
@@ -86,15 +87,6 @@ def parse_entry(spec: str) -> SecretEntry:
     return SecretEntry(guid, read_input(path, f"secret entry {guid}"))
 
 
-def read_passphrase(path: str) -> bytes:
-    """A passphrase file's contents without the final newline an editor adds."""
-    data = read_input(path, "passphrase")
-    data = data.removesuffix(b"\n").removesuffix(b"\r")
-    if not data:
-        raise InputError(f"The passphrase file {path} is empty.")
-    return data
-
-
 @dataclass(frozen=True)
 class SecretOutput:
     header_path: Path
@@ -120,7 +112,7 @@ def build_secret(
         FirmwareFormatError: --firmware reserves no secret block at all.
     """
     measure = LaunchMeasure.from_base64(launch_measure)
-    entries = [disk_passphrase_entry(read_passphrase(passphrase_file))]
+    entries = [disk_passphrase_entry(Passphrase.read(passphrase_file).value)]
     entries += [parse_entry(spec) for spec in extra_entries]
     area = None
     if firmware:

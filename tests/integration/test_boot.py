@@ -17,6 +17,7 @@ from harness import containers, doctor, matrix, qemu, run, scenarios, xts
 from harness.build import ovmf
 from harness.build.common import Workspace
 from harness.image import Image, LuksVariant, build_image, payload_offset, volume_key
+from harness.passphrase import Passphrase
 from tests.conftest import ROOT
 
 pytestmark = [
@@ -99,7 +100,7 @@ def test_scenario(
         firmware=firmware.firmware,
         expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
         disk=img.disk,
-        passphrase=img.passphrase_file.read_bytes(),
+        passphrase=Passphrase.read(img.passphrase_file),
         token=img.token,
         variant=variant.value,
         workdir=OUT / "boot" / f"{name}-{variant}",
@@ -129,7 +130,7 @@ def test_a_hanging_guest_times_out_cleanly(
         firmware=firmware.firmware,
         expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
         disk=img.disk,
-        passphrase=img.passphrase_file.read_bytes(),
+        passphrase=Passphrase.read(img.passphrase_file),
         token=img.token,
         variant="luks1",
         workdir=tmp_path / "boot",
@@ -158,7 +159,7 @@ def test_parallel_runs_do_not_collide(
             firmware=firmware.firmware,
             expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
             disk=img.disk,
-            passphrase=img.passphrase_file.read_bytes(),
+            passphrase=Passphrase.read(img.passphrase_file),
             token=img.token,
             variant="luks1",
             workdir=tmp_path / f"run{index}",

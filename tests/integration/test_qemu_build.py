@@ -20,6 +20,7 @@ from harness.build import ovmf
 from harness.build import qemu as qemu_build
 from harness.build.common import Workspace, digest, prepare_tree
 from harness.image import LuksVariant, build_image
+from harness.passphrase import Passphrase
 from harness.patchset import GIT_ENV, read_series
 from tests.conftest import ROOT
 
@@ -146,7 +147,7 @@ def test_passwordless_boot_with_the_built_qemu(built: qemu_build.QemuBuild, tmp_
         firmware=firmware.firmware,
         expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
         disk=img.disk,
-        passphrase=img.passphrase_file.read_bytes(),
+        passphrase=Passphrase.read(img.passphrase_file),
         token=img.token,
         variant=LuksVariant.LUKS1.value,
         workdir=tmp_path / "boot",

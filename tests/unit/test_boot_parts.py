@@ -131,7 +131,7 @@ def _child(tmp_path: Path, text: str, allowed: tuple[str, ...] = ()) -> console.
     return console.spawn(
         [sys.executable, str(script)],
         tmp_path / "console.log",
-        secrets=("hunter2",),
+        secrets=(b"hunter2",),
         allowed_errors=allowed,
     )
 
