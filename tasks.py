@@ -290,39 +290,49 @@ def nightly(
 
 sev = Collection("sev")
 
+MEASURED_BOOT_HELP = {
+    "firmware": "OVMF image the guest boots",
+    "kernel": "measured direct-boot kernel",
+    "initrd": "its initrd",
+    "append": "its command line",
+    "raw": "the firmware need not be an OVMF image (no reset-vector GUID table)",
+}
+PLATFORM_HELP = {
+    "api_major": "SEV API major version the platform reports",
+    "api_minor": "SEV API minor version",
+    "build": "SEV firmware build id",
+    "policy": "guest policy (decimal or 0x..)",
+    "allow_debug": "accept a policy without NODBG (bit 0)",
+    "min_api": "refuse a platform older than SEV API MAJOR.MINOR",
+    "min_build": "refuse a platform firmware build below N",
+}
 
-@task(
-    positional=[],
-    help={
-        "firmware": "OVMF image the guest boots",
-        "kernel": "measured direct-boot kernel",
-        "initrd": "its initrd",
-        "append": "its command line",
-    },
-)
+
+@task(positional=[], help=MEASURED_BOOT_HELP)
 @entry
 def digest(
-    c: Context, firmware: str, kernel: str = "", initrd: str = "", append: str | None = None
+    c: Context,
+    firmware: str,
+    kernel: str = "",
+    initrd: str = "",
+    append: str | None = None,
+    raw: bool = False,
 ) -> None:
     """Print the expected SEV launch digest (hex) of a firmware (+ measured kernel)."""
     from harness.sev import owner
 
-    print(owner.digest(firmware, kernel or None, initrd or None, append).hex())
+    boot = owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw)
+    print(boot.digest().hex())
 
 
 @task(
     positional=[],
     help={
+        **MEASURED_BOOT_HELP,
         "firmware": "OVMF image the guest was launched with",
         "launch_measure": "base64 from QMP query-sev-launch-measure",
         "tik": "file with the 16-byte TIK",
-        "api_major": "SEV API major version",
-        "api_minor": "SEV API minor version",
-        "build": "SEV firmware build id",
-        "policy": "guest policy (decimal or 0x..)",
-        "kernel": "measured direct-boot kernel",
-        "initrd": "its initrd",
-        "append": "its command line",
+        **PLATFORM_HELP,
     },
 )
 @entry
@@ -338,20 +348,21 @@ def verify(
     kernel: str = "",
     initrd: str = "",
     append: str | None = None,
+    raw: bool = False,
+    allow_debug: bool = False,
+    min_api: str = "",
+    min_build: str = "",
 ) -> None:
-    """Check a launch measurement against the firmware; non-zero exit on mismatch."""
+    """Check a launch's policy and measurement against the firmware; exit 1 if refused."""
     from harness.sev import owner
-    from harness.sev.measure import PlatformInfo
 
-    platform = PlatformInfo(
-        owner.parse_int(api_major, "API major version"),
-        owner.parse_int(api_minor, "API minor version"),
-        owner.parse_int(build, "build id"),
-        owner.parse_int(policy, "policy"),
+    expected = owner.expected_launch(
+        owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw),
+        None,
+        owner.platform_info(api_major, api_minor, build, policy),
+        owner.launch_rules(allow_debug, min_api, min_build),
     )
-    found = owner.verify(
-        firmware, launch_measure, tik, platform, kernel or None, initrd or None, append
-    )
+    found = owner.verify(expected, launch_measure, tik)
     print(f"measurement verified: launch digest {found.hex()}")
 
 
@@ -367,8 +378,13 @@ def verify(
         "entry": "extra secret GUID:FILE (repeatable)",
         "header_out": "where to write the 52-byte packet header (0600)",
         "secret_out": "where to write the encrypted payload (0600)",
-        "firmware": "refuse a table that does not fit this firmware's secret block",
         "base64": "write QMP-ready base64 instead of raw bytes",
+        **MEASURED_BOOT_HELP,
+        "firmware": "OVMF image the guest was launched with (verified; its secret block "
+        "must hold the table)",
+        "manifest": "verify against this build manifest's launch digest instead",
+        **PLATFORM_HELP,
+        "no_verify": "build the packet without checking the measurement (warns)",
     },
 )
 @entry
@@ -383,12 +399,33 @@ def secret(
     tiktek: str = "",
     entry: list[str] | None = None,
     firmware: str = "",
+    manifest: str = "",
     base64: bool = False,
+    api_major: str = "",
+    api_minor: str = "",
+    build: str = "",
+    policy: str = "",
+    kernel: str = "",
+    initrd: str = "",
+    append: str | None = None,
+    raw: bool = False,
+    allow_debug: bool = False,
+    min_api: str = "",
+    min_build: str = "",
+    no_verify: bool = False,
 ) -> None:
-    """Build the encrypted LAUNCH_SECRET packet carrying the disk passphrase."""
+    """Verify the launch, then build the encrypted LAUNCH_SECRET packet with the passphrase."""
     from harness.sev import owner
 
     keys = owner.load_keys(tek or None, tik or None, tiktek or None)
+    expected = None
+    if not no_verify:
+        expected = owner.expected_launch(
+            owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw),
+            manifest or None,
+            owner.platform_info(api_major, api_minor, build, policy),
+            owner.launch_rules(allow_debug, min_api, min_build),
+        )
     out = owner.build_secret(
         keys,
         launch_measure,
@@ -398,6 +435,7 @@ def secret(
         secret_out,
         firmware or None,
         base64,
+        expected,
     )
     print(
         f"wrote {out.header_path} and {out.secret_path} "

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from harness.errors import ConfigError, FirmwareFormatError, InputError, VerificationError
 from harness.firmware import guids
 from harness.firmware.guidtable import parse_guid_table
+from harness.sev.policy import LaunchRules
 
 MEASUREMENT_CONTEXT = 0x04
 MNONCE_SIZE = 16
 MEASUREMENT_SIZE = 32
 TIK_SIZE = 16
+#: The owner's default: a guest that cannot be debugged, on any platform version.
+STRICT = LaunchRules()
 
 #: ``SEV_HASH_TABLE { GUID Guid; UINT16 Len; SEV_HASH_TABLE_ENTRY Entries[]; }``
 HASH_TABLE_HEADER = struct.Struct("<16sH")
@@ -159,14 +162,24 @@ def measurement(tik: bytes, platform: PlatformInfo, digest: bytes, mnonce: bytes
 
 
 def verify_measurement(
-    tik: bytes, platform: PlatformInfo, digest: bytes, measure: LaunchMeasure
+    tik: bytes,
+    platform: PlatformInfo,
+    digest: bytes,
+    measure: LaunchMeasure,
+    rules: LaunchRules = STRICT,
 ) -> None:
-    """Check that *measure* attests *digest* under *platform*.
+    """Check that *platform* is one the owner accepts and *measure* attests *digest* on it.
+
+    The policy and platform are judged first (*rules*: NODBG unless debugging is allowed,
+    no reserved bits, no SEV-ES, minimum API and build); the measurement then proves
+    that the platform really launched with them.
 
     Raises:
-        VerificationError: the measurement does not match; the guest must not get a
-            secret.
+        ConfigError: the policy sets a reserved bit or ES.
+        VerificationError: *rules* refuse the policy or platform, or the measurement
+            does not match; either way the guest must not get a secret.
     """
+    rules.check(platform.policy, (platform.api_major, platform.api_minor), platform.build)
     expected = measurement(tik, platform, digest, measure.mnonce)
     if not hmac.compare_digest(expected, measure.measurement):
         raise VerificationError(

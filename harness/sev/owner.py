@@ -7,31 +7,59 @@ return what the task prints; the crypto is in measure, secret and packet.
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ConfigError, InputError
+from harness.errors import ConfigError, FirmwareFormatError, InputError
 from harness.files import read_input, write_private
 from harness.firmware.guidtable import parse_guid_table
 from harness.firmware.summary import read_firmware
 from harness.passphrase import Passphrase
 from harness.sev.measure import LaunchMeasure, PlatformInfo, launch_digest, verify_measurement
 from harness.sev.packet import TransportKeys, build_packet
+from harness.sev.policy import LaunchRules, parse_version
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
 
+log = logging.getLogger(__name__)
 
-def digest(
-    firmware: str, kernel: str | None = None, initrd: str | None = None, append: str | None = None
-) -> bytes:
-    """The expected SEV launch digest for booting *firmware* (and a measured kernel)."""
-    return launch_digest(
-        read_firmware(Path(firmware)),
-        kernel=read_input(kernel, "kernel") if kernel else None,
-        initrd=read_input(initrd, "initrd") if initrd else None,
-        cmdline=append,
-    )
+
+@dataclass(frozen=True)
+class MeasuredBoot:
+    """What the guest is launched with, as the owner names it: firmware, measured kernel.
+
+    Attributes:
+        raw: the firmware file need not be an OVMF image (no reset-vector GUID table).
+    """
+
+    firmware: str
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    raw: bool = False
+
+    def digest(self) -> bytes:
+        """The expected SEV launch digest.
+
+        Raises:
+            FirmwareFormatError: not an OVMF image (without *raw*), or no hash table
+                block for a measured kernel.
+        """
+        image = read_firmware(Path(self.firmware))
+        if not self.raw and parse_guid_table(image) is None:
+            raise FirmwareFormatError(
+                f"{self.firmware} is not an OVMF image: it has no reset-vector GUID table.",
+                hint="--raw digests the file as it is, if that is what you mean",
+            )
+        return launch_digest(
+            image,
+            kernel=read_input(self.kernel, "kernel") if self.kernel else None,
+            initrd=read_input(self.initrd, "initrd") if self.initrd else None,
+            cmdline=self.append,
+        )
 
 
 def parse_int(text: str, what: str) -> int:
@@ -42,24 +70,100 @@ def parse_int(text: str, what: str) -> int:
         raise ConfigError(f"The {what} {text!r} is not a number.") from err
 
 
-def verify(
-    firmware: str,
-    launch_measure: str,
-    tik: str,
-    platform: PlatformInfo,
-    kernel: str | None = None,
-    initrd: str | None = None,
-    append: str | None = None,
-) -> bytes:
-    """Recompute the measurement for *firmware* and compare; return the digest on success.
+def platform_info(api_major: str, api_minor: str, build: str, policy: str) -> PlatformInfo:
+    """The platform's report as typed on the command line (decimal or 0x..).
 
     Raises:
-        VerificationError: it does not match.
+        ConfigError: a field is missing or not a number.
     """
-    measure = LaunchMeasure.from_base64(launch_measure)
-    expected = digest(firmware, kernel, initrd, append)
-    verify_measurement(read_input(tik, "TIK"), platform, expected, measure)
-    return expected
+    given = {"api-major": api_major, "api-minor": api_minor, "build": build, "policy": policy}
+    if missing := [f"--{name}" for name, value in given.items() if not value]:
+        raise ConfigError(
+            f"The launch is verified against the platform's report: {', '.join(missing)} "
+            "missing (or --no-verify to skip the check)."
+        )
+    return PlatformInfo(
+        parse_int(api_major, "API major version"),
+        parse_int(api_minor, "API minor version"),
+        parse_int(build, "build id"),
+        parse_int(policy, "policy"),
+    )
+
+
+def launch_rules(allow_debug: bool, min_api: str, min_build: str) -> LaunchRules:
+    """--allow-debug, --min-api MAJOR.MINOR and --min-build N as rules."""
+    return LaunchRules(
+        allow_debug=allow_debug,
+        min_api=parse_version(min_api) if min_api else (0, 0),
+        min_build=parse_int(min_build, "minimum build") if min_build else 0,
+    )
+
+
+def manifest_digest(path: str | Path) -> bytes:
+    """The launch digest ``./inv build-ovmf`` recorded in a manifest.json.
+
+    Raises:
+        InputError: missing, not JSON, or without output.sev_launch_digest.
+    """
+    text = read_input(path, "build manifest")
+    try:
+        return bytes.fromhex(json.loads(text)["output"]["sev_launch_digest"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path} has no valid output.sev_launch_digest.") from err
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the owner verifies of a launch before it hands out anything."""
+
+    digest: bytes
+    platform: PlatformInfo
+    rules: LaunchRules
+
+    def verify(self, tik: bytes, launch_measure: str) -> None:
+        """The rules, then the measurement (the same check for sev.verify and sev.secret).
+
+        Raises:
+            ConfigError: the policy sets a reserved bit or ES.
+            VerificationError: the rules refuse the launch, or the measurement does not
+                match.
+        """
+        measure = LaunchMeasure.from_base64(launch_measure)
+        verify_measurement(tik, self.platform, self.digest, measure, self.rules)
+
+
+def expected_launch(
+    boot: MeasuredBoot, manifest: str | None, platform: PlatformInfo, rules: LaunchRules
+) -> Expected:
+    """The expected launch: the digest of *boot*, or the one a build *manifest* records.
+
+    Raises:
+        ConfigError: neither a firmware nor a manifest, or a measured kernel with a
+            manifest (which records the firmware's digest alone).
+    """
+    if manifest:
+        if boot.kernel or boot.initrd or boot.append is not None:
+            raise ConfigError(
+                "A build manifest records the firmware's digest alone; a measured kernel "
+                "needs --firmware."
+            )
+        return Expected(manifest_digest(manifest), platform, rules)
+    if not boot.firmware:
+        raise ConfigError(
+            "The launch measurement is checked first: give --firmware or --manifest "
+            "(or --no-verify to skip the check)."
+        )
+    return Expected(boot.digest(), platform, rules)
+
+
+def verify(expected: Expected, launch_measure: str, tik: str) -> bytes:
+    """Check a launch against *expected*; return the digest on success.
+
+    Raises:
+        VerificationError: refused or not matching.
+    """
+    expected.verify(read_input(tik, "TIK"), launch_measure)
+    return expected.digest
 
 
 def load_keys(tek: str | None, tik: str | None, tiktek: str | None) -> TransportKeys:
@@ -104,14 +208,23 @@ def build_secret(
     secret_out: str,
     firmware: str | None = None,
     as_base64: bool = False,
+    expected: Expected | None = None,
 ) -> SecretOutput:
-    """Build, encrypt and MAC the secret table; write header and payload 0600.
+    """Verify the launch, then build, encrypt and MAC the secret table; write header and
+    payload 0600. Nothing is written when the launch does not verify.
+
+    Args:
+        expected: the launch to verify first; None (``--no-verify``) skips the check
+            with a warning.
 
     Raises:
+        VerificationError: the launch is refused or its measurement does not match.
         SecretFormatError: the table does not fit the firmware's secret block.
         FirmwareFormatError: --firmware reserves no secret block at all.
     """
     measure = LaunchMeasure.from_base64(launch_measure)
+    if expected is not None:
+        expected.verify(keys.tik, launch_measure)
     entries = [disk_passphrase_entry(Passphrase.read(passphrase_file).value)]
     entries += [parse_entry(spec) for spec in extra_entries]
     area = None
@@ -132,6 +245,11 @@ def build_secret(
     out = SecretOutput(Path(header_out), Path(secret_out), len(plain), len(entries))
     if out.header_path.resolve() == out.secret_path.resolve():
         raise ConfigError("--header-out and --secret-out name the same file.")
+    if expected is None:
+        log.warning(
+            "warning: --no-verify: the launch measurement was not checked, so this secret "
+            "goes to whatever the host launched"
+        )
     write_private({out.header_path: header, out.secret_path: payload})
     return out
 

@@ -7,6 +7,8 @@ secure element; secret packets are opened again with the harness's own packet co
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -155,8 +157,10 @@ def test_digest_initrd_without_kernel_is_a_config_error(tmp_path: Path) -> None:
 # --- sev.verify ----------------------------------------------------------------------
 
 
-def simulated_measure(firmware: bytes, kernel: bool = False) -> str:
-    psp = SimulatedSecureElement(KEYS, PLATFORM)
+def simulated_measure(
+    firmware: bytes, kernel: bool = False, platform: PlatformInfo = PLATFORM
+) -> str:
+    psp = SimulatedSecureElement(KEYS, platform)
     psp.launch_update_data(firmware)
     if kernel:
         psp.launch_update_kernel_hashes(KERNEL, INITRD, CMDLINE)
@@ -224,6 +228,70 @@ def test_verify_bad_launch_measure_is_an_input_error(tik_file: Path) -> None:
     assert_clean_error(verify(TAIL, short, tik_file), 2)
 
 
+def test_verify_refuses_a_debuggable_guest_unless_allowed(
+    amdsev_tail: bytes, tik_file: Path
+) -> None:
+    debuggable = PlatformInfo(1, 40, 40, 0x2)  # NOKS without NODBG
+    measure = simulated_measure(amdsev_tail, platform=debuggable)
+    args = ["--firmware", TAIL, "--launch-measure", measure, "--tik", str(tik_file)]
+    platform = ["--api-major", "1", "--api-minor", "40", "--build", "40", "--policy", "0x2"]
+    first = assert_clean_error(inv("sev.verify", *args, *platform), 1)
+    assert "lacks bit 0 (NODBG)" in first
+    ok = inv("sev.verify", *args, *platform, "--allow-debug")
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(
+    ("policy", "words"),
+    [("0x41", "reserved bit 6"), ("0x8001", "reserved bit 15"), ("0x5", "SEV-ES needs the VMSA")],
+)
+def test_verify_refuses_reserved_bits_and_es(
+    amdsev_tail: bytes, tik_file: Path, policy: str, words: str
+) -> None:
+    args = [a if a != "0x3" else policy for a in PLATFORM_ARGS]
+    proc = inv(
+        "sev.verify", "--firmware", TAIL, "--launch-measure", simulated_measure(amdsev_tail),
+        "--tik", str(tik_file), *args, "--allow-debug",
+    )  # fmt: skip
+    assert words in assert_clean_error(proc, 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--min-api", "1.41"], "SEV API 1.40, older than the required 1.41"),
+        (["--min-api", "2.0"], "older than the required 2.0"),
+        (["--min-build", "41"], "build 40 is older than the required 41"),
+    ],
+)
+def test_verify_refuses_an_older_platform(
+    amdsev_tail: bytes, tik_file: Path, extra: list[str], words: str
+) -> None:
+    measure = simulated_measure(amdsev_tail)
+    assert words in assert_clean_error(verify(TAIL, measure, tik_file, *extra), 1)
+    ok = verify(TAIL, measure, tik_file, "--min-api", "1.40", "--min-build", "40")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_verify_bad_min_api_is_an_input_error(amdsev_tail: bytes, tik_file: Path) -> None:
+    measure = simulated_measure(amdsev_tail)
+    assert "MAJOR.MINOR" in assert_clean_error(verify(TAIL, measure, tik_file, "--min-api", "1"), 2)
+
+
+def test_digest_and_verify_refuse_a_file_that_is_not_ovmf(tmp_path: Path, tik_file: Path) -> None:
+    text = tmp_path / "hostname"
+    text.write_bytes(b"myhost\n")
+    first = assert_clean_error(inv("sev.digest", "--firmware", str(text)), 2)
+    assert first == f"error: {text} is not an OVMF image: it has no reset-vector GUID table."
+    raw = inv("sev.digest", "--firmware", str(text), "--raw")
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.strip() == hashlib.sha256(b"myhost\n").hexdigest()
+    measure = simulated_measure(b"myhost\n")
+    assert "not an OVMF image" in assert_clean_error(verify(str(text), measure, tik_file), 2)
+    ok = verify(str(text), measure, tik_file, "--raw")
+    assert ok.returncode == 0, ok.stderr
+
+
 # --- sev.secret ----------------------------------------------------------------------
 
 
@@ -243,21 +311,31 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
-def secret(tmp_path: Path, keys: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
+def secret(
+    tmp_path: Path,
+    keys: list[str],
+    *extra: str,
+    measure: str = MEASURE_B64,
+    check: tuple[str, ...] = ("--no-verify",),
+) -> subprocess.CompletedProcess[str]:
+    """sev.secret; without *check* (the verification options) it runs with --no-verify."""
     proc = inv(
         "sev.secret",
-        "--launch-measure", MEASURE_B64,
+        "--launch-measure", measure,
         "--passphrase-file", str(tmp_path / "passphrase.txt"),
         "--header-out", str(tmp_path / "out" / "header.bin"),
         "--secret-out", str(tmp_path / "out" / "secret.bin"),
         *keys,
+        *check,
         *extra,
     )  # fmt: skip
     assert PASSPHRASE not in proc.stdout + proc.stderr
     return proc
 
 
-def opened(tmp_path: Path, as_base64: bool = False) -> SecretTable:
+def opened(
+    tmp_path: Path, as_base64: bool = False, measurement: bytes = bytes(range(32))
+) -> SecretTable:
     header_path, secret_path = tmp_path / "out" / "header.bin", tmp_path / "out" / "secret.bin"
     assert mode(header_path) == 0o600
     assert mode(secret_path) == 0o600
@@ -266,7 +344,7 @@ def opened(tmp_path: Path, as_base64: bool = False) -> SecretTable:
         header = base64.b64decode(header, validate=True)
         payload = base64.b64decode(payload, validate=True)
     assert len(header) == 52
-    plain = open_packet(LaunchSecret.parse(header, payload), KEYS, bytes(range(32)))
+    plain = open_packet(LaunchSecret.parse(header, payload), KEYS, measurement)
     return SecretTable.parse(plain)
 
 
@@ -392,6 +470,7 @@ def test_secret_header_and_secret_in_one_file_is_refused(
         "--header-out", str(out / "packet.bin"),
         "--secret-out", f"{out}/./packet.bin",  # the same file, spelt differently
         *key_args(inputs, "tiktek"),
+        "--no-verify",
     )  # fmt: skip
     assert_clean_error(proc, 2)
     assert list(out.iterdir()) == []
@@ -439,3 +518,91 @@ def test_help_after_a_task_writes_nothing(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0 and "Usage:" in proc.stdout, (task, proc.stderr)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- sev.secret verifies the launch first --------------------------------------------
+
+
+def verified_secret(
+    tmp_path: Path, inputs: dict[str, Path], measure: str, *check: str
+) -> subprocess.CompletedProcess[str]:
+    return secret(
+        tmp_path, key_args(inputs, "tek-tik"), measure=measure, check=(*check, *PLATFORM_ARGS)
+    )
+
+
+def test_secret_verifies_the_firmware_before_building(
+    tmp_path: Path, inputs: dict[str, Path], amdsev_tail: bytes
+) -> None:
+    out_dir(tmp_path)
+    measure = simulated_measure(amdsev_tail)
+    proc = verified_secret(tmp_path, inputs, measure, "--firmware", TAIL)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr
+    table = opened(tmp_path, measurement=LaunchMeasure.from_base64(measure).measurement)
+    assert table.entries[0].data == PASSPHRASE.encode() + b"\0"
+
+
+def test_secret_writes_nothing_when_the_measurement_does_not_match(
+    tmp_path: Path, inputs: dict[str, Path], amdsev_tail: bytes
+) -> None:
+    out = out_dir(tmp_path)
+    changed = bytearray(amdsev_tail)
+    changed[0x200] ^= 0x01
+    measure = simulated_measure(bytes(changed))  # the host launched other firmware
+    first = assert_clean_error(verified_secret(tmp_path, inputs, measure, "--firmware", TAIL), 1)
+    assert "does not match" in first
+    assert list(out.iterdir()) == []
+
+
+def test_secret_refuses_a_debuggable_launch(
+    tmp_path: Path, inputs: dict[str, Path], amdsev_tail: bytes
+) -> None:
+    out = out_dir(tmp_path)
+    measure = simulated_measure(amdsev_tail, platform=PlatformInfo(1, 40, 40, 0x2))
+    proc = secret(
+        tmp_path, key_args(inputs, "tek-tik"), measure=measure,
+        check=("--firmware", TAIL, *[a if a != "0x3" else "0x2" for a in PLATFORM_ARGS]),
+    )  # fmt: skip
+    assert "NODBG" in assert_clean_error(proc, 1)
+    assert list(out.iterdir()) == []
+
+
+def test_secret_against_the_build_manifest(
+    tmp_path: Path, inputs: dict[str, Path], amdsev_tail: bytes
+) -> None:
+    out = out_dir(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    digest = hashlib.sha256(amdsev_tail).hexdigest()
+    manifest.write_text(json.dumps({"output": {"sev_launch_digest": digest}}))
+    measure = simulated_measure(amdsev_tail)
+    ok = verified_secret(tmp_path, inputs, measure, "--manifest", str(manifest))
+    assert ok.returncode == 0, ok.stderr
+    for name in ("header.bin", "secret.bin"):
+        (out / name).unlink()
+    manifest.write_text(json.dumps({"output": {"sev_launch_digest": "00" * 32}}))
+    assert_clean_error(verified_secret(tmp_path, inputs, measure, "--manifest", str(manifest)), 1)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("check", "words"),
+    [
+        (tuple(PLATFORM_ARGS), "give --firmware or --manifest"),
+        (("--firmware", TAIL, *PLATFORM_ARGS[:-2]), "--policy missing"),
+    ],
+)
+def test_secret_without_what_it_verifies_against_is_an_input_error(
+    tmp_path: Path, inputs: dict[str, Path], check: tuple[str, ...], words: str
+) -> None:
+    out = out_dir(tmp_path)
+    first = assert_clean_error(secret(tmp_path, key_args(inputs, "tek-tik"), check=check), 2)
+    assert words in first and "--no-verify" in first
+    assert list(out.iterdir()) == []
+
+
+def test_secret_no_verify_warns(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    out_dir(tmp_path)
+    proc = secret(tmp_path, key_args(inputs, "tek-tik"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("warning: --no-verify: the launch measurement was not checked")

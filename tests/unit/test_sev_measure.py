@@ -29,6 +29,7 @@ from harness.sev.measure import (
     verify_measurement,
 )
 from harness.sev.owner import parse_int
+from harness.sev.policy import LaunchRules
 
 # sevctl measurement build, vector M1 (--launch-digest).
 M_TIK = bytes.fromhex("3569cf61a32a602b87185ac6e0f55913")
@@ -52,6 +53,8 @@ SEV_DIGEST = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495
 SEV_MNONCE = bytes.fromhex("4fbe0bedbad6c86ae8f68971d103e554")
 SEV_MEASURE = bytes.fromhex("6faab2daae389bcd3405a05d6cafe33c0414f7bedd0bae19ba5f38b7fd1664ea")
 SEV_PLATFORM = PlatformInfo(0x00, 0x12, 0x0F, 0)
+#: The sev crate's vector launches with policy 0 (debuggable).
+DEBUG_OK = LaunchRules(allow_debug=True)
 
 # sevctl's fake kernel, initrd and command line, and the table sevctl.md derives for them.
 FAKE_KERNEL = b"fake vmlinuz\n"
@@ -100,7 +103,11 @@ def test_sevctl_m1_verifies_and_decodes() -> None:
 def test_sev_crate_verify_vector() -> None:
     assert hashlib.sha256(b"").digest() == SEV_DIGEST
     assert measurement(SEV_TIK, SEV_PLATFORM, SEV_DIGEST, SEV_MNONCE) == SEV_MEASURE
-    verify_measurement(SEV_TIK, SEV_PLATFORM, SEV_DIGEST, LaunchMeasure(SEV_MEASURE, SEV_MNONCE))
+    measure = LaunchMeasure(SEV_MEASURE, SEV_MNONCE)
+    verify_measurement(SEV_TIK, SEV_PLATFORM, SEV_DIGEST, measure, DEBUG_OK)
+    # Its policy is 0: a debuggable guest, which the owner refuses unless told otherwise.
+    with pytest.raises(VerificationError, match="NODBG"):
+        verify_measurement(SEV_TIK, SEV_PLATFORM, SEV_DIGEST, measure)
 
 
 Case = tuple[bytes, PlatformInfo, bytes, LaunchMeasure]
@@ -131,14 +138,14 @@ WRONG: dict[str, Case] = {
 
 
 def test_unchanged_sev_case_verifies() -> None:
-    verify_measurement(*sev_case())
+    verify_measurement(*sev_case(), DEBUG_OK)
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
 def test_verify_refuses_any_changed_input(name: str) -> None:
     tik, platform, digest, measure = WRONG[name]
     with pytest.raises(VerificationError):
-        verify_measurement(tik, platform, digest, measure)
+        verify_measurement(tik, platform, digest, measure, DEBUG_OK)
 
 
 # --- input validation ----------------------------------------------------------------

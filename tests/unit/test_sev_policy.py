@@ -1,0 +1,84 @@
+"""The guest policy and the owner's launch rules: what is refused, and the sentence saying why."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import ConfigError, VerificationError
+from harness.sev.measure import LaunchMeasure, PlatformInfo, measurement, verify_measurement
+from harness.sev.policy import GuestPolicy, LaunchRules, PolicyFlag, parse_version
+
+TIK = bytes(range(16))
+DIGEST = bytes(range(32))
+NONCE = bytes(16)
+
+
+def measured(platform: PlatformInfo) -> LaunchMeasure:
+    return LaunchMeasure(measurement(TIK, platform, DIGEST, NONCE), NONCE)
+
+
+def test_policy_fields_follow_the_sev_api_layout() -> None:
+    policy = GuestPolicy.parse(0x3101_0033)
+    assert policy.flags == PolicyFlag.NODBG | PolicyFlag.NOKS | PolicyFlag.DOMAIN | PolicyFlag.SEV
+    assert (policy.api_major, policy.api_minor) == (0x01, 0x31)
+    assert policy.value == 0x3101_0033
+    assert [f.value for f in PolicyFlag] == [1, 2, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize(("value", "bits"), [(1 << 6, "bit 6"), (0x8041, "bits 6, 15")])
+def test_reserved_bits_are_refused_by_number(value: int, bits: str) -> None:
+    with pytest.raises(ConfigError, match=f"reserved {bits};"):
+        GuestPolicy.parse(value)
+    with pytest.raises(ConfigError, match="reserved"):
+        LaunchRules().check(value, (1, 55), 0)
+
+
+@pytest.mark.parametrize("value", [-1, 1 << 32])
+def test_policy_out_of_range(value: int) -> None:
+    with pytest.raises(ConfigError, match="32 bits"):
+        GuestPolicy.parse(value)
+
+
+@pytest.mark.parametrize("policy", [0x0, 0x2, 0x3A, 0x0130_0000])
+def test_debuggable_guest_is_refused(policy: int) -> None:
+    with pytest.raises(VerificationError, match=r"lacks bit 0 \(NODBG\)"):
+        LaunchRules().check(policy, (1, 55), 0)
+    LaunchRules(allow_debug=True).check(policy, (1, 55), 0)
+
+
+def test_es_is_refused_until_vmsa_digests_exist() -> None:
+    for rules in (LaunchRules(), LaunchRules(allow_debug=True)):
+        with pytest.raises(ConfigError, match="SEV-ES needs the VMSA digest"):
+            rules.check(0x5, (1, 55), 0)
+
+
+def test_older_platforms_are_refused() -> None:
+    rules = LaunchRules(min_api=(1, 49), min_build=6)
+    rules.check(0x1, (1, 49), 6)
+    rules.check(0x1, (2, 0), 0x20)
+    with pytest.raises(VerificationError, match=r"SEV API 1\.48, older than the required 1\.49"):
+        rules.check(0x1, (1, 48), 99)
+    with pytest.raises(VerificationError, match="build 5 is older than the required 6"):
+        rules.check(0x1, (1, 55), 5)
+
+
+@pytest.mark.parametrize("text", ["1", "1.", ".4", "a.b", "1.4.9", "-1.2", ""])
+def test_min_api_must_be_major_dot_minor(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"MAJOR\.MINOR"):
+        parse_version(text)
+
+
+def test_parse_version() -> None:
+    assert parse_version("1.49") == (1, 49)
+
+
+def test_verify_measurement_judges_the_policy_before_the_mac() -> None:
+    debuggable = PlatformInfo(1, 55, 0, 0x2)
+    measure = measured(debuggable)  # a genuine measurement of a debuggable launch
+    with pytest.raises(VerificationError, match="NODBG"):
+        verify_measurement(TIK, debuggable, DIGEST, measure)
+    verify_measurement(TIK, debuggable, DIGEST, measure, LaunchRules(allow_debug=True))
+    good = PlatformInfo(1, 55, 0, 0x1)
+    verify_measurement(TIK, good, DIGEST, measured(good))
+    with pytest.raises(VerificationError, match="older"):
+        verify_measurement(TIK, good, DIGEST, measured(good), LaunchRules(min_build=1))
