@@ -26,6 +26,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from harness.errors import InputError, SecretFormatError, VerificationError
 
 HEADER = struct.Struct("<I16s32s")
+#: The only FLAGS value accepted: the SEV API reserves the other bits, and COMPRESSED
+#: (bit 0) is not a format this harness builds or reads.
+FLAGS = 0
 MAC_CONTEXT = 0x01
 KEY_SIZE = 16
 IV_SIZE = 16
@@ -86,7 +89,21 @@ class LaunchSecret:
                 f"{len(payload)}."
             )
         flags, iv, mac = HEADER.unpack(header)
+        check_flags(flags)
         return cls(flags, iv, mac, payload)
+
+
+def check_flags(flags: int) -> None:
+    """Refuse any FLAGS but 0.
+
+    Raises:
+        SecretFormatError: naming the flags.
+    """
+    if flags != FLAGS:
+        raise SecretFormatError(
+            f"The launch secret header sets FLAGS {flags:#x}; only 0 is accepted (the SEV "
+            "API reserves the bits, and COMPRESSED is not built here)."
+        )
 
 
 def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
@@ -106,7 +123,6 @@ def build_packet(
     measurement: bytes,
     *,
     iv: bytes | None = None,
-    flags: int = 0,
 ) -> LaunchSecret:
     """Encrypt and MAC a padded secret table for this launch.
 
@@ -119,14 +135,12 @@ def build_packet(
         raise SecretFormatError("The secret table must be padded to a multiple of 16 bytes.")
     if len(measurement) != 32:
         raise InputError("The launch measurement must be 32 bytes.")
-    if not 0 <= flags <= 0xFFFFFFFF:
-        raise InputError(f"The packet flags must fit in 32 bits, not {flags:#x}.")
     iv = os.urandom(IV_SIZE) if iv is None else iv
     if len(iv) != IV_SIZE:
         raise InputError("The IV must be 16 bytes.")
     ciphertext = _ctr(keys.tek, iv, table)
     return LaunchSecret(
-        flags, iv, packet_mac(keys.tik, flags, iv, ciphertext, measurement), ciphertext
+        FLAGS, iv, packet_mac(keys.tik, FLAGS, iv, ciphertext, measurement), ciphertext
     )
 
 
@@ -134,9 +148,11 @@ def open_packet(packet: LaunchSecret, keys: TransportKeys, measurement: bytes) -
     """Check the packet's MAC against *measurement*, then decrypt it.
 
     Raises:
+        SecretFormatError: FLAGS other than 0.
         VerificationError: the MAC does not match (wrong keys, another launch's
             measurement, or a tampered header or payload).
     """
+    check_flags(packet.flags)
     expected = packet_mac(keys.tik, packet.flags, packet.iv, packet.payload, measurement)
     if not hmac.compare_digest(expected, packet.mac):
         raise VerificationError("The launch secret's MAC does not verify; it was not injected.")
