@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness import console, doctor, image, qemu, scenarios
+from harness import console, containers, doctor, image, matrix, qemu, scenarios
 from harness.build import qemu as qemu_build
 from harness.errors import ConfigError, InputError
 from harness.passphrase import Passphrase
+from harness.verdicts import Host
 
 OUT = Path("out").resolve()
 
@@ -63,7 +64,15 @@ def boot(
 ) -> scenarios.Result | None:
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
+    scenario = scenarios.SCENARIOS[name]
     disk, pass_file, meta = image.load(image_dir)
+    recipe = meta.get("recipe", "minimal")
+    if recipe != scenario.recipe:
+        raise ConfigError(
+            f"{name} boots an image of the {scenario.recipe} recipe; {image_dir} holds "
+            f"one of the {recipe} recipe.",
+            hint=f"./inv build-image --recipe {scenario.recipe} --out DIR, then --image DIR",
+        )
     accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF, emulator)
     common: dict[str, Any] = {
         "firmware": firmware.resolve(),
@@ -73,8 +82,8 @@ def boot(
         "workdir": OUT / "boot" / f"{name}-{meta['luks']}",
         "accel": accel,
         "emulator": emulator,
+        "host_disk": _host_disk() if scenario.host is Host.FOREIGN_DISK else None,
     }
-    scenario = scenarios.SCENARIOS[name]
     if not interactive:
         return scenarios.run_scenario(scenario, token=meta["token"], variant=meta["luks"], **common)
     # The same launch as the scenario (secret injected or not), then the terminal
@@ -85,6 +94,19 @@ def boot(
         print("serial console follows; Ctrl-] leaves")
         console.interact(launch.cfg.argv())
     return None
+
+
+def _host_disk() -> scenarios.HostDisk:
+    """A fresh disk of the hostile host's own (its passphrase and grub.cfg)."""
+    builder = containers.ensure_builder("bookworm")
+    img = image.build_image(
+        matrix.HOST_RECIPE,
+        matrix.HOST_VARIANT,
+        OUT / "boot" / matrix.HOST_RECIPE,
+        OUT / "cache" / "images",
+        builder.tag,
+    )
+    return scenarios.HostDisk(img.disk, Passphrase.read(img.passphrase_file))
 
 
 def render(result: scenarios.Result) -> str:

@@ -14,7 +14,7 @@ and only the transcript written to disk is decoded as UTF-8.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +24,16 @@ from harness.errors import HarnessError
 
 ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 REDACTED = "[REDACTED]"
+#: How long the final rescan waits for output still on its way (a guest powering off).
+DRAIN_TIMEOUT = 1.0
 #: How the child's output is read: one character per byte, nothing lost or replaced.
 WIRE = "latin-1"
+
+
+#: What pexpect's expect takes in its list.
+_Pattern = (
+    re.Pattern[str] | re.Pattern[bytes] | str | bytes | type[pexpect.EOF] | type[pexpect.TIMEOUT]
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,13 @@ FAILURES: tuple[FailurePattern, ...] = (
     FailurePattern("kernel panic", r"Kernel panic - not syncing"),
     FailurePattern("edk2 ASSERT", r"ASSERT [^\n]*\.c\(\d+\)"),
     FailurePattern("Security Violation", r"Security Violation"),
+    FailurePattern("GRUB rescue shell", r"Entering rescue mode|grub rescue>"),
+    FailurePattern("out of memory", r"Out of memory: Kill|Out of Resources"),
+    FailurePattern(
+        "QEMU failure",
+        r"qemu-system-x86_64: (?!terminating on signal)"
+        r"[^\n]*(?:[Aa]ssert|[Aa]bort|[Ee]rror|[Ff]atal)",
+    ),
 )
 
 
@@ -88,49 +103,75 @@ class Console:
     def expect(self, wanted: str, timeout: float, forbid: Sequence[str] = ()) -> re.Match[str]:
         """Wait for *wanted*; fail on a failure pattern, a forbidden pattern, EOF or timeout.
 
-        GRUB ``error:`` lines are checked after each wait against ``allowed_errors``
-        (GRUB wraps long lines, so an error and the lines after it are searched together).
+        Raises:
+            GuestVerdict: naming what happened instead.
+        """
+        return self.expect_any({"wanted": wanted}, timeout, forbid)[1]
+
+    def expect_any(
+        self, wanted: Mapping[str, str], timeout: float, forbid: Sequence[str] = ()
+    ) -> tuple[str, re.Match[str]]:
+        """Wait for any of *wanted* (name -> pattern); return the name and the match.
+
+        Fails on a failure pattern, a forbidden pattern, EOF or timeout. GRUB ``error:``
+        lines are checked after each wait against ``allowed_errors`` (GRUB wraps long
+        lines, so an error and the lines after it are searched together).
 
         Raises:
             GuestVerdict: naming what happened instead.
         """
         watch = [(f.name, f.pattern) for f in FAILURES]
         watch += [(f"forbidden: {p}", p) for p in forbid]
-        patterns: list[
-            re.Pattern[str]
-            | re.Pattern[bytes]
-            | str
-            | bytes
-            | type[pexpect.EOF]
-            | type[pexpect.TIMEOUT]
-        ] = [
-            wanted,
+        names = list(wanted)
+        patterns: list[_Pattern] = [
+            *wanted.values(),
             *(p for _, p in watch),
             pexpect.EOF,
             pexpect.TIMEOUT,
         ]
         index = self.child.expect(patterns, timeout=timeout)
-        after = self.child.after if isinstance(self.child.after, str) else ""
+        self._take(self.child.after if isinstance(self.child.after, str) else "")
+        what = " or ".join(repr(p) for p in wanted.values())
+        if index < len(names):
+            match = self.child.match
+            assert isinstance(match, re.Match)
+            return names[index], match
+        if index < len(names) + len(watch):
+            name = watch[index - len(names)][0]
+            raise GuestVerdict(
+                f"The guest showed {name} while waiting for {what}.", name, self.tail()
+            )
+        if index == len(patterns) - 2:
+            raise GuestVerdict(f"The guest exited while waiting for {what}.", "exited", self.tail())
+        raise GuestVerdict(f"Nothing matching {what} within {timeout:g} s.", "timeout", self.tail())
+
+    def _take(self, after: str) -> None:
+        """Record what the last wait read, and judge the GRUB errors in it."""
         new = (self.child.before or "") + after
         self._raw.append(new)
         self._record()
         self._check_grub_errors(ANSI.sub("", new))
-        if index == 0:
-            match = self.child.match
-            assert isinstance(match, re.Match)
-            return match
-        if index <= len(watch):
-            name = watch[index - 1][0]
-            raise GuestVerdict(
-                f"The guest showed {name} while waiting for {wanted!r}.", name, self.tail()
-            )
-        if index == len(patterns) - 2:
-            raise GuestVerdict(
-                f"The guest exited while waiting for {wanted!r}.", "exited", self.tail()
-            )
-        raise GuestVerdict(
-            f"Nothing matching {wanted!r} within {timeout:g} s.", "timeout", self.tail()
-        )
+
+    def check_transcript(self) -> None:
+        """Judge the whole transcript again, once the guest is gone.
+
+        A failure pattern or GRUB error split across two waits, or printed mid-line,
+        escapes the per-wait checks; this rescan catches it.
+
+        Raises:
+            GuestVerdict: the first failure pattern or unexpected GRUB error found.
+        """
+        if self.child.isalive():  # what the guest printed after the last wait
+            self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=DRAIN_TIMEOUT)
+            self._raw.append(self.child.before or "")
+            self._record()
+        text = ANSI.sub("", "".join(self._raw))
+        for failure in FAILURES:
+            if re.search(failure.pattern, text):
+                raise GuestVerdict(
+                    f"The transcript shows {failure.name}.", failure.name, self.tail()
+                )
+        self._check_grub_errors(re.sub(r"(?<!\n)error: ", "\nerror: ", text))
 
     def _check_grub_errors(self, text: str) -> None:
         lines = text.splitlines()
@@ -145,15 +186,32 @@ class Console:
                     self.tail(),
                 )
 
+    def send(self, keys: str) -> None:
+        """Press *keys* (no Enter): what a host at the serial console can do any time."""
+        self.child.send(keys)
+
     def sendline(self, text: str) -> None:
         """Type *text* and Enter (what is typed is not echoed by GRUB's password prompt)."""
         self.child.sendline(text)
 
     def wait_exit(self, timeout: float) -> bool:
-        """Wait for the guest (QEMU) to exit; True if it did within *timeout*."""
-        index = self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
-        self._raw.append(self.child.before or "")
-        self._record()
+        """Wait for the guest (QEMU) to exit; True if it did within *timeout*.
+
+        The failure patterns are watched on the way, as on every other wait.
+
+        Raises:
+            GuestVerdict: a failure pattern appeared before the exit.
+        """
+        patterns: list[_Pattern] = [
+            pexpect.EOF,
+            pexpect.TIMEOUT,
+            *(f.pattern for f in FAILURES),
+        ]
+        index = self.child.expect(patterns, timeout=timeout)
+        self._take(self.child.after if isinstance(self.child.after, str) else "")
+        if index >= 2:
+            name = FAILURES[index - 2].name
+            raise GuestVerdict(f"The guest showed {name} on its way out.", name, self.tail())
         return index == 0
 
 

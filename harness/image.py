@@ -88,29 +88,55 @@ class LuksVariant(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Recipe:
+    """An image recipe: ``images/NAME/recipe.toml`` and the files beside it.
+
+    A recipe may name a ``base`` recipe: it then takes the base's settings and files
+    and replaces only what it holds itself (the hostile-host scenarios' images differ
+    from the minimal one in their grub.cfg alone).
+    """
+
     name: str
-    directory: Path
+    directories: tuple[Path, ...]  # its own first, then its base's
     packages: tuple[str, ...]
     kernel_glob: str
     busybox: str
     filesystem_mib: int
 
     @classmethod
-    def load(cls, name: str) -> Recipe:
+    def load(cls, name: str, _seen: tuple[str, ...] = ()) -> Recipe:
         directory = IMAGES / name
         try:
             data = tomllib.loads((directory / "recipe.toml").read_text())
         except FileNotFoundError as err:
             known = sorted(p.name for p in IMAGES.iterdir() if (p / "recipe.toml").exists())
             raise ConfigError(f"No image recipe {name!r}; known: {', '.join(known)}.") from err
+        if "base" not in data:
+            return cls(
+                name,
+                (directory,),
+                tuple(data["packages"]),
+                data["kernel_glob"],
+                data["busybox"],
+                int(data["filesystem_mib"]),
+            )
+        if data["base"] in (*_seen, name):
+            raise ConfigError(f"Image recipe {name!r} is its own base.")
+        base = cls.load(data["base"], (*_seen, name))
         return cls(
             name,
-            directory,
-            tuple(data["packages"]),
-            data["kernel_glob"],
-            data["busybox"],
-            int(data["filesystem_mib"]),
+            (directory, *base.directories),
+            tuple(data.get("packages", base.packages)),
+            data.get("kernel_glob", base.kernel_glob),
+            data.get("busybox", base.busybox),
+            int(data.get("filesystem_mib", base.filesystem_mib)),
         )
+
+    def file(self, name: str) -> Path:
+        """The recipe's own *name*, or its base's."""
+        for directory in self.directories:
+            if (directory / name).exists():
+                return directory / name
+        raise ConfigError(f"Image recipe {self.name!r} has no {name}.")
 
 
 @dataclass(frozen=True)
@@ -127,10 +153,11 @@ class Image:
 def fetch_packages(recipe: Recipe, cache: Path, builder: str) -> Path:
     """Download the recipe's .debs with apt in the builder container; unpack them."""
     key = hashlib.sha256(" ".join(recipe.packages).encode()).hexdigest()[:16]
-    unpacked = cache / f"{recipe.name}-{key}"
+    # Keyed by the package list alone: recipes built on one base share the download.
+    unpacked = cache / f"packages-{key}"
     if unpacked.is_dir():
         return unpacked
-    debs = cache / f"{recipe.name}-{key}.debs"
+    debs = cache / f"packages-{key}.debs"
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
     # Metapackages (linux-image-cloud-amd64) are resolved to the package they name.
@@ -180,9 +207,9 @@ def _root_tree(recipe: Recipe, kernel: Path, unpacked: Path, token: str, dest: P
     boot = dest / "boot"
     (boot / "grub").mkdir(parents=True)
     shutil.copy2(kernel, boot / "vmlinuz")
-    init = (recipe.directory / "init").read_bytes()
+    init = recipe.file("init").read_bytes()
     (boot / "initrd.img").write_bytes(initramfs((unpacked / recipe.busybox).read_bytes(), init))
-    cfg = (recipe.directory / "grub.cfg.in").read_text().replace("@TOKEN@", token)
+    cfg = recipe.file("grub.cfg.in").read_text().replace("@TOKEN@", token)
     (boot / "grub" / "grub.cfg").write_text(cfg)
 
 

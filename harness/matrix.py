@@ -1,9 +1,10 @@
 """The boot matrix: every scenario that matters, on fresh images of every LUKS variant.
 
 passwordless, no-secret and wrong-secret run for each LUKS variant (the key derivation
-is where GRUB's unlock path differs); refusal, secret-wiped and tampered-firmware on
-LUKS1. The same matrix serves the test suite, ``./inv nightly`` and
-``./inv patches.check``.
+is where GRUB's unlock path differs); refusal, secret-wiped, tampered-firmware and the
+hostile host's scenarios (foreign-disk, console-keys, broken-kernel, and one planted-NAME
+per malformed secret page) on LUKS1. The same
+matrix serves the test suite, ``./inv nightly`` and ``./inv patches.check``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import image, qemu, scenarios
+from harness import image, qemu, scenarios, verdicts
 from harness.image import Image, LuksVariant
 from harness.passphrase import Passphrase
 
@@ -26,8 +27,22 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
         for name in ("passwordless", "no-secret", "wrong-secret")
         for variant in LuksVariant
     ),
-    *((name, LuksVariant.LUKS1) for name in ("refusal", "secret-wiped", "tampered-firmware")),
+    *(
+        (name, LuksVariant.LUKS1)
+        for name in (
+            "refusal",
+            "secret-wiped",
+            "tampered-firmware",
+            "foreign-disk",
+            "console-keys",
+            "broken-kernel",
+            *(name for name in scenarios.SCENARIOS if name.startswith("planted-")),
+        )
+    ),
 )
+#: The recipe of the hostile host's own disk, and its LUKS variant.
+HOST_RECIPE = "host-disk"
+HOST_VARIANT = LuksVariant.LUKS1
 
 
 def case_id(name: str, variant: str) -> str:
@@ -42,16 +57,41 @@ class Firmware:
     digest: bytes
 
 
+@dataclass(frozen=True)
+class Images:
+    """The owner's images, one per (recipe, LUKS variant) the cases need, and the
+    hostile host's own disk."""
+
+    owner: dict[tuple[str, LuksVariant], Image]
+    host: Image
+
+    def for_case(self, name: str, variant: LuksVariant) -> Image:
+        return self.owner[(scenarios.SCENARIOS[name].recipe, variant)]
+
+    def host_disk(self) -> scenarios.HostDisk:
+        return scenarios.HostDisk(self.host.disk, Passphrase.read(self.host.passphrase_file))
+
+
 def build_images(
-    dest: Path, cache: Path, builder: str, recipe: str = "minimal"
-) -> dict[LuksVariant, Image]:
-    """Fresh images (new passphrases and tokens) of every variant in ``dest/<variant>``."""
-    return {v: image.build_image(recipe, v, dest / v.value, cache, builder) for v in LuksVariant}
+    dest: Path,
+    cache: Path,
+    builder: str,
+    cases: tuple[tuple[str, LuksVariant], ...] = MATRIX,
+) -> Images:
+    """Fresh images (new passphrases and tokens) for *cases* in ``dest/<recipe>-<variant>``,
+    and the host's disk in ``dest/host-disk``."""
+    needed = sorted({(scenarios.SCENARIOS[name].recipe, variant) for name, variant in cases})
+    owner = {
+        (recipe, v): image.build_image(recipe, v, dest / f"{recipe}-{v.value}", cache, builder)
+        for recipe, v in needed
+    }
+    host = image.build_image(HOST_RECIPE, HOST_VARIANT, dest / HOST_RECIPE, cache, builder)
+    return Images(owner, host)
 
 
 def run_matrix(
     firmware: Firmware,
-    images: dict[LuksVariant, Image],
+    images: Images,
     accel: qemu.Accel,
     workdir: Path,
     *,
@@ -67,9 +107,10 @@ def run_matrix(
 
     def one(case: tuple[str, LuksVariant]) -> scenarios.Result:
         name, variant = case
-        img = images[variant]
+        img = images.for_case(name, variant)
+        scenario = scenarios.SCENARIOS[name]
         result = scenarios.run_scenario(
-            scenarios.SCENARIOS[name],
+            scenario,
             firmware=firmware.path,
             expected_digest=firmware.digest,
             disk=img.disk,
@@ -79,6 +120,7 @@ def run_matrix(
             workdir=workdir / case_id(name, variant),
             accel=accel,
             emulator=emulator,
+            host_disk=images.host_disk() if scenario.host is verdicts.Host.FOREIGN_DISK else None,
         )
         log.debug(
             "%s %s in %.1f s", "PASS" if result.passed else "FAIL", case_id(*case), result.seconds

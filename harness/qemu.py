@@ -231,6 +231,7 @@ class LaunchConfig:
             before the CPU starts (what SEV's LAUNCH_SECRET does on real hardware).
         qmp: path of the QMP socket QEMU listens on.
         no_shutdown: keep QEMU (and guest memory) after the guest powers off.
+        extra_disks: more virtio disks after the first (a hostile host's own).
         emulator: the QEMU binary that runs the guest.
     """
 
@@ -239,6 +240,7 @@ class LaunchConfig:
     accel: Accel
     qmp: Path
     memory_mib: int = 1024
+    extra_disks: tuple[Path, ...] = ()
     secret: tuple[Path, int] | None = None
     no_shutdown: bool = False
     emulator: Qemu = SYSTEM
@@ -247,6 +249,11 @@ class LaunchConfig:
         argv = [
             *base_argv(self.accel, self.firmware, self.memory_mib, self.emulator),
             "-drive", f"file={self.disk},if=virtio,format=raw,snapshot=on",
+            *(
+                arg
+                for extra in self.extra_disks
+                for arg in ("-drive", f"file={extra},if=virtio,format=raw,snapshot=on")
+            ),
             "-qmp", f"unix:{self.qmp},server=on,wait=off",
         ]  # fmt: skip
         if self.no_shutdown:

@@ -22,23 +22,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import qemu
+from harness import qemu, verdicts
 from harness.console import GuestVerdict
 from harness.errors import ConfigError, FirmwareFormatError, VerificationError
 from harness.files import write_private
-from harness.firmware import guids
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.passphrase import Passphrase
-from harness.sev.measure import PlatformInfo, verify_measurement
+from harness.sev.malformed import malformed_tables
+from harness.sev.measure import LaunchMeasure, PlatformInfo, verify_measurement
 from harness.sev.packet import TransportKeys, build_packet
-from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
+from harness.sev.secret import (
+    DEFAULT_SECRET_AREA,
+    SecretEntry,
+    SecretTable,
+    disk_passphrase_entry,
+)
 from harness.sev.simulated import SimulatedSecureElement
+from harness.verdicts import Ending, Host
 
 log = logging.getLogger(__name__)
 
 #: A second secret beside the disk passphrase, to prove GRUB leaves it intact.
 EXTRA_SECRET_GUID = uuid.UUID("b2f94a13-42c5-4f6c-9d6b-6c4f7e1a0c55")
+EXTRA_SECRET = b"harness extra secret"
 #: What the simulated platform reports (SEV API 1.55, build 0, policy NODBG).
 PLATFORM = PlatformInfo(api_major=1, api_minor=55, build=0, policy=0x1)
 #: TCG boots OVMF -> GRUB -> kernel in ~5 s here (argon2id a little longer); a loaded
@@ -46,17 +53,31 @@ PLATFORM = PlatformInfo(api_major=1, api_minor=55, build=0, policy=0x1)
 BOOT_TIMEOUT = 120.0
 #: GRUB retries a wrong passphrase 3 times, then grub.cfg sleeps 5 s and reboots.
 REFUSAL_TIMEOUT = 180.0
-# The token must be followed by the line end: a match on a partial line would cut it.
-MARKER = r"HARNESS-BOOTED token=(\w+)\s"
-PROMPT = r"Enter passphrase for"
+#: The hostile host plays for a while (menus, a key every few seconds, wrong answers).
+HOSTILE_TIMEOUT = 300.0
 #: GRUB errors that are part of the fallback path, not failures.
 FALLBACK_ERRORS = (
     r"EFI secret area holds no secret table",
     r"no key protector provided a usable key",
+    r"stays locked: no passphrase tries allowed",
     r"access denied",
     r"Invalid passphrase",
     r"no such cryptodisk found",
     r"failed to find any grub configuration",
+)
+#: efisecret refusing a malformed page, in its own words.
+PLANTED_ERRORS = (r"EFI secret (?:area|table)", r"disk passphrase in the EFI secret table")
+#: The host's disk in phase one: the secret does not unlock it, and GRUB must not ask.
+FOREIGN_DISK_ERRORS = (
+    r"no key protector provided a usable key",
+    r"stays locked: no passphrase tries allowed",
+)
+#: A wrong answer to GRUB's CLI lock, and the owner's grub.cfg failing to load a kernel.
+CONSOLE_ERRORS = (
+    r"access denied",
+    r"Invalid passphrase",
+    r"not found",
+    r"you need to load the kernel first",
 )
 
 
@@ -64,29 +85,67 @@ class Secret(enum.StrEnum):
     NONE = "none"
     GOOD = "good"
     WRONG = "wrong"
+    PLANTED = "planted"  # a malformed page in place of the owner's (harness.sev.malformed)
 
 
 @dataclass(frozen=True)
 class Scenario:
+    """One boot: what the owner injects, what is typed, what the host does, how it ends.
+
+    Attributes:
+        typed: passphrases typed at GRUB's prompt, True for the right one.
+        before_prompt: a message the secret path must print before the first prompt
+            (proof that the key protector ran and failed for the reason intended).
+        check_wipe: read the secret page after the boot and judge GRUB's wipe.
+        recipe: the owner's image recipe this scenario boots.
+        host: what the hostile host does besides launching.
+    """
+
     name: str
     description: str
     secret: Secret
-    typed: tuple[bool, ...] = ()  # passphrases typed at the prompt: True = the right one
-    boots: bool = True
+    typed: tuple[bool, ...] = ()
+    ending: Ending = Ending.BOOTS
     tamper: bool = False
     check_wipe: bool = False
+    before_prompt: str | None = None
+    recipe: str = "minimal"
+    host: Host = Host.PASSIVE
+    planted: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.secret is Secret.PLANTED) != (self.planted is not None):
+            raise ConfigError(f"{self.name}: a planted page needs its name, and only then.")
         if self.secret is Secret.GOOD and self.typed and not self.tamper:
             raise ConfigError(f"{self.name}: a good secret never leads to a prompt.")
-        if self.boots and self.secret is not Secret.GOOD and not any(self.typed):
+        boots = self.ending is Ending.BOOTS
+        if boots and self.secret is not Secret.GOOD and not any(self.typed):
             raise ConfigError(f"{self.name}: without a good secret it can only boot if typed.")
-        if self.check_wipe and self.secret is not Secret.GOOD:
-            raise ConfigError(f"{self.name}: the wipe check needs a good secret.")
+        if self.check_wipe and self.secret is Secret.NONE:
+            raise ConfigError(f"{self.name}: the wipe check needs an injected secret.")
+        if self.host is not Host.PASSIVE and (self.secret is not Secret.GOOD or self.typed):
+            raise ConfigError(f"{self.name}: the hostile host plays against a good secret.")
 
     @property
     def expects_prompt(self) -> bool:
         return self.secret is not Secret.GOOD or self.tamper
+
+    @property
+    def allowed_errors(self) -> tuple[str, ...]:
+        """The GRUB errors this scenario's path prints by design."""
+        if self.secret is Secret.PLANTED:
+            return FALLBACK_ERRORS + PLANTED_ERRORS
+        if self.expects_prompt:
+            return FALLBACK_ERRORS
+        if self.host is Host.FOREIGN_DISK:
+            return FOREIGN_DISK_ERRORS
+        if self.host is Host.CONSOLE_KEYS:
+            return CONSOLE_ERRORS
+        return ()
+
+    @property
+    def play(self) -> verdicts.Play:
+        return verdicts.Play(self.ending, self.typed, self.host, self.before_prompt)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -95,22 +154,27 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("passwordless", "good secret: no prompt, the image boots", Secret.GOOD),
         Scenario(
             "no-secret",
-            "nothing injected: GRUB prompts, the passphrase unlocks",
+            "nothing injected: GRUB says the area holds no table, prompts, the passphrase unlocks",
             Secret.NONE,
             typed=(True,),
+            before_prompt=verdicts.NO_TABLE,
         ),
         Scenario(
             "wrong-secret",
-            "a secret with the wrong passphrase: prompt, then unlock",
+            "a secret with the wrong passphrase: the protector's key fails, prompt, then "
+            "unlock; the wrong entry is wiped, the extra secret kept",
             Secret.WRONG,
             typed=(True,),
+            before_prompt=verdicts.NO_USABLE_KEY,
+            check_wipe=True,
         ),
         Scenario(
             "refusal",
-            "no secret, wrong passphrases typed: GRUB gives up, no boot",
+            "no secret, wrong passphrases typed: GRUB gives up and reboots, no boot",
             Secret.NONE,
             typed=(False, False, False),
-            boots=False,
+            ending=Ending.GIVES_UP,
+            before_prompt=verdicts.NO_TABLE,
         ),
         Scenario(
             "secret-wiped",
@@ -125,9 +189,56 @@ SCENARIOS: dict[str, Scenario] = {
             Secret.GOOD,
             typed=(True,),
             tamper=True,
+            before_prompt=verdicts.NO_TABLE,
+        ),
+        Scenario(
+            "foreign-disk",
+            "the host attaches its own LUKS disk and types its passphrase at any prompt: "
+            "the owner's root boots, the host's grub.cfg never runs",
+            Secret.GOOD,
+            host=Host.FOREIGN_DISK,
+        ),
+        Scenario(
+            "console-keys",
+            "the host presses c, e and Esc at the owner's menu and answers GRUB's lock with "
+            "wrong passphrases: no shell, no editor, no owner data; Enter boots",
+            Secret.GOOD,
+            recipe="menu",
+            host=Host.CONSOLE_KEYS,
+        ),
+        Scenario(
+            "broken-kernel",
+            "the owner's grub.cfg names a missing kernel after the secret unlocked the "
+            "root: GRUB stops locked, never a shell",
+            Secret.GOOD,
+            ending=Ending.HALTS,
+            recipe="broken-kernel",
+            host=Host.CONSOLE_KEYS,
         ),
     )
 }
+#: One scenario per malformed page (``planted-<name>``): GRUB must refuse the page, fall
+#: back to its prompt and unlock with the typed passphrase; no hang, no boot without it.
+SCENARIOS |= {
+    f"planted-{name}": Scenario(
+        f"planted-{name}",
+        f"a malformed secret page ({name}) in place of the owner's: GRUB refuses it, "
+        "prompts, the typed passphrase unlocks",
+        Secret.PLANTED,
+        typed=(True,),
+        before_prompt=verdicts.NO_USABLE_KEY,
+        planted=name,
+    )
+    for name, _ in malformed_tables(b"x")
+}
+
+
+@dataclass(frozen=True)
+class HostDisk:
+    """The hostile host's own LUKS disk and the passphrase it made it with."""
+
+    disk: Path
+    passphrase: Passphrase
 
 
 @dataclass
@@ -174,12 +285,18 @@ def prepared(
     workdir: Path,
     accel: qemu.Accel,
     emulator: qemu.Qemu = qemu.SYSTEM,
+    host_disk: HostDisk | None = None,
 ) -> Iterator[Launch]:
     """Do the guest owner's part of the launch and configure QEMU (*emulator*) for it.
 
     The firmware copy, the decrypted secret and the QMP socket live in a private
     directory of this run, removed on the way out, so parallel runs never collide.
+
+    Raises:
+        ConfigError: the scenario needs the host's disk and none was given.
     """
+    if scenario.host is Host.FOREIGN_DISK and host_disk is None:
+        raise ConfigError(f"{scenario.name} needs the host's own disk.")
     workdir.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=".run-", dir=workdir))
     try:
@@ -199,6 +316,9 @@ def prepared(
         cfg = qemu.LaunchConfig(
             firmware=loaded,
             disk=disk,
+            extra_disks=(host_disk.disk,)
+            if scenario.host is Host.FOREIGN_DISK and host_disk
+            else (),
             accel=accel,
             qmp=private / "qmp.sock",
             secret=(secret, area.base) if secret else None,
@@ -223,10 +343,12 @@ def run_scenario(
     accel: qemu.Accel,
     timeout: float = BOOT_TIMEOUT,
     emulator: qemu.Qemu = qemu.SYSTEM,
+    host_disk: HostDisk | None = None,
 ) -> Result:
     """Run one scenario end to end; a verdict, never an exception for guest behaviour.
 
-    The transcript is ``workdir/console.log``; *emulator* is the QEMU that runs it.
+    The transcript is ``workdir/console.log``; *emulator* is the QEMU that runs it;
+    *host_disk* is the host's own disk for the foreign-disk scenario.
     """
     transcript = workdir / "console.log"
     started = time.monotonic()
@@ -239,22 +361,47 @@ def run_scenario(
         workdir=workdir,
         accel=accel,
         emulator=emulator,
+        host_disk=host_disk,
     ) as launch:
         notes = launch.notes
-        allowed = () if not scenario.expects_prompt else FALLBACK_ERRORS
-        redact = (passphrase.value, launch.wrong.value)
+        redact = tuple(
+            p.value for p in (passphrase, launch.wrong, host_disk and host_disk.passphrase) if p
+        )
         try:
-            with qemu.running(launch.cfg, transcript, redact, allowed) as guest:
-                _drive(scenario, guest, passphrase, launch.wrong, token, timeout)
+            with qemu.running(launch.cfg, transcript, redact, scenario.allowed_errors) as guest:
+                verdicts.play(
+                    scenario.play,
+                    guest.console,
+                    token=token,
+                    passphrase=passphrase,
+                    wrong=launch.wrong,
+                    host_typed=host_disk.passphrase if host_disk else None,
+                    timeout=HOSTILE_TIMEOUT if scenario.host is not Host.PASSIVE else timeout,
+                    exit_timeout=REFUSAL_TIMEOUT,
+                )
                 if scenario.check_wipe:
-                    area = launch.area
-                    notes += _check_wipe(guest, area.base, area.size, passphrase, workdir)
+                    notes.append(_check_wipe(scenario, guest, launch, passphrase, workdir))
             passed, detail = True, "; ".join(notes) or "as expected"
         except (GuestVerdict, VerificationError) as err:
             passed, detail = False, str(err)
     return Result(
         scenario.name, variant, passed, detail, time.monotonic() - started, transcript, notes
     )
+
+
+def _check_wipe(
+    scenario: Scenario, guest: qemu.Guest, launch: Launch, passphrase: Passphrase, workdir: Path
+) -> str:
+    """Read the secret page after the guest powered off and judge GRUB's wipe."""
+    dump = workdir / "secret-page.bin"
+    injected = passphrase if scenario.secret is Secret.GOOD else launch.wrong
+    try:
+        page = verdicts.read_page(guest.pmemsave, launch.area.base, launch.area.size, dump)
+        return verdicts.check_wipe(
+            page, injected, (EXTRA_SECRET_GUID, EXTRA_SECRET), guest.console.tail()
+        )
+    finally:
+        dump.unlink(missing_ok=True)
 
 
 def _launch(
@@ -270,7 +417,7 @@ def _launch(
     keys = TransportKeys.generate()
     psp = SimulatedSecureElement(keys, PLATFORM)
     psp.launch_update_data(fw)
-    measure = psp.launch_measure()
+    measure = LaunchMeasure.from_base64(psp.launch_measure())
     try:
         verify_measurement(keys.tik, PLATFORM, expected, measure)
     except VerificationError:
@@ -278,85 +425,21 @@ def _launch(
         return None
     if scenario.secret is Secret.NONE:
         return None
+    table = parse_guid_table(fw)
+    size = table.secret_block.size if table and table.secret_block else None
+    path = workdir / "secret.bin"
+    if scenario.secret is Secret.PLANTED:
+        # The host writes the page itself (on SEV hardware it cannot; the page is
+        # encrypted): this checks GRUB's parser, whatever produced the bytes.
+        pages = dict(malformed_tables(passphrase.value, size or DEFAULT_SECRET_AREA))
+        write_private({path: pages[str(scenario.planted)]})
+        notes.append(f"a malformed secret page was planted: {scenario.planted}")
+        return path
     injected = passphrase if scenario.secret is Secret.GOOD else wrong
     entries = [disk_passphrase_entry(injected.value)]
     if scenario.check_wipe:
-        entries.append(SecretEntry(EXTRA_SECRET_GUID, b"harness extra secret"))
-    table = parse_guid_table(fw)
-    size = table.secret_block.size if table and table.secret_block else None
+        entries.append(SecretEntry(EXTRA_SECRET_GUID, EXTRA_SECRET))
     packet = build_packet(SecretTable(tuple(entries)).serialize(size), keys, measure.measurement)
-    plain = psp.launch_secret(packet)
-    path = workdir / "secret.bin"
+    plain = psp.launch_secret(packet.header, packet.payload)
     write_private({path: plain})
     return path
-
-
-def _drive(
-    scenario: Scenario,
-    guest: qemu.Guest,
-    passphrase: Passphrase,
-    wrong: Passphrase,
-    token: str,
-    timeout: float,
-) -> None:
-    con = guest.console
-    if not scenario.expects_prompt:
-        m = con.expect(MARKER, timeout, forbid=(PROMPT,))
-        _check_token(m.group(1), token)
-        return
-    for typed_right in scenario.typed:
-        con.expect(PROMPT, timeout, forbid=(MARKER,))
-        con.sendline((passphrase if typed_right else wrong).typed())
-    if scenario.boots:
-        m = con.expect(MARKER, timeout, forbid=(PROMPT,))
-        _check_token(m.group(1), token)
-        return
-    if not con.wait_exit(REFUSAL_TIMEOUT):
-        raise GuestVerdict("The guest neither booted nor gave up in time.", "timeout", con.tail())
-    if "HARNESS-BOOTED" in con.text():
-        raise GuestVerdict("The guest booted with wrong passphrases.", "booted", con.tail())
-
-
-def _check_token(seen: str, token: str) -> None:
-    if seen != token:
-        raise GuestVerdict(f"Another image booted (token {seen}, expected {token}).", "token", "")
-
-
-def _check_wipe(
-    guest: qemu.Guest, base: int, size: int, passphrase: Passphrase, workdir: Path
-) -> list[str]:
-    """Read the secret page after the guest powered off and judge it like Linux would."""
-    con = guest.console
-    dump = workdir / "secret-page.bin"
-    deadline = time.monotonic() + 30
-    page = b""
-    while time.monotonic() < deadline:
-        page = guest.pmemsave(base, size, dump)
-        if page:
-            break
-        time.sleep(0.2)
-    try:
-        if passphrase.value in page:
-            raise GuestVerdict(
-                "The passphrase is still in the secret page.", "secret left", con.tail()
-            )
-        table = SecretTable.parse(page)
-        entry = next((e for e in table.entries if e.deleted), None)
-        if entry is None or any(entry.data) or entry.length != len(passphrase.value) + 1 + 20:
-            raise GuestVerdict(
-                "The disk passphrase entry was not wiped as Linux expects "
-                "(zero GUID and data, length kept).",
-                "not wiped",
-                con.tail(),
-            )
-        extra = table.get(EXTRA_SECRET_GUID)
-        if extra is None or extra.data != b"harness extra secret":
-            raise GuestVerdict("The extra secret beside the passphrase was damaged.", "damaged", "")
-        if table.get(guids.DISK_PASSPHRASE_ENTRY) is not None:
-            raise GuestVerdict("The disk passphrase entry is still live.", "not wiped", "")
-    finally:
-        dump.unlink(missing_ok=True)
-    return [
-        "secret page after boot: passphrase entry wiped (GUID and data zero, length "
-        "kept), extra secret intact, passphrase bytes absent"
-    ]

@@ -1,7 +1,8 @@
 """The boot matrix: the firmware ./inv build-ovmf makes, encrypted images, real QEMU.
 
-Scenarios 1-3 run for every LUKS variant; refusal, secret-wiped and tampered-firmware
-run on LUKS1. The firmware comes from the main workspace (built once, then cached).
+Scenarios 1-3 run for every LUKS variant; refusal, secret-wiped, tampered-firmware and
+the hostile host's scenarios run on LUKS1. The firmware comes from the main workspace
+(built once, then cached).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import containers, doctor, matrix, qemu, run, scenarios, xts
+from harness import containers, doctor, matrix, qemu, run, scenarios, verdicts, xts
 from harness.build import ovmf
 from harness.build.common import Workspace
-from harness.image import Image, LuksVariant, build_image, payload_offset, volume_key
+from harness.image import LuksVariant, build_image, payload_offset, volume_key
 from harness.passphrase import Passphrase
 from tests.conftest import ROOT
 
@@ -40,23 +41,16 @@ def accel() -> qemu.Accel:
 
 
 @pytest.fixture(scope="module")
-def images() -> dict[LuksVariant, Image]:
+def images() -> matrix.Images:
     builder = containers.ensure_builder("bookworm")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # parallel workers: own images
-    return {
-        v: build_image(
-            "minimal",
-            v,
-            OUT / "images" / f"test-{worker}-{v}",
-            OUT / "cache" / "images",
-            builder.tag,
-        )
-        for v in LuksVariant
-    }
+    return matrix.build_images(
+        OUT / "images" / f"test-{worker}", OUT / "cache" / "images", builder.tag
+    )
 
 
-def test_images_are_real_luks(images: dict[LuksVariant, Image], tmp_path: Path) -> None:
-    for variant, img in images.items():
+def test_images_are_real_luks(images: matrix.Images, tmp_path: Path) -> None:
+    for (_, variant), img in [*images.owner.items(), ((None, matrix.HOST_VARIANT), images.host)]:
         assert stat.S_IMODE(img.passphrase_file.stat().st_mode) == 0o600
         assert img.metadata["luks"] == variant.value
         part = tmp_path / f"{variant}.luks"
@@ -91,12 +85,13 @@ def test_scenario(
     name: str,
     variant: LuksVariant,
     firmware: ovmf.OvmfBuild,
-    images: dict[LuksVariant, Image],
+    images: matrix.Images,
     accel: qemu.Accel,
 ) -> None:
-    img = images[variant]
+    img = images.for_case(name, variant)
+    scenario = scenarios.SCENARIOS[name]
     result = scenarios.run_scenario(
-        scenarios.SCENARIOS[name],
+        scenario,
         firmware=firmware.firmware,
         expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
         disk=img.disk,
@@ -105,6 +100,7 @@ def test_scenario(
         variant=variant.value,
         workdir=OUT / "boot" / f"{name}-{variant}",
         accel=accel,
+        host_disk=images.host_disk() if scenario.host is verdicts.Host.FOREIGN_DISK else None,
     )
     assert result.passed, result.detail
     transcript = result.transcript.read_text()
@@ -114,6 +110,11 @@ def test_scenario(
         assert any("refused" in n for n in result.notes)
     if name == "refusal":
         assert "HARNESS-BOOTED" not in transcript
+        assert "Failed to find any grub configuration" in transcript
+    if name in ("foreign-disk", "console-keys", "broken-kernel"):
+        assert "HOST-GRUB-CFG" not in transcript and "grub>" not in transcript
+    if name == "foreign-disk":
+        assert "Enter passphrase" not in transcript
 
 
 def test_a_hanging_guest_times_out_cleanly(
@@ -145,13 +146,13 @@ def test_a_hanging_guest_times_out_cleanly(
 
 def test_parallel_runs_do_not_collide(
     firmware: ovmf.OvmfBuild,
-    images: dict[LuksVariant, Image],
+    images: matrix.Images,
     accel: qemu.Accel,
     tmp_path: Path,
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    img = images[LuksVariant.LUKS1]
+    img = images.for_case("passwordless", LuksVariant.LUKS1)
 
     def one(name: str, index: int) -> scenarios.Result:
         return scenarios.run_scenario(
@@ -171,10 +172,11 @@ def test_parallel_runs_do_not_collide(
     assert all(r.passed for r in results), [r.detail for r in results]
 
 
-def test_no_passphrase_anywhere_under_out(images: dict[LuksVariant, Image]) -> None:
+def test_no_passphrase_anywhere_under_out(images: matrix.Images) -> None:
     """After the matrix: only the 0600 passphrase files themselves hold a passphrase."""
-    secrets = {img.passphrase_file.read_bytes() for img in images.values()}
-    allowed = {img.passphrase_file.resolve() for img in images.values()}
+    every = [*images.owner.values(), images.host]
+    secrets = {img.passphrase_file.read_bytes() for img in every}
+    allowed = {img.passphrase_file.resolve() for img in every}
     leaks = []
     # os.walk, and reads that tolerate a vanished file: other workers build and boot in
     # out/ meanwhile (git objects and run directories come and go).

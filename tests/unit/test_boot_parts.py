@@ -12,7 +12,10 @@ import pytest
 from harness import console, cpio, qemu, xts
 from harness.errors import ConfigError
 from harness.image import LuksVariant, initramfs, parse_variant
+from harness.matrix import MATRIX
 from harness.scenarios import SCENARIOS, Scenario, Secret
+from harness.sev.malformed import malformed_tables
+from harness.verdicts import Ending, Host
 
 # NIST CAVS XTSGenAES256, tweak given as the data unit sequence number (the plain64
 # IV): cryptography_vectors 50.0.2,
@@ -81,10 +84,18 @@ def test_scenario_table_is_consistent() -> None:
         "refusal",
         "secret-wiped",
         "tampered-firmware",
-    } == set(SCENARIOS)
+        "foreign-disk",
+        "console-keys",
+        "broken-kernel",
+    } == {name for name in SCENARIOS if not name.startswith("planted-")}
+    assert {f"planted-{n}" for n, _ in malformed_tables(b"x")} == {
+        name for name in SCENARIOS if name.startswith("planted-")
+    }
     assert not SCENARIOS["passwordless"].expects_prompt
     assert SCENARIOS["tampered-firmware"].expects_prompt
-    assert not SCENARIOS["refusal"].boots
+    assert SCENARIOS["refusal"].ending is Ending.GIVES_UP
+    assert SCENARIOS["broken-kernel"].ending is Ending.HALTS
+    assert all(name in SCENARIOS for name, _ in MATRIX)
 
 
 @pytest.mark.parametrize(
@@ -93,6 +104,9 @@ def test_scenario_table_is_consistent() -> None:
         {"secret": Secret.GOOD, "typed": (True,)},
         {"secret": Secret.NONE},
         {"secret": Secret.NONE, "typed": (True,), "check_wipe": True},
+        {"secret": Secret.PLANTED, "typed": (True,)},
+        {"secret": Secret.GOOD, "planted": "all-ff"},
+        {"secret": Secret.NONE, "typed": (True,), "host": Host.FOREIGN_DISK},
     ],
 )
 def test_inconsistent_scenarios_are_refused(kwargs: dict[str, object]) -> None:

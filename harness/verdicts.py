@@ -1,0 +1,302 @@
+"""How a scenario is played on the guest's console and judged.
+
+The functions here drive a guest through :class:`GuestIO` (a console and guest-memory
+reads) and raise :class:`GuestVerdict` when the guest does what the scenario forbids.
+They know nothing of QEMU, so the unit tests play them against scripted fake guests.
+
+Two kinds of play:
+* the owner's: wait for the marker, or answer GRUB's passphrase prompts as the scenario
+  says (the right passphrase or a wrong one), then require the scenario's ending;
+* the hostile host's: it attached a disk of its own and types that disk's passphrase at
+  any prompt, or it presses ``c``, ``e`` and Esc at every menu and answers every prompt
+  with a wrong passphrase. The owner's data, the host's grub.cfg, a GRUB shell or the
+  menu editor must never show.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from uuid import UUID
+
+from harness.console import GuestVerdict
+from harness.errors import HarnessError
+from harness.firmware import guids
+from harness.passphrase import Passphrase
+from harness.sev.secret import SecretTable
+
+# The token must be followed by the line end: a match on a partial line would cut it.
+MARKER = r"HARNESS-BOOTED token=(\w+)\s"
+PROMPT = r"Enter passphrase for"
+#: What the firmware's grub.cfg prints when no volume it may boot holds a grub.cfg.
+GIVE_UP = r"Failed to find any grub configuration"
+#: GRUB 2.14 with its CLI locked by a key protector, when normal mode returns.
+CLI_LOCKED = r"Rescue mode has been disabled"
+#: The host disk's grub.cfg announces itself with this word (images/host-disk).
+HOST_MARKER = r"HOST-GRUB-CFG"
+#: GRUB's menu, as drawn on a serial terminal.
+MENU = r"Use the \S+ and \S+ keys to select"
+ANY_KEY = r"Press any key to continue"
+#: What the host must never reach: a shell, the menu editor, the owner's kernel line.
+GRUB_SHELL = r"grub> "
+RESCUE_SHELL = r"grub rescue>|Entering rescue mode"
+EDITOR = r"Minimum Emacs-like screen editing is supported"
+OWNER_DATA = r"harness\.token="
+#: Error messages that prove which part of GRUB's secret path ran.
+NO_TABLE = r"holds no secret table"
+NO_USABLE_KEY = r"no key protector provided a usable key"
+#: Keys the console-keys host presses at menus, in this order, before it gives up and
+#: presses Enter; and how long it waits for GRUB to react to one key.
+HOST_KEYS = ("c", "e", "\x1b", "c", "e", "\x1b")
+KEY_REACTION = 5.0
+#: Seconds a powered-off guest's memory is retried for over QMP.
+PMEMSAVE_TIMEOUT = 30.0
+
+
+class GuestIO(Protocol):
+    """What the verdicts need of a running guest (QEMU's, or a scripted fake)."""
+
+    def expect_any(
+        self, wanted: Mapping[str, str], timeout: float, forbid: Sequence[str] = ()
+    ) -> tuple[str, re.Match[str]]: ...
+
+    def send(self, keys: str) -> None: ...
+
+    def sendline(self, text: str) -> None: ...
+
+    def wait_exit(self, timeout: float) -> bool: ...
+
+    def text(self) -> str: ...
+
+    def tail(self, lines: int = 30) -> str: ...
+
+    def check_transcript(self) -> None: ...
+
+
+class Ending(enum.StrEnum):
+    """How a scenario's boot must end."""
+
+    BOOTS = "boots"  # the owner's image prints its marker with its token
+    GIVES_UP = "gives-up"  # the firmware's grub.cfg says so, then reboots (QEMU exits)
+    HALTS = "halts"  # GRUB stops with its CLI locked, or the guest exits; no shell
+
+
+class Host(enum.StrEnum):
+    """What the host does besides launching the guest."""
+
+    PASSIVE = "passive"  # types what the scenario says, nothing else
+    FOREIGN_DISK = "foreign-disk"  # its own LUKS disk attached; types its passphrase
+    CONSOLE_KEYS = "console-keys"  # presses c, e, Esc at menus; wrong passphrases
+
+
+@dataclass(frozen=True)
+class Play:
+    """What the console side of a scenario needs to know."""
+
+    ending: Ending
+    typed: tuple[bool, ...]  # passphrases typed at the prompt: True = the right one
+    host: Host = Host.PASSIVE
+    before_prompt: str | None = None  # must be on the console before the first prompt
+
+
+def play(
+    p: Play,
+    con: GuestIO,
+    *,
+    token: str,
+    passphrase: Passphrase,
+    wrong: Passphrase,
+    host_typed: Passphrase | None,
+    timeout: float,
+    exit_timeout: float,
+) -> None:
+    """Play *p* on *con* and judge it; returns only if the guest did as it must.
+
+    Raises:
+        GuestVerdict: what the guest did wrong.
+    """
+    if p.host is Host.PASSIVE:
+        _play_owner(p, con, token, passphrase, wrong, timeout, exit_timeout)
+    else:
+        typed = host_typed if p.host is Host.FOREIGN_DISK else wrong
+        if typed is None:
+            raise GuestVerdict("The foreign-disk host has no passphrase to type.", "setup", "")
+        _play_hostile(p, con, token, typed, timeout)
+    con.check_transcript()
+
+
+def _play_owner(
+    p: Play,
+    con: GuestIO,
+    token: str,
+    passphrase: Passphrase,
+    wrong: Passphrase,
+    timeout: float,
+    exit_timeout: float,
+) -> None:
+    for n, typed_right in enumerate(p.typed):
+        con.expect_any({"prompt": PROMPT}, timeout, forbid=(MARKER,))
+        # GRUB wraps its messages at the terminal width: compare with the lines joined.
+        said = " ".join(con.text().split())
+        if n == 0 and p.before_prompt and not re.search(p.before_prompt, said):
+            raise GuestVerdict(
+                f"GRUB prompted without first saying {p.before_prompt!r}: the secret "
+                "path did not run as this scenario needs.",
+                "protector silent",
+                con.tail(),
+            )
+        con.sendline((passphrase if typed_right else wrong).typed())
+    if p.ending is Ending.BOOTS:
+        _expect_marker(con, token, timeout)
+        return
+    con.expect_any({"give-up": GIVE_UP}, exit_timeout, forbid=(MARKER, PROMPT))
+    if not con.wait_exit(exit_timeout):
+        raise GuestVerdict(
+            "GRUB said it gives up but the guest did not reboot in time.", "timeout", con.tail()
+        )
+    if re.search(MARKER, con.text()):
+        raise GuestVerdict("The guest booted with wrong passphrases.", "booted", con.tail())
+
+
+def _expect_marker(con: GuestIO, token: str, timeout: float) -> None:
+    _, m = con.expect_any({"marker": MARKER}, timeout, forbid=(PROMPT,))
+    check_token(m.group(1), token)
+
+
+def check_token(seen: str, token: str) -> None:
+    if seen != token:
+        raise GuestVerdict(f"Another image booted (token {seen}, expected {token}).", "token", "")
+
+
+def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout: float) -> None:
+    """The host's moves: type *typed* at every prompt, press keys at every menu."""
+    events = {
+        "prompt": PROMPT,
+        "menu": MENU,
+        "any key": ANY_KEY,
+        "marker": MARKER,
+        "locked": CLI_LOCKED,
+    }
+    forbid = (HOST_MARKER, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA)
+    keys = list(HOST_KEYS) if p.host is Host.CONSOLE_KEYS else []
+    prompts = 0
+    deadline = time.monotonic() + timeout
+    waiting_for_key = False
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise GuestVerdict(f"The guest did not finish within {timeout:g} s.", "timeout", "")
+        try:
+            name, m = con.expect_any(
+                events, min(left, KEY_REACTION) if waiting_for_key else left, forbid
+            )
+        except GuestVerdict as verdict:
+            if verdict.matched == "timeout" and waiting_for_key:
+                waiting_for_key = False
+                _press(con, keys)
+                waiting_for_key = True
+                continue
+            if verdict.matched == "exited" and p.ending is Ending.HALTS:
+                return
+            raise
+        waiting_for_key = False
+        if name == "prompt":
+            prompts += 1
+            con.sendline(typed.typed())
+        elif name == "any key":
+            con.send("\x1b")
+        elif name == "menu":
+            _press(con, keys)
+            waiting_for_key = True
+        elif name == "marker":
+            if p.ending is not Ending.BOOTS:
+                raise GuestVerdict("The guest booted where it must stop.", "booted", con.tail())
+            check_token(m.group(1), token)
+            break
+        elif name == "locked":
+            if p.ending is not Ending.HALTS:
+                raise GuestVerdict(
+                    "GRUB stopped with its CLI locked instead of booting.", "locked", con.tail()
+                )
+            break
+    if prompts and p.host is Host.FOREIGN_DISK:
+        raise GuestVerdict(
+            f"GRUB asked for a passphrase {prompts} time(s) after the secret unlocked the "
+            "owner's root; the host answered with its own.",
+            "prompted",
+            con.tail(),
+        )
+
+
+def _press(con: GuestIO, keys: list[str]) -> None:
+    """The next key the host presses at a menu; Enter (boot the default) once done."""
+    con.send(keys.pop(0) if keys else "\r")
+
+
+def check_wipe(
+    page: bytes, injected: Passphrase, extra: tuple[UUID, bytes] | None, tail: str
+) -> str:
+    """Judge the secret page after the guest ran, like Linux's efi_secret would read it.
+
+    *injected* is the passphrase the owner put in the table; *extra* the GUID and bytes
+    of the secret beside it, which must survive.
+
+    Raises:
+        GuestVerdict: the passphrase is still there, its entry is not wiped as Linux
+            expects (GUID and data zero, length kept), the extra secret is damaged, or
+            the area no longer parses at all.
+    """
+    if not page:
+        raise GuestVerdict("The secret page could not be read after the boot.", "no page", tail)
+    if injected.value in page:
+        raise GuestVerdict("The passphrase is still in the secret page.", "secret left", tail)
+    try:
+        table = SecretTable.parse(page)
+    except HarnessError as err:
+        raise GuestVerdict(
+            f"GRUB left a secret area Linux cannot parse: {err.message}", "corrupted", tail
+        ) from err
+    entry = next((e for e in table.entries if e.deleted), None)
+    if entry is None or any(entry.data) or entry.length != len(injected.value) + 1 + 20:
+        raise GuestVerdict(
+            "The disk passphrase entry was not wiped as Linux expects "
+            "(zero GUID and data, length kept).",
+            "not wiped",
+            tail,
+        )
+    if table.get(guids.DISK_PASSPHRASE_ENTRY) is not None:
+        raise GuestVerdict("The disk passphrase entry is still live.", "not wiped", tail)
+    if extra is not None:
+        guid, data = extra
+        kept = next((e for e in table.live if e.guid == guid), None)
+        if kept is None or kept.data != data:
+            raise GuestVerdict(
+                "The extra secret beside the passphrase was damaged.", "damaged", tail
+            )
+    return (
+        "secret page after boot: passphrase entry wiped (GUID and data zero, length kept), "
+        "extra secret intact, passphrase bytes absent"
+    )
+
+
+def read_page(
+    pmemsave: Callable[[int, int, Path], bytes],
+    base: int,
+    size: int,
+    dest: Path,
+    timeout: float = PMEMSAVE_TIMEOUT,
+) -> bytes:
+    """Guest memory at *base* once QEMU can give it (it is busy while the guest stops)."""
+    deadline = time.monotonic() + timeout
+    page = b""
+    while time.monotonic() < deadline:
+        page = pmemsave(base, size, dest)
+        if page:
+            break
+        time.sleep(0.2)
+    return bytes(page)

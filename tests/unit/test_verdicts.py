@@ -1,0 +1,338 @@
+"""The verdicts against scripted fake guests: each verdict must fail for the right reason.
+
+Every canned transcript below is what a broken or hostile guest would print; the real
+Console and the real verdict code judge it.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import scenarios, verdicts
+from harness.console import GuestVerdict
+from harness.passphrase import Passphrase
+from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
+from tests.fakeguest import Reaction, console
+
+GOOD = Passphrase(b"owner-passphrase")
+WRONG = Passphrase(b"wrong-passphrase")
+HOST = Passphrase(b"host-passphrase")
+TOKEN = "abc123"
+BOOTED = f"Transferring to (crypto0)/boot/grub/grub.cfg\nHARNESS-BOOTED token={TOKEN}\n"
+GRUB_START = "Entering grub config\n"
+PROMPT_LINE = "Enter passphrase for hd0,gpt1 (1234): "
+NO_TABLE = "error: EFI secret area holds no secret table.\n"
+GIVE_UP = "Failed to find any grub configuration on the encrypted volume\n"
+
+
+def judge(
+    tmp_path: Path,
+    name: str,
+    opening: str,
+    react: Reaction | None = None,
+    *,
+    exits: bool = True,
+) -> list[str]:
+    """Play scenario *name* against the script; returns what was typed."""
+    scenario = scenarios.SCENARIOS[name]
+    con, child = console(
+        tmp_path, opening, react, exits=exits, allowed_errors=scenario.allowed_errors
+    )
+    verdicts.play(
+        scenario.play,
+        con,
+        token=TOKEN,
+        passphrase=GOOD,
+        wrong=WRONG,
+        host_typed=HOST,
+        timeout=5,
+        exit_timeout=5,
+    )
+    return child.typed
+
+
+def fails(tmp_path: Path, name: str, opening: str, react: Reaction | None = None) -> str:
+    with pytest.raises(GuestVerdict) as err:
+        judge(tmp_path, name, opening, react)
+    return err.value.matched
+
+
+def answers(*steps: tuple[str, str | None]) -> Reaction:
+    """A guest that answers typed text containing steps[i][0] with steps[i][1], in order."""
+    queue = list(steps)
+
+    def react(typed: str) -> str | None:
+        if queue and queue[0][0] in typed:
+            return queue.pop(0)[1]
+        return ""
+
+    return react
+
+
+# -- the owner's scenarios ------------------------------------------------------------
+
+
+def test_passwordless_passes_on_a_clean_boot(tmp_path: Path) -> None:
+    assert judge(tmp_path, "passwordless", GRUB_START + BOOTED) == []
+
+
+def test_passwordless_fails_on_a_prompt(tmp_path: Path) -> None:
+    assert "Enter passphrase" in fails(tmp_path, "passwordless", GRUB_START + PROMPT_LINE)
+
+
+def test_a_missing_marker_fails(tmp_path: Path) -> None:
+    assert fails(tmp_path, "passwordless", GRUB_START + "Transferring to ...\n") == "exited"
+
+
+def test_another_images_token_fails(tmp_path: Path) -> None:
+    assert fails(tmp_path, "passwordless", "HARNESS-BOOTED token=other\n") == "token"
+
+
+def test_no_secret_needs_the_protectors_message_before_the_prompt(tmp_path: Path) -> None:
+    react = answers(("owner-passphrase", BOOTED))
+    assert judge(tmp_path, "no-secret", GRUB_START + NO_TABLE + PROMPT_LINE, react)
+    silent = tmp_path / "silent"
+    silent.mkdir()
+    assert fails(silent, "no-secret", GRUB_START + PROMPT_LINE, react) == "protector silent"
+
+
+def test_wrong_secret_needs_a_failed_key_not_a_missing_table(tmp_path: Path) -> None:
+    react = answers(("owner-passphrase", BOOTED))
+    used = GRUB_START + "error: no key protector provided a usable key for hd0,gpt1.\n"
+    assert judge(tmp_path, "wrong-secret", used + PROMPT_LINE, react)
+    other = tmp_path / "other"
+    other.mkdir()
+    assert fails(other, "wrong-secret", GRUB_START + NO_TABLE + PROMPT_LINE, react) == (
+        "protector silent"
+    )
+
+
+def _refusal(after_third: str | None) -> Reaction:
+    count = 0
+
+    def react(typed: str) -> str | None:
+        nonlocal count
+        count += 1
+        if count < 3:
+            return "Invalid passphrase.\n" + PROMPT_LINE
+        return after_third
+
+    return react
+
+
+def test_refusal_passes_on_grubs_give_up_path(tmp_path: Path) -> None:
+    react = _refusal("error: access denied.\n" + GIVE_UP)
+    assert (
+        judge(tmp_path, "refusal", GRUB_START + NO_TABLE + PROMPT_LINE, react)
+        == [WRONG.typed() + "\n"] * 3
+    )
+
+
+def test_refusal_fails_when_the_guest_crashes_after_the_third_prompt(tmp_path: Path) -> None:
+    # QEMU dies: no give-up message, the guest is gone.
+    matched = fails(tmp_path, "refusal", GRUB_START + NO_TABLE + PROMPT_LINE, _refusal(None))
+    assert matched == "exited"
+
+
+def test_refusal_fails_on_an_edk2_assert(tmp_path: Path) -> None:
+    crash = "ASSERT /build/MdePkg/Library/Foo/Foo.c(12): FALSE\n"
+    react = _refusal(crash + GIVE_UP)
+    assert fails(tmp_path, "refusal", GRUB_START + NO_TABLE + PROMPT_LINE, react) == ("edk2 ASSERT")
+
+
+def test_refusal_fails_when_qemu_aborts_on_the_way_out(tmp_path: Path) -> None:
+    react = _refusal(GIVE_UP + "qemu-system-x86_64: ../hw/foo.c:1: Assertion `x' failed.\n")
+    assert fails(tmp_path, "refusal", GRUB_START + NO_TABLE + PROMPT_LINE, react) == (
+        "QEMU failure"
+    )
+
+
+def test_an_error_printed_mid_line_is_caught_at_the_end(tmp_path: Path) -> None:
+    opening = GRUB_START + "Transferring to (crypto0)/grub.cfgerror: disk `x' not found.\n"
+    assert fails(tmp_path, "passwordless", opening + BOOTED) == "GRUB error"
+
+
+def test_an_error_after_the_last_wait_is_caught_at_the_end(tmp_path: Path) -> None:
+    # The error is printed mid-line after the marker, where no wait looks at it.
+    opening = GRUB_START + BOOTED + "[ 1.0] reboot: Power down error: out of memory.\n"
+    assert fails(tmp_path, "passwordless", opening) == "GRUB error"
+
+
+# -- the hostile host -----------------------------------------------------------------
+
+
+def test_foreign_disk_passes_when_grub_never_prompts(tmp_path: Path) -> None:
+    locked = "error: hd1,gpt1 (99) stays locked: no passphrase tries allowed.\n"
+    opening = GRUB_START + "error: no key protector provided a usable key for hd1,gpt1.\n"
+    assert judge(tmp_path, "foreign-disk", opening + locked + BOOTED) == []
+
+
+def test_foreign_disk_fails_when_the_hosts_grub_cfg_runs(tmp_path: Path) -> None:
+    # What today's main did before the fix: a prompt for the host's disk, its grub.cfg.
+    react = answers(
+        (
+            "host-passphrase",
+            "Transferring to (crypto1)/boot/grub/grub.cfg\n"
+            "HOST-GRUB-CFG: the host's configuration runs\n(crypto1) (crypto0)\n",
+        )
+    )
+    matched = fails(tmp_path, "foreign-disk", GRUB_START + PROMPT_LINE, react)
+    assert "HOST-GRUB-CFG" in matched
+
+
+def test_foreign_disk_fails_on_any_prompt_even_if_the_owner_boots(tmp_path: Path) -> None:
+    react = answers(("host-passphrase", BOOTED))
+    assert fails(tmp_path, "foreign-disk", GRUB_START + PROMPT_LINE, react) == "prompted"
+
+
+MENU = "Use the ^ and v keys to select which entry is highlighted.\n"
+LOCK_PROMPT = "Enter passphrase for hd0,gpt1 (1234): "
+DENIED = "error: access denied.\nPress any key to continue...\n"
+
+
+def _menu_guest(on_c: str, on_e: str) -> Reaction:
+    def react(typed: str) -> str | None:
+        if typed == "c":
+            return on_c
+        if typed == "e":
+            return on_e
+        if typed == WRONG.typed() + "\n":
+            return DENIED
+        if typed == "\x1b":
+            return MENU if typed else ""
+        if typed == "\r":
+            return BOOTED
+        return ""
+
+    return react
+
+
+def test_console_keys_pass_when_grub_asks_for_the_passphrase(tmp_path: Path) -> None:
+    typed = judge(
+        tmp_path, "console-keys", GRUB_START + MENU, _menu_guest(LOCK_PROMPT, LOCK_PROMPT)
+    )
+    assert typed[:3] == ["c", WRONG.typed() + "\n", "\x1b"]
+    assert typed[-1] == "\r"
+
+
+def test_console_keys_fail_on_a_command_line(tmp_path: Path) -> None:
+    matched = fails(tmp_path, "console-keys", GRUB_START + MENU, _menu_guest("grub> ", ""))
+    assert "grub>" in matched
+
+
+def test_console_keys_fail_on_the_menu_editor(tmp_path: Path) -> None:
+    editor = "Minimum Emacs-like screen editing is supported.\n"
+    matched = fails(tmp_path, "console-keys", GRUB_START + MENU, _menu_guest(LOCK_PROMPT, editor))
+    assert "Emacs" in matched
+
+
+def test_console_keys_fail_when_the_owners_kernel_line_shows(tmp_path: Path) -> None:
+    line = "linux /boot/vmlinuz console=ttyS0 harness.token=abc123\n"
+    matched = fails(tmp_path, "console-keys", GRUB_START + MENU, _menu_guest(LOCK_PROMPT, line))
+    assert "harness" in matched
+
+
+def test_broken_kernel_passes_when_grub_stops_locked(tmp_path: Path) -> None:
+    opening = GRUB_START + "error: file `/boot/vmlinuz-missing' not found.\n" + LOCK_PROMPT
+    react = answers(("wrong", DENIED), ("\x1b", "Rescue mode has been disabled...\n"))
+    judge(tmp_path, "broken-kernel", opening, react)
+
+
+def test_broken_kernel_fails_on_a_shell(tmp_path: Path) -> None:
+    opening = GRUB_START + "error: file `/boot/vmlinuz-missing' not found.\ngrub> "
+    assert "grub>" in fails(tmp_path, "broken-kernel", opening)
+
+
+def test_broken_kernel_fails_on_the_rescue_shell(tmp_path: Path) -> None:
+    opening = GRUB_START + "Entering rescue mode...\ngrub rescue> "
+    assert fails(tmp_path, "broken-kernel", opening) == "GRUB rescue shell"
+
+
+# -- the wipe, judged on a fake pmemsave page ----------------------------------------
+
+EXTRA = (uuid.UUID("b2f94a13-42c5-4f6c-9d6b-6c4f7e1a0c55"), b"harness extra secret")
+AREA = 0xC00
+
+
+def _page(passphrase: Passphrase, wipe: str = "linux") -> bytes:
+    """A table as GRUB would leave it: *wipe* says how the passphrase entry was treated."""
+    entry = disk_passphrase_entry(passphrase.value)
+    table = SecretTable((entry, SecretEntry(*EXTRA))).serialize(AREA)
+    page = bytearray(table)
+    at = 16 + 4  # the first entry, right after the table header
+    length = struct.unpack_from("<I", page, at + 16)[0]
+    if wipe in ("linux", "zero-len"):
+        page[at : at + 16] = bytes(16)
+        page[at + 20 : at + length] = bytes(length - 20)
+    if wipe == "zero-len":
+        struct.pack_into("<I", page, at + 16, 0)
+    if wipe == "guid-only":
+        page[at : at + 16] = bytes(16)
+    if wipe == "damage-extra":
+        page[at : at + 16] = bytes(16)
+        page[at + 20 : at + length] = bytes(length - 20)
+        page[at + length + 20] ^= 0xFF
+    return bytes(page)
+
+
+def test_a_linux_style_wipe_passes() -> None:
+    assert "wiped" in verdicts.check_wipe(_page(GOOD), GOOD, EXTRA, "")
+
+
+@pytest.mark.parametrize(
+    "wipe, matched",
+    [
+        ("none", "secret left"),
+        ("guid-only", "secret left"),
+        ("zero-len", "corrupted"),
+        ("damage-extra", "damaged"),
+    ],
+)
+def test_a_bad_wipe_fails(wipe: str, matched: str) -> None:
+    with pytest.raises(GuestVerdict) as err:
+        verdicts.check_wipe(_page(GOOD, wipe), GOOD, EXTRA, "")
+    assert err.value.matched == matched
+
+
+def test_a_live_passphrase_entry_fails_even_without_the_bytes() -> None:
+    # GUID kept, data zeroed: the bytes are gone but Linux would still list the entry.
+    page = bytearray(_page(GOOD, "none"))
+    at = 16 + 4
+    length = struct.unpack_from("<I", page, at + 16)[0]
+    page[at + 20 : at + length] = bytes(length - 20)
+    with pytest.raises(GuestVerdict) as err:
+        verdicts.check_wipe(bytes(page), GOOD, EXTRA, "")
+    assert err.value.matched == "not wiped"
+
+
+def test_a_corrupted_area_is_a_verdict_not_an_exception() -> None:
+    with pytest.raises(GuestVerdict) as err:
+        verdicts.check_wipe(b"\xff" * AREA, GOOD, EXTRA, "")
+    assert err.value.matched == "corrupted"
+
+
+def test_an_unreadable_page_is_a_verdict() -> None:
+    with pytest.raises(GuestVerdict):
+        verdicts.check_wipe(b"", GOOD, EXTRA, "")
+
+
+def test_read_page_retries_until_qemu_answers(tmp_path: Path) -> None:
+    answers_ = [b"", b"", b"page"]
+    assert verdicts.read_page(lambda *_: answers_.pop(0), 0, 4, tmp_path / "p") == b"page"
+
+
+def test_the_owner_refuses_a_tampered_firmware(tmp_path: Path) -> None:
+    """The owner's side of tampered-firmware: the digest differs, nothing is injected."""
+    from harness.sev.measure import launch_digest
+
+    fw = bytes(range(256)) * 64
+    scenario = scenarios.SCENARIOS["tampered-firmware"]
+    notes: list[str] = []
+    tampered = fw[:-1] + bytes([fw[-1] ^ 1])
+    secret = scenarios._launch(scenario, tampered, launch_digest(fw), GOOD, WRONG, tmp_path, notes)
+    assert secret is None
+    assert notes == ["guest owner refused: the launch measurement does not match the manifest"]
