@@ -164,7 +164,7 @@ def simulated_measure(
     psp.launch_update_data(firmware)
     if kernel:
         psp.launch_update_kernel_hashes(KERNEL, INITRD, CMDLINE)
-    return psp.launch_measure(mnonce=NONCE).to_base64()
+    return psp.launch_measure(mnonce=NONCE)
 
 
 @pytest.fixture

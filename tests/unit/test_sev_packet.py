@@ -189,13 +189,13 @@ def test_round_trip_through_simulated_secure_element() -> None:
     keys = sevctl_keys()
     psp = SimulatedSecureElement(keys, PlatformInfo(1, 40, 40, 3))
     psp.launch_update_data(b"firmware image bytes")
-    measure = psp.launch_measure(mnonce=bytes(range(16)))
+    measure = LaunchMeasure.from_base64(psp.launch_measure(mnonce=bytes(range(16))))
     table = SecretTable(S2_ENTRIES).serialize()
     packet = build_packet(table, keys, measure.measurement, iv=IV)
-    assert psp.launch_secret(LaunchSecret.parse(packet.header, packet.payload)) == table
+    assert psp.launch_secret(packet.header, packet.payload) == table
     # The S1 packet is bound to sevctl's measurement, not to this launch.
     with pytest.raises(VerificationError):
-        psp.launch_secret(LaunchSecret.parse(S1_HEADER, S1_PAYLOAD))
+        psp.launch_secret(S1_HEADER, S1_PAYLOAD)
 
 
 # --- tampering -----------------------------------------------------------------------
