@@ -606,3 +606,45 @@ def test_secret_no_verify_warns(tmp_path: Path, inputs: dict[str, Path]) -> None
     proc = secret(tmp_path, key_args(inputs, "tek-tik"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.startswith("warning: --no-verify: the launch measurement was not checked")
+
+
+# --- sevctl's end-to-end vectors through ./inv sev.verify ----------------------------
+
+SEVCTL = "tests/data/sevctl"
+SEVCTL_FIRMWARE = f"{SEVCTL}/OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9"
+SEVCTL_PLATFORM = ["--api-major", "0x01", "--api-minor", "40", "--build", "40", "--policy", "0x03"]
+SEVCTL_KERNEL = [
+    "--kernel", f"{SEVCTL}/vmlinuz-fake",
+    "--initrd", f"{SEVCTL}/initrd-fake",
+    "--append", "foo bar baz fake kernel=cmdline",
+]  # fmt: skip
+SEVCTL_CASES = {
+    "firmware": ([], "oMDewIouJSpbpNRHj7Mk3p08H2dPZQdsZMU14qIymBnDE/q1EcIWsVBbGy6pkDxA"),
+    "kernel": (SEVCTL_KERNEL, "h3auYbWQnVW7EGLWN4Hf9SN0oEYMPU2sK4bLnefWPwvDE/q1EcIWsVBbGy6pkDxA"),
+}
+
+
+def sevctl_verify(measure: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return inv(
+        "sev.verify", "--firmware", SEVCTL_FIRMWARE, "--launch-measure", measure,
+        "--tik", f"{SEVCTL}/tik1.bin", *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SEVCTL_CASES))
+def test_verify_accepts_sevctls_vectors(case: str) -> None:
+    extra, measure = SEVCTL_CASES[case]
+    proc = sevctl_verify(measure, *SEVCTL_PLATFORM, *extra)
+    assert proc.returncode == 0, proc.stderr
+    digest = inv("sev.digest", "--firmware", SEVCTL_FIRMWARE, *extra).stdout.strip()
+    assert proc.stdout.strip() == f"measurement verified: launch digest {digest}"
+    # The other case's measurement does not verify these inputs.
+    other = next(m for name, (_, m) in SEVCTL_CASES.items() if name != case)
+    assert "does not match" in assert_clean_error(sevctl_verify(other, *SEVCTL_PLATFORM, *extra), 1)
+
+
+def test_verify_refuses_sevctls_sev_es_vector() -> None:
+    es = "/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny"
+    platform = ["--api-major", "1", "--api-minor", "49", "--build", "6", "--policy", "0x05"]
+    first = assert_clean_error(sevctl_verify(es, *platform), 2)
+    assert "SEV-ES needs the VMSA digest" in first
