@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import containers, doctor, matrix, qemu, run, scenarios, verdicts, xts
+from harness import containers, matrix, qemu, run, scenarios, verdicts, xts
 from harness.build import ovmf
-from harness.build.common import Workspace
 from harness.image import LuksVariant, build_image, payload_offset, volume_key
 from harness.passphrase import Passphrase
 from tests.conftest import ROOT
@@ -28,16 +27,6 @@ pytestmark = [
     pytest.mark.slow,
 ]
 OUT = ROOT / "out"
-
-
-@pytest.fixture(scope="module")
-def firmware() -> ovmf.OvmfBuild:
-    return ovmf.build_ovmf(Workspace(OUT))
-
-
-@pytest.fixture(scope="module")
-def accel() -> qemu.Accel:
-    return qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF)
 
 
 @pytest.fixture(scope="module")

@@ -648,3 +648,36 @@ def test_verify_refuses_sevctls_sev_es_vector() -> None:
     platform = ["--api-major", "1", "--api-minor", "49", "--build", "6", "--policy", "0x05"]
     first = assert_clean_error(sevctl_verify(es, *platform), 2)
     assert "SEV-ES needs the VMSA digest" in first
+
+
+# --- the passphrase file: the same rule as build-image -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("contents", "held"),
+    [
+        (b"pw-crlf\r\n", b"pw-crlf"),
+        (b"pw-none", b"pw-none"),
+        (b"\xff\xfe-not-utf8\n", b"\xff\xfe-not-utf8"),
+    ],
+)
+def test_secret_injects_the_passphrase_build_image_locks_with(
+    tmp_path: Path, inputs: dict[str, Path], contents: bytes, held: bytes
+) -> None:
+    out_dir(tmp_path)
+    inputs["passphrase"].write_bytes(contents)
+    proc = secret(tmp_path, key_args(inputs, "tek-tik"))
+    assert proc.returncode == 0, proc.stderr
+    entry = opened(tmp_path).get(guids.DISK_PASSPHRASE_ENTRY)
+    assert entry is not None and entry.data == held + b"\0"
+
+
+@pytest.mark.parametrize("contents", [b"pw\n\n", b"pw\r\n\r\n", b"\n", b"", b"p\0w\n"])
+def test_secret_refuses_an_ambiguous_or_empty_passphrase_file(
+    tmp_path: Path, inputs: dict[str, Path], contents: bytes
+) -> None:
+    out = out_dir(tmp_path)
+    inputs["passphrase"].write_bytes(contents)
+    first = assert_clean_error(secret(tmp_path, key_args(inputs, "tek-tik")), 2)
+    assert str(inputs["passphrase"]) in first
+    assert list(out.iterdir()) == []

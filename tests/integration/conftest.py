@@ -1,0 +1,23 @@
+"""Fixtures the boot tests share: the firmware ./inv build-ovmf makes, and the accelerator."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import doctor, qemu
+from harness.build import ovmf
+from harness.build.common import Workspace
+from tests.conftest import ROOT
+
+OUT = ROOT / "out"
+
+
+@pytest.fixture(scope="module")
+def firmware() -> ovmf.OvmfBuild:
+    """The main workspace's OVMF build (built once, then served from the build cache)."""
+    return ovmf.build_ovmf(Workspace(OUT))
+
+
+@pytest.fixture(scope="module")
+def accel() -> qemu.Accel:
+    return qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF)
