@@ -7,11 +7,13 @@ sha256, and the ways to get those bytes, tried in order:
   container. Only the orig tarball is needed, so apt failing on the .dsc is tolerated
   when the tarball arrived and its sha256 matches.
 * ``tarball``: an upstream URL.
-* ``git``: a clone of ``url`` at ``tag`` (with submodules when asked); verified by the
-  commit the pin names, if it names one, since a checkout has no archive hash.
+* ``git``: a clone of ``url`` at ``tag`` (with submodules when asked). A checkout has
+  no archive to hash, so the route must name the ``commit`` the tag resolves to, and the
+  checked-out commit is compared with it: tags can be moved, commits cannot.
 
 Archives land in a content-addressed download cache: ``downloads/<sha256>/<file>``. A
 wrong sha256 is a hard error naming the file and both hashes, and nothing is cached.
+Whatever the route, what it delivered was checked, and :class:`Provenance` says how.
 """
 
 from __future__ import annotations
@@ -69,6 +71,32 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where a source tree's bytes came from and what they were checked against: the
+    archive's sha256 (the tarball and Debian routes) or the commit (the git route)."""
+
+    route: str
+    sha256: str | None = None
+    commit: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"route": self.route, "sha256": self.sha256, "commit": self.commit}
+
+    @classmethod
+    def from_json(cls, data: object) -> Provenance | None:
+        """The record :meth:`to_json` wrote, or None for anything else (a stamp written
+        before provenance was recorded)."""
+        if not isinstance(data, dict) or not isinstance(data.get("route"), str):
+            return None
+        sha, commit = data.get("sha256"), data.get("commit")
+        return cls(
+            data["route"],
+            sha if isinstance(sha, str) else None,
+            commit if isinstance(commit, str) else None,
+        )
+
+
+@dataclass(frozen=True)
 class Quirk:
     """A fix-up applied to the unpacked tree before the series, as data.
 
@@ -90,6 +118,12 @@ class Pin:
     routes: tuple[Route, ...]
     quirks: tuple[Quirk, ...]
 
+    @property
+    def commit(self) -> str | None:
+        """The upstream commit of this version, as the git route pins it (None without
+        a git route, as for a pin moved to another Debian version)."""
+        return next((r.commit for r in self.routes if r.kind is RouteKind.GIT), None)
+
 
 QUIRK_KINDS = ("fill-empty-dir",)
 
@@ -98,6 +132,23 @@ def _req(table: dict[str, Any], key: str, where: str) -> str:
     value = table.get(key)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: '{key}' must be a non-empty string.")
+    return value
+
+
+#: A full SHA-1 commit id: an abbreviation could become ambiguous, and then be resolved
+#: to another commit.
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def _commit(table: dict[str, Any], where: str) -> str:
+    value = table.get("commit")
+    if value is None:
+        raise ConfigError(
+            f"{where}: a git route needs the 'commit' its tag resolves to, "
+            "since a tag can be moved."
+        )
+    if not isinstance(value, str) or not COMMIT.fullmatch(value):
+        raise ConfigError(f"{where}: 'commit' must be the 40 lowercase hex digits of a commit.")
     return value
 
 
@@ -134,7 +185,7 @@ def load_pin(path: Path, component: str | None = None) -> Pin:
                 kind,
                 url=_req(raw, "url", where),
                 tag=_req(raw, "tag", where),
-                commit=raw.get("commit"),
+                commit=_commit(raw, where),
                 submodules=bool(raw.get("submodules", False)),
             )
         routes.append(route)
@@ -291,11 +342,12 @@ DebianFetcher = Callable[[Route, str, Path], Path]
 
 @dataclass(frozen=True)
 class Fetched:
-    """Either a verified archive or, for the git route, a checkout."""
+    """Either a verified archive or, for the git route, a checkout of a verified commit."""
 
     archive: Path | None = None
     checkout: Path | None = None
     route: str = ""
+    provenance: Provenance | None = None
 
 
 def _download(url: str, dest: Path) -> None:
@@ -321,18 +373,25 @@ def url_exists(url: str) -> bool:
         return False
 
 
-def _git_checkout(route: Route, dest: Path) -> None:
-    assert route.url and route.tag
+def _git_checkout(route: Route, dest: Path) -> str:
+    """Clone *route* at its tag into *dest*; return the commit, checked against the pin.
+
+    Raises:
+        ChecksumError: the tag resolves to another commit; the checkout is removed.
+    """
+    assert route.url and route.tag and route.commit
     argv = ["git", "clone", "--quiet", "--depth", "1", "--branch", route.tag]
     if route.submodules:
         argv += ["--recurse-submodules", "--shallow-submodules"]
     run.run([*argv, route.url, str(dest)], timeout=DOWNLOAD_TIMEOUT)
-    if route.commit:
-        head = run.run(["git", "-C", str(dest), "rev-parse", "HEAD"]).stdout.decode().strip()
-        if head != route.commit:
-            raise ChecksumError(
-                f"{route.url} tag {route.tag} is commit {head}, but the pin expects {route.commit}."
-            )
+    head = run.run(["git", "-C", str(dest), "rev-parse", "HEAD"]).stdout.decode().strip()
+    if head != route.commit:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ChecksumError(
+            f"{route.url} tag {route.tag} resolves to commit {head}, but the pin expects "
+            f"commit {route.commit}."
+        )
+    return head
 
 
 def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None = None) -> Fetched:
@@ -345,7 +404,11 @@ def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None =
     """
     cached = cache.lookup(pin)
     if cached:
-        return Fetched(archive=cached, route="download cache")
+        return Fetched(
+            archive=cached,
+            route="download cache",
+            provenance=Provenance("download cache", sha256=pin.sha256),
+        )
     failures = []
     cache.root.mkdir(parents=True, exist_ok=True)
     for route in pin.routes:
@@ -356,21 +419,21 @@ def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None =
                 with tempfile.TemporaryDirectory(dir=cache.root) as tmp:
                     part = Path(tmp) / pin.archive
                     _download(route.url, part)
-                    return Fetched(
-                        archive=cache.store(pin, part, route.describe()), route=route.describe()
-                    )
+                    return _archive(cache.store(pin, part, route.describe()), pin, route)
             if route.kind is RouteKind.DEBIAN:
                 if debian_fetcher is None:
                     raise InfrastructureError("no builder container to run apt-get source in")
                 with tempfile.TemporaryDirectory(dir=cache.root) as tmp:
                     part = debian_fetcher(route, pin.archive, Path(tmp))
-                    return Fetched(
-                        archive=cache.store(pin, part, route.describe()), route=route.describe()
-                    )
+                    return _archive(cache.store(pin, part, route.describe()), pin, route)
             checkout = cache.root / "git" / f"{pin.name}-{pin.version}"
             shutil.rmtree(checkout, ignore_errors=True)
-            _git_checkout(route, checkout)
-            return Fetched(checkout=checkout, route=route.describe())
+            commit = _git_checkout(route, checkout)
+            return Fetched(
+                checkout=checkout,
+                route=route.describe(),
+                provenance=Provenance(route.describe(), commit=commit),
+            )
         except ChecksumError:
             raise
         except (InfrastructureError, CommandError) as err:
@@ -378,6 +441,15 @@ def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None =
             failures.append(f"{route.describe()}: {err.message}")
     raise InfrastructureError(
         f"{pin.archive} could not be fetched by any route.", hint="; ".join(failures)
+    )
+
+
+def _archive(path: Path, pin: Pin, route: Route) -> Fetched:
+    """An archive *route* delivered and :meth:`DownloadCache.store` checked."""
+    return Fetched(
+        archive=path,
+        route=route.describe(),
+        provenance=Provenance(route.describe(), sha256=pin.sha256),
     )
 
 

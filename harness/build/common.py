@@ -156,9 +156,13 @@ class Component:
         )
 
     def inputs(self) -> dict[str, Any]:
+        # The upstream commit only where the pin has one, so the cache keys of pins
+        # without a git route (QEMU's) stay what they were.
+        commit = {"commit": self.pin.commit} if self.pin.commit else {}
         return {
             "name": self.pin.name,
             "version": self.pin.version,
+            **commit,
             "archive": self.pin.archive,
             "sha256": self.pin.sha256,
             "quirks": [q.__dict__ for q in self.pin.quirks],
@@ -279,12 +283,18 @@ def follow_upstream(
     return tuple(moved)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SourceTree:
+    """A prepared source tree: its base commit (the unpacked source), how it was
+    obtained this time (``origin``: a route, or the kept work tree), and the route that
+    delivered its bytes and what they were checked against (None for a local tree, or
+    for a work tree unpacked before that was recorded)."""
+
     path: Path
     base: str
     origin: str
     patched: bool
+    provenance: sources.Provenance | None = None
 
 
 def prepare_tree(
@@ -317,8 +327,13 @@ def prepare_tree(
             "sha256": component.pin.sha256,
             "quirks": [q.__dict__ for q in component.pin.quirks],
         }
-    have = json.loads(stamp.read_text()) if stamp.exists() else None
-    if local_tree is not None or have != want or not (src / ".git").is_dir():
+    have = json.loads(stamp.read_text()) if stamp.exists() else {}
+    provenance: sources.Provenance | None = None
+    if (
+        local_tree is not None
+        or {k: have.get(k) for k in want} != want
+        or not (src / ".git").is_dir()
+    ):
         shutil.rmtree(work, ignore_errors=True)
         src.mkdir(parents=True)
         if local_tree is not None:
@@ -331,16 +346,36 @@ def prepare_tree(
             for line in sources.apply_quirks(component.pin, src):
                 log.info("quirk: %s", line)
             origin = fetched.route
+            provenance = fetched.provenance
         base = patchset.commit_base(src, f"{component.pin.name} {component.pin.version} ({origin})")
-        stamp.write_text(json.dumps(want))
+        # The provenance rides along in the stamp, but is no part of the comparison:
+        # the same pin is the same tree, whichever route delivered it.
+        stamp.write_text(
+            json.dumps({**want, "provenance": provenance.to_json() if provenance else None})
+        )
     else:
         base = patchset.git(src, "rev-parse", "harness-base").strip()
         origin = "work tree"
+        provenance = sources.Provenance.from_json(have.get("provenance"))
     if apply:
         patchset.apply_series(src, list(component.patches))
     else:
         patchset.apply_series(src, [])
-    return SourceTree(src, base, origin, apply)
+    return SourceTree(src, base, origin, apply, provenance)
+
+
+def work_tree_provenance(ws: Workspace, component: Component) -> sources.Provenance | None:
+    """How the bytes of the component's work tree were obtained and checked, when that
+    tree is of the component's pin (a cached build's tree may since have been replaced
+    by another pin's or a local tree)."""
+    stamp = ws.work(component.name) / "base.json"
+    try:
+        have = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(have, dict) or have.get("sha256") != component.pin.sha256:
+        return None
+    return sources.Provenance.from_json(have.get("provenance"))
 
 
 @dataclass

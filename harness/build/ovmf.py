@@ -17,10 +17,12 @@ from harness.build import grub as grub_build
 from harness.build.common import (
     BuildCache,
     Component,
+    SourceTree,
     Workspace,
     digest,
     prepare_tree,
     run_build,
+    work_tree_provenance,
 )
 from harness.errors import InfrastructureError
 from harness.firmware.guids import GRUB_FILE
@@ -122,7 +124,10 @@ def _build_ovmf(
             ]
             env = {"TARGET": target, "EXTRA": extra}
             run_build(ws, "ovmf", builder.tag, SCRIPT, mounts, out, PROGRESS, env)
-            manifest = _manifest(out, comp, grub, builder, inputs, time.monotonic() - started)
+            origins = _origins(ws, tree)
+            manifest = _manifest(
+                out, comp, grub, builder, inputs, origins, time.monotonic() - started
+            )
             (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         hit = ws.builds / name
     else:
@@ -133,12 +138,24 @@ def _build_ovmf(
     return OvmfBuild(published / "OVMF.fd", manifest, cached=cached)
 
 
+def _origins(ws: Workspace, edk2: SourceTree) -> dict[str, Any]:
+    """Where the sources of this build came from: per component the route and the
+    archive sha256 or the commit it was checked against; None where that is unknown
+    (a local tree, or a work tree unpacked before routes were recorded)."""
+    grub = work_tree_provenance(ws, ws.component("grub"))
+    return {
+        "edk2": edk2.provenance.to_json() if edk2.provenance else None,
+        "grub": grub.to_json() if grub else None,
+    }
+
+
 def _manifest(
     out: Path,
     comp: Component,
     grub: grub_build.GrubBuild,
     builder: containers.BuilderImage,
     inputs: dict[str, Any],
+    origins: dict[str, Any],
     seconds: float,
 ) -> dict[str, Any]:
     report = describe(out / "OVMF.fd")
@@ -170,6 +187,7 @@ def _manifest(
             "toolchain": (out / "toolchain.txt").read_text().splitlines(),
             "local_trees": {"edk2": inputs["local_tree"], "grub": grub.inputs["local_tree"]},
             "series_applied": inputs["series_applied"],
+            "sources": origins,
         },
         "cache_key": digest(inputs),
         "build_seconds": round(seconds, 1),

@@ -4,6 +4,7 @@ standing in for upstream git, wrong hashes, and patches that do not apply."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import tarfile
 from pathlib import Path
@@ -69,7 +70,10 @@ def test_tarball_route_verifies_and_caches(tmp_path: Path) -> None:
     assert (
         fetched.archive == cache.path(pin) and fetched.archive.read_bytes() == tarball.read_bytes()
     )
-    assert sources.fetch(pin, cache).route == "download cache"
+    assert fetched.provenance == sources.Provenance(f"file://{tarball}", sha256=sha)
+    again = sources.fetch(pin, cache)
+    assert again.route == "download cache" and again.provenance is not None
+    assert again.provenance.sha256 == sha and again.provenance.commit is None
     tree = tmp_path / "tree"
     sources.unpack(fetched, tree)
     assert (tree / "src" / "main.c").is_file()
@@ -97,19 +101,68 @@ def test_git_route_against_a_local_repository(tmp_path: Path) -> None:
     pin = write_pin(tmp_path, "1" * 64, routes)
     fetched = sources.fetch(pin, sources.DownloadCache(tmp_path / "cache"))
     assert fetched.checkout is not None and "git" in fetched.route
+    assert fetched.provenance is not None
+    assert fetched.provenance.commit == head and fetched.provenance.sha256 is None
     tree = tmp_path / "tree"
     sources.unpack(fetched, tree)
     assert (tree / "README").read_text() == "demo\n" and not (tree / ".git").exists()
 
 
 def test_git_route_refuses_a_moved_tag(tmp_path: Path) -> None:
-    repo, _ = make_upstream(tmp_path)
+    """The pin names the commit v1.0 was released as; upstream then moves the tag. The
+    fetch stops (no other route is tried) and names both commits."""
+    repo, tarball = make_upstream(tmp_path)
+    pinned = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "README").write_text("demo, retagged\n")
+    git(repo, "commit", "-qam", "after the release")
+    git(repo, "tag", "-f", "v1.0")
+    moved = git(repo, "rev-parse", "HEAD").strip()
+    sha = hashlib.sha256(tarball.read_bytes()).hexdigest()
     routes = (
-        f'[[source]]\nkind = "git"\nurl = "file://{repo}"\ntag = "v1.0"\ncommit = "{"2" * 40}"\n'
+        f'[[source]]\nkind = "git"\nurl = "file://{repo}"\ntag = "v1.0"\ncommit = "{pinned}"\n'
+        f'[[source]]\nkind = "tarball"\nurl = "file://{tarball}"\n'
     )
-    pin = write_pin(tmp_path, "1" * 64, routes)
-    with pytest.raises(sources.ChecksumError, match="but the pin expects"):
-        sources.fetch(pin, sources.DownloadCache(tmp_path / "cache"))
+    pin = write_pin(tmp_path, sha, routes)
+    cache = sources.DownloadCache(tmp_path / "cache")
+    with pytest.raises(sources.ChecksumError) as info:
+        sources.fetch(pin, cache)
+    text = str(info.value)
+    assert f"resolves to commit {moved}" in text and f"expects commit {pinned}" in text
+    assert "v1.0" in text
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_work_tree_remembers_where_its_bytes_came_from(tmp_path: Path) -> None:
+    """prepare_tree records the route and the commit it checked; a warm rerun (which
+    fetches nothing) and the manifest's reader still know them."""
+    from harness.build.common import Workspace, prepare_tree, work_tree_provenance
+
+    repo, _ = make_upstream(tmp_path)
+    head = git(repo, "rev-parse", "HEAD").strip()
+    patches = tmp_path / "patches" / "demo"
+    patches.mkdir(parents=True)
+    (patches / "series").write_text("")
+    (patches / "upstream.toml").write_text(
+        'name = "demo"\nversion = "1.0"\narchive = "demo-1.0.tar.xz"\n'
+        f'sha256 = "{"1" * 64}"\n[[source]]\nkind = "git"\nurl = "file://{repo}"\n'
+        f'tag = "v1.0"\ncommit = "{head}"\n'
+    )
+    ws = Workspace(tmp_path / "out", tmp_path / "patches")
+    comp = ws.component("demo")
+    cold = prepare_tree(comp, ws, "unused")
+    want = sources.Provenance(f"git file://{repo} at v1.0", commit=head)
+    assert cold.provenance == want and cold.origin == want.route
+    warm = prepare_tree(comp, ws, "unused")
+    assert warm.origin == "work tree" and warm.provenance == want and warm.base == cold.base
+    assert work_tree_provenance(ws, comp) == want
+    # A work tree unpacked before routes were recorded is kept, its route unknown.
+    stamp = ws.work("demo") / "base.json"
+    old = json.loads(stamp.read_text())
+    del old["provenance"]
+    stamp.write_text(json.dumps(old))
+    kept = prepare_tree(comp, ws, "unused")
+    assert kept.base == cold.base and kept.provenance is None
+    assert work_tree_provenance(ws, comp) is None
 
 
 def test_no_route_works(tmp_path: Path) -> None:

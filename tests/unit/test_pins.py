@@ -10,14 +10,14 @@ import pytest
 from harness.build.common import BuildCache, Component, digest
 from harness.errors import ConfigError
 from harness.patchset import Patch, read_series
-from harness.sources import RouteKind, load_pin
+from harness.sources import Provenance, RouteKind, load_pin
 from tests.conftest import ROOT
 
 GOOD_PIN = """
 name = "demo"
 version = "1.0"
 archive = "demo-1.0.tar.xz"
-sha256 = "%s"
+sha256 = "{}"
 
 [[source]]
 kind = "debian"
@@ -28,13 +28,14 @@ version = "1.0-1"
 kind = "git"
 url = "file:///nowhere"
 tag = "v1.0"
+commit = "{}"
 submodules = true
 
 [[quirk]]
 kind = "fill-empty-dir"
 path = "a/b"
 from = "c/d"
-""" % ("ab" * 32)
+""".format("ab" * 32, "c0" * 20)
 
 
 def test_real_pins_load() -> None:
@@ -46,12 +47,24 @@ def test_real_pins_load() -> None:
     assert Component.load("qemu").patches == ()
 
 
+def test_real_git_routes_pin_the_commit_and_builds_record_it() -> None:
+    for name in ("grub", "ovmf"):
+        comp = Component.load(name)
+        (git,) = [r for r in comp.pin.routes if r.kind is RouteKind.GIT]
+        assert git.commit is not None and comp.pin.commit == git.commit
+        assert comp.inputs()["commit"] == git.commit
+    # No git route, no commit, and the cache key of QEMU's builds is what it was.
+    assert Component.load("qemu").pin.commit is None
+    assert "commit" not in Component.load("qemu").inputs()
+
+
 def test_pin_fields(tmp_path: Path) -> None:
     path = tmp_path / "upstream.toml"
     path.write_text(GOOD_PIN)
     pin = load_pin(path, "demo")
     assert [r.kind for r in pin.routes] == [RouteKind.DEBIAN, RouteKind.GIT]
     assert pin.routes[1].submodules and pin.quirks[0].source == "c/d"
+    assert pin.routes[1].commit == pin.commit == "c0" * 20
 
 
 @pytest.mark.parametrize(
@@ -62,6 +75,10 @@ def test_pin_fields(tmp_path: Path) -> None:
         (('package = "demo"\n', ""), "'package' must be"),
         (('kind = "fill-empty-dir"', 'kind = "rm-rf"'), "unknown kind"),
         (('name = "demo"', "name = "), "not valid TOML"),
+        (('commit = "' + "c0" * 20 + '"\n', ""), "git route needs the 'commit'"),
+        (('commit = "' + "c0" * 20, 'commit = "c0c0c0c'), "40 lowercase hex digits"),
+        (('commit = "' + "c0" * 20, 'commit = "' + "C0" * 20), "40 lowercase hex digits"),
+        (('commit = "' + "c0" * 20 + '"', "commit = 7"), "40 lowercase hex digits"),
     ],
 )
 def test_bad_pins(tmp_path: Path, change: tuple[str, str], message: str) -> None:
@@ -69,6 +86,12 @@ def test_bad_pins(tmp_path: Path, change: tuple[str, str], message: str) -> None
     path.write_text(GOOD_PIN.replace(*change))
     with pytest.raises(ConfigError, match=message):
         load_pin(path)
+
+
+def test_provenance_round_trip() -> None:
+    record = Provenance("git file:///x at v1", commit="c0" * 20)
+    assert Provenance.from_json(record.to_json()) == record
+    assert Provenance.from_json(None) is None and Provenance.from_json({"sha256": "x"}) is None
 
 
 def test_pin_without_routes(tmp_path: Path) -> None:
