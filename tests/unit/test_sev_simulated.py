@@ -91,6 +91,17 @@ def test_kernel_hashes_table_matches_sevctl() -> None:
     assert simulated.HASHES_KERNEL == guids.SEV_KERNEL_ENTRY
 
 
+@pytest.mark.parametrize(
+    ("initrd", "cmdline"), [(None, None), (b"", ""), (b"\0", None), (None, "quiet"), (b"x", "")]
+)
+def test_kernel_hashes_table_matches_sev_snp_measure(
+    tmp_path: Path, initrd: bytes | None, cmdline: str | None
+) -> None:
+    """Absent initrd and command line hash as empty, as sev-snp-measure (and QEMU) do."""
+    theirs = mvec._ssm_table(tmp_path, mvec.FAKE_KERNEL, initrd, cmdline)
+    assert simulated.kernel_hashes(mvec.FAKE_KERNEL, initrd, cmdline) == theirs
+
+
 @pytest.mark.parametrize("name", sorted(pvec.VECTORS))
 def test_element_opens_sevctl_packets(name: str) -> None:
     _, table, payload, mac_msg, header, _, _ = pvec.VECTORS[name]
