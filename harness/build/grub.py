@@ -6,6 +6,7 @@ the modules), which the OVMF build mounts at the same place.
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import shutil
@@ -26,6 +27,10 @@ from harness.build.common import (
 log = logging.getLogger(__name__)
 
 PREFIX = "/opt/grub"
+#: GRUB's own native unit tests (``testcase = native`` programs in Makefile.util.def)
+#: that every build compiles for the build host and runs; a failing one fails the
+#: build. Our series adds efisecret_test; a tree without it (``--no-series``) says so.
+UNIT_TESTS = ("efisecret_test",)
 # autogen only when the series (HEAD) changed: it regenerates the build system, and
 # with it every object. The stamp lives in the build directory.
 SCRIPT = r"""
@@ -40,10 +45,52 @@ if [ ! -f config.status ] || [ "$(cat .harness-head 2>/dev/null)" != "$head" ]; 
     echo "$head" > .harness-head
 fi
 echo "== make"; make -j"$(nproc)"
+echo "== unit tests"
+failed=
+for t in @UNIT_TESTS@; do
+    if ! make -n "$t" >/dev/null 2>&1; then echo "unit test $t: ABSENT"; continue; fi
+    make "$t"
+    if ./"$t"; then echo "unit test $t: PASS"; else echo "unit test $t: FAIL"; failed=1; fi
+done
+[ -z "$failed" ]
 echo "== install"; make install DESTDIR=/out >/dev/null
 { gcc --version | head -n1; ld --version | head -n1; } > /out/toolchain.txt
-"""
+""".replace("@UNIT_TESTS@", " ".join(UNIT_TESTS))
 PROGRESS = re.compile(r"(?:^== (\w+)|-o (\S+\.(?:o|mod|img|exec))\b)")
+#: The script's verdict line for each unit test, and the failure lines GRUB's test
+#: runner prints before it (`` file:function:line: assert failed: ...``).
+UNIT_VERDICT = re.compile(r"^unit test (\S+): (PASS|FAIL|ABSENT)$", re.MULTILINE)
+UNIT_FAILURE = re.compile(r"^ (\S+:\S+:\d+: .*)$", re.MULTILINE)
+
+
+class UnitVerdict(enum.StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ABSENT = "ABSENT"  # the tree does not define the test
+
+
+@dataclass(frozen=True)
+class UnitTest:
+    """One unit test's verdict in a build log, with the assertions that failed."""
+
+    name: str
+    verdict: UnitVerdict
+    failures: tuple[str, ...] = ()
+
+
+def unit_tests(log_text: str) -> tuple[UnitTest, ...]:
+    """The unit tests a build log reports, in the order they ran. Empty when the build
+    stopped before them."""
+    found = []
+    start = 0
+    for m in UNIT_VERDICT.finditer(log_text):
+        failures = tuple(UNIT_FAILURE.findall(log_text, start, m.start()))
+        verdict = UnitVerdict(m.group(2))
+        if verdict is not UnitVerdict.FAIL:
+            failures = ()
+        found.append(UnitTest(m.group(1), verdict, failures))
+        start = m.end()
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -63,6 +110,12 @@ class GrubBuild:
     @property
     def modules(self) -> Path:
         return self.install / "opt" / "grub" / "lib" / "grub" / "x86_64-efi"
+
+    @property
+    def unit_tests(self) -> tuple[UnitTest, ...]:
+        """What the unit tests of this build said (a cached build keeps its log)."""
+        log_file = self.install / "build.log"
+        return unit_tests(log_file.read_text(errors="replace")) if log_file.is_file() else ()
 
 
 def plan(
