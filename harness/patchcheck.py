@@ -4,8 +4,10 @@ The checks a maintainer would run, in the order a patch author fixes things: eac
 carries the author's Signed-off-by (DCO) and a sane subject; the series applies without
 fuzz on the base; upstream's own style checker passes (edk2's PatchCheck.py, QEMU's
 checkpatch.pl, and for GRUB, which has none, ``git show --check`` plus the conventions
-of its developer manual); then the component builds and the boot matrix passes. A
-failing check stops the stages after it, so a broken series fails in seconds.
+of its developer manual); the component's own unit tests pass (GRUB's native tests,
+built and run inside the GRUB build, so ``--quick`` runs that build too); then the
+component builds and the boot matrix passes. A failing check stops the stages after
+it, so a broken series fails in seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import containers, doctor, matrix, patchset, qemu, run, scenarios, sources
+from harness.build import grub as grub_build
 from harness.build import ovmf
 from harness.build import qemu as qemu_build
 from harness.build.common import PATCHES, Component, Workspace, follow_upstream, prepare_tree
@@ -224,6 +227,14 @@ def run_checks(
         builder = containers.ensure_builder("bookworm", cache=ws.root / "cache")
         _series_checks(component, comp, ws, builder.tag, local_tree, add)
         blocked = next((c for c in checks if c.failed), None)
+        if component in UNIT_TESTS:
+            if blocked:
+                why = f"{blocked.subject} failed {blocked.name}"
+                for name in UNIT_TESTS[component]:
+                    add(Check("unit-test", name, Outcome.SKIP, why))
+            else:
+                _unit_tests(component, ws, builder, local_tree, add)
+            blocked = next((c for c in checks if c.failed), None)
         if blocked or quick:
             why = f"{blocked.subject} failed {blocked.name}" if blocked else "--quick"
             add(Check("build", component, Outcome.SKIP, why))
@@ -255,6 +266,47 @@ def _series_checks(
     for result in applied:
         if result.ok:
             add(check_style(component, tree.path, result))
+
+
+#: Components whose build runs unit tests of their own, by name: each is a check line
+#: before the build stage, and runs with ``--quick`` too.
+UNIT_TESTS: dict[str, tuple[str, ...]] = {"grub": grub_build.UNIT_TESTS}
+
+
+def _unit_tests(
+    component: str,
+    ws: Workspace,
+    builder: containers.BuilderImage,
+    local_tree: Path | None,
+    add: Callable[[Check], None],
+) -> None:
+    """One "unit-test" line per test that *component*'s build runs. The tests run
+    inside the build, so this is that build (from the cache when nothing changed; the
+    build stage after it then reuses it)."""
+    assert component == "grub"
+    wanted = UNIT_TESTS[component]
+    ran: tuple[grub_build.UnitTest, ...] = ()
+    broken = ""
+    try:
+        ran = grub_build.build_grub(ws, builder, local_tree=local_tree).unit_tests
+    except PatchError as err:
+        broken = err.message
+    except CommandError as err:  # the build ran: its log says how far the tests got
+        ran = grub_build.unit_tests(ws.log(component).read_text(errors="replace"))
+        broken = err.message
+    seen = {t.name: t for t in ran}
+    for name in wanted:
+        test = seen.get(name)
+        if test is None:
+            why = f"the build failed before it ran: {broken}" if broken else "it did not run"
+            add(Check("unit-test", name, Outcome.FAIL, why))
+        elif test.verdict is grub_build.UnitVerdict.ABSENT:
+            add(Check("unit-test", name, Outcome.FAIL, "the tree does not define it"))
+        elif test.verdict is grub_build.UnitVerdict.FAIL:
+            why = "; ".join(test.failures[:3]) or "it failed (see the GRUB build log)"
+            add(Check("unit-test", name, Outcome.FAIL, why))
+        else:
+            add(Check("unit-test", name, Outcome.PASS, f"built and run in the {component} build"))
 
 
 def _build_and_boot(

@@ -61,16 +61,40 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 
 def test_our_grub_series_passes(ws_root: Path, tmp_path: Path) -> None:
-    checks = check(ws_root, series(tmp_path, "grub"), "grub")
-    assert [c.outcome for c in checks if c.outcome is not Outcome.SKIP] == [Outcome.PASS] * 4
+    root = series(tmp_path, "grub")
+    checks = check(ws_root, root, "grub")
+    # Four checks per patch, then GRUB's unit tests, which run with --quick too.
+    patches = len(patchset.read_series(root / "grub"))
+    ran = [c.outcome for c in checks if c.outcome is not Outcome.SKIP]
+    assert ran == [Outcome.PASS] * (4 * patches + len(patchcheck.UNIT_TESTS["grub"]))
     assert {c.name for c in checks} == {
         "signed-off-by",
         "subject",
         "applies",
         "style",
+        "unit-test",
         "build",
         "boot",
     }
+    unit = by_name(checks)["unit-test"]
+    assert unit.subject == "efisecret_test" and unit.outcome is Outcome.PASS
+
+
+def test_a_broken_parser_fails_its_unit_test(ws_root: Path, tmp_path: Path) -> None:
+    """A parser that accepts two passphrase entries: GRUB's own unit test says which
+    assertion failed, the build stops, and nothing after it runs."""
+
+    def edit(text: str) -> str:
+        return text.replace(
+            "+  if (err == GRUB_ERR_NONE && count > 1)", "+  if (err == GRUB_ERR_NONE && count > 2)"
+        )
+
+    checks = check(ws_root, series(tmp_path, "grub", edit), "grub")
+    unit = by_name(checks)["unit-test"]
+    assert unit.failed and unit.subject == "efisecret_test"
+    assert "two passphrase entries: accepted" in unit.reason
+    assert by_name(checks)["build"].outcome is Outcome.SKIP
+    assert "efisecret_test failed unit-test" in by_name(checks)["build"].reason
 
 
 def test_a_hunk_that_no_longer_applies(ws_root: Path, tmp_path: Path) -> None:
@@ -223,6 +247,8 @@ def test_cli_check_quick_passes_for_our_series() -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         lines = proc.stdout.splitlines()
         assert any(ln.startswith("PASS  style") for ln in lines)
+        if component == "grub":
+            assert any(ln.startswith("PASS  unit-test     efisecret_test") for ln in lines)
         assert lines[-1].endswith("0 failed")
 
 
@@ -241,6 +267,7 @@ def test_check_against_a_local_tree(ws_root: Path, tmp_path: Path) -> None:
     checks = by_name(patchcheck.run_checks("grub", ws, local_tree=tree, quick=True))
     assert checks["applies"].outcome is Outcome.PASS
     assert checks["applies"].reason == f"on {tree}"
+    assert checks["unit-test"].outcome is Outcome.PASS  # built from the local tree
     # The same tree with the hunk's context changed no longer takes the patch.
     makefile = tree / "grub-core" / "Makefile.core.def"
     makefile.write_text(makefile.read_text().replace("module = {\n", "module = {  \n"))
