@@ -14,12 +14,15 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
 from harness import containers, doctor
 from harness.build import ovmf
 from harness.build.common import Workspace
+from harness.firmware.fv import SectionType, find_volumes
+from harness.firmware.guids import GRUB_FILE
 from harness.firmware.summary import describe
 from harness.patchset import PatchError
 from tests.conftest import ROOT, workspace
@@ -56,6 +59,15 @@ def test_cold_build_produces_firmware_with_our_grub(
     assert manifest["output"]["sha256"] == report["sha256"]
     assert manifest["output"]["sev_launch_digest"] == report["sev_launch_digest"]
     assert manifest["inputs"]["edk2"]["sha256"] == ws.component("ovmf").pin.sha256
+    for name, comp in (("edk2", "ovmf"), ("grub", "grub")):
+        pin = ws.component(comp).pin
+        assert pin.commit and manifest["inputs"][name]["commit"] == pin.commit
+        # The private workspace shares the download cache: archives checked by sha256.
+        assert manifest["inputs"]["sources"][name] == {
+            "route": "download cache",
+            "sha256": pin.sha256,
+            "commit": None,
+        }
     assert [p["file"] for p in manifest["inputs"]["grub"]["patches"]] == [
         p.path.name for p in ws.component("grub").patches
     ]
@@ -76,6 +88,44 @@ def test_the_same_inputs_give_the_same_firmware(
     assert main.manifest["cache_key"] == private.manifest["cache_key"]
     assert main.firmware.parent != private.firmware.parent
     assert main.manifest["output"]["sha256"] == private.manifest["output"]["sha256"]
+
+
+#: The COFF TimeDateStamp grub-mkimage writes into every image, whatever the clock:
+#: GRUB 2.14's STABLE_EMBEDDING_TIMESTAMP (util/mkimage.c), 2015-01-01 00:00 UTC.
+GRUB_PE_TIME_STAMP = 1420070400
+
+
+def pe_time_stamps(image: bytes) -> dict[UUID, tuple[str, tuple[int, ...]]]:
+    """Every PE32 image in the firmware's volumes, by FFS file: its name and time
+    stamps, the COFF header's first, then each debug directory entry's."""
+    import pefile
+
+    debug = pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_DEBUG"]
+    found = {}
+    for top in find_volumes(image):
+        for _, ffs in top.walk():
+            section = ffs.first(SectionType.PE32)
+            if section is None:
+                continue
+            pe = pefile.PE(data=section.data, fast_load=True)
+            pe.parse_data_directories(directories=[debug])
+            entries = getattr(pe, "DIRECTORY_ENTRY_DEBUG", [])
+            stamps = (pe.FILE_HEADER.TimeDateStamp, *(e.struct.TimeDateStamp for e in entries))
+            found[ffs.guid] = (ffs.ui_name or str(ffs.guid), stamps)
+    return found
+
+
+def test_no_build_time_in_the_pe_images(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
+    """edk2's GenFw writes the clock into each PE header it makes from an ELF file
+    (Elf64Convert.c) and zeroes it again before writing the image (ZeroDebugData in
+    GenFw.c); GRUB's image carries grub-mkimage's constant. A build time that reached
+    the firmware would change its launch digest with every build: see it here first."""
+    _, result, _ = built
+    stamps = pe_time_stamps(result.firmware.read_bytes())
+    name, grub = stamps.pop(GRUB_FILE)
+    assert grub == (GRUB_PE_TIME_STAMP,), name
+    assert len(stamps) > 50 and "DxeCore" in {n for n, _ in stamps.values()}
+    assert {n: s for n, s in stamps.values() if any(s)} == {}
 
 
 def test_inspect_task_on_the_built_firmware(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
