@@ -2,8 +2,9 @@
 grub.cfg (embedded in grub.efi, so in the launch measurement) must not depend on the
 build's clock, time zone or dosfstools version.
 
-grub.sh comes from the pinned edk2 archive in the shared download cache with our series
-applied; grub-mkimage is a stub that keeps a copy of the memdisk it is given.
+grub.sh comes from the pinned edk2 archive in the shared download cache (fetched in the
+builder container when a build has not fetched it yet) with our series applied;
+grub-mkimage is a stub that keeps a copy of the memdisk it is given.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import sources
-from harness.build.common import Component
+from harness import containers, sources
+from harness.build.common import Component, debian_fetcher
+from harness.errors import HarnessError
 from tests.conftest import IN_CI, SHARED_DOWNLOADS
 
 pytestmark = pytest.mark.tools
@@ -57,12 +59,18 @@ exec {real} "$@"
 def grub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``OvmfPkg/AmdSev/Grub`` of the pinned edk2 archive, our series applied."""
     comp = Component.load("ovmf")
-    archive = sources.DownloadCache(SHARED_DOWNLOADS).lookup(comp.pin)
+    cache = sources.DownloadCache(SHARED_DOWNLOADS)
+    archive = cache.lookup(comp.pin)
     if archive is None:
-        reason = f"{comp.pin.archive} is not in {SHARED_DOWNLOADS} (./inv build-ovmf fetches it)"
-        if IN_CI:
-            pytest.fail(f"CI must not skip: {reason}", pytrace=False)
-        pytest.skip(reason)
+        try:
+            builder = containers.ensure_builder("bookworm")
+            archive = sources.fetch(comp.pin, cache, debian_fetcher(builder.tag)).archive
+        except HarnessError as err:
+            reason = f"{comp.pin.archive} is not downloaded and could not be: {err.message}"
+            if IN_CI:
+                pytest.fail(f"CI must not skip: {reason}", pytrace=False)
+            pytest.skip(reason)
+    assert archive is not None
     root = tmp_path_factory.mktemp("edk2")
     subprocess.run(
         ["tar", "-xf", str(archive), "-C", str(root), "--strip-components=1", "--wildcards",
