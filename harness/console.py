@@ -24,6 +24,9 @@ from harness.errors import HarnessError
 
 ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 REDACTED = "[REDACTED]"
+#: GRUB wraps an error at 80 columns, and prefixes file:line:function in its builds: a
+#: message and the lines after it are searched together.
+ERROR_CONTEXT_LINES = 5
 #: How long the final rescan waits for output still on its way (a guest powering off).
 DRAIN_TIMEOUT = 1.0
 #: How the child's output is read: one character per byte, nothing lost or replaced.
@@ -178,7 +181,7 @@ class Console:
         for n, line in enumerate(lines):
             if not line.startswith("error:"):
                 continue
-            context = " ".join(lines[n : n + 3])
+            context = " ".join(lines[n : n + ERROR_CONTEXT_LINES])
             if not any(re.search(allowed, context) for allowed in self.allowed_errors):
                 raise GuestVerdict(
                     f"GRUB reported an error the scenario does not expect: {line}",

@@ -189,3 +189,12 @@ def test_console_timeout_is_a_verdict(tmp_path: Path) -> None:
         assert info.value.matched == "timeout"
     finally:
         con.child.close(force=True)
+
+
+def test_boot_refuses_an_image_of_another_recipe(tmp_path: Path) -> None:
+    """console-keys needs the menu recipe: a minimal image is refused before any launch."""
+    from harness import boot
+
+    (tmp_path / "image.json").write_text('{"recipe": "minimal", "luks": "luks1", "token": "t"}')
+    with pytest.raises(ConfigError, match="menu recipe"):
+        boot.boot("console-keys", tmp_path / "OVMF.fd", tmp_path, interactive=False)
