@@ -476,7 +476,7 @@ def _print_checks(checks: list[Any]) -> None:
         "component": COMPONENT_HELP,
         "tree": "check against this local source tree instead of the pinned upstream",
         "base": "pinned (default) or head: the newest upstream version Debian has",
-        "quick": "stop after the series checks (no build, no boots)",
+        "quick": "stop after the series checks and GRUB's own unit tests (no boots)",
         "jobs": "boots at a time",
     },
 )
