@@ -98,9 +98,10 @@ def run_matrix(
     jobs: int = 2,
     emulator: qemu.Qemu = qemu.SYSTEM,
     on_result: Callable[[scenarios.Result], None] | None = None,
+    cases: tuple[tuple[str, LuksVariant], ...] = MATRIX,
 ) -> list[scenarios.Result]:
-    """Run every case of the matrix with *emulator*, *jobs* boots at a time; results in
-    matrix order.
+    """Run *cases* (every case of the matrix by default) with *emulator*, *jobs* boots at
+    a time; results in the order of *cases*.
 
     Transcripts are ``workdir/<scenario>-<variant>/console.log``.
     """
@@ -130,4 +131,4 @@ def run_matrix(
         return result
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        return list(pool.map(one, MATRIX))
+        return list(pool.map(one, cases))

@@ -289,8 +289,9 @@ def prepared(
 ) -> Iterator[Launch]:
     """Do the guest owner's part of the launch and configure QEMU (*emulator*) for it.
 
-    The firmware copy, the decrypted secret and the QMP socket live in a private
-    directory of this run, removed on the way out, so parallel runs never collide.
+    The firmware copy and the decrypted secret live in a private directory of this run,
+    the QMP socket in a short-named one under the system's temporary directory; both
+    are removed on the way out, so parallel runs never collide.
 
     Raises:
         ConfigError: the scenario needs the host's disk and none was given.
@@ -299,6 +300,8 @@ def prepared(
         raise ConfigError(f"{scenario.name} needs the host's own disk.")
     workdir.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=".run-", dir=workdir))
+    # A unix socket path must fit in 108 bytes; a deep workdir does not leave room.
+    sockets = Path(tempfile.mkdtemp(prefix="harness-qmp-"))
     try:
         notes: list[str] = []
         fw_bytes = firmware.read_bytes()
@@ -320,7 +323,7 @@ def prepared(
             if scenario.host is Host.FOREIGN_DISK and host_disk
             else (),
             accel=accel,
-            qmp=private / "qmp.sock",
+            qmp=sockets / "qmp.sock",
             secret=(secret, area.base) if secret else None,
             no_shutdown=scenario.check_wipe,
             emulator=emulator,
@@ -328,6 +331,7 @@ def prepared(
         yield Launch(cfg, wrong, area, notes)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def run_scenario(

@@ -56,8 +56,12 @@ def check(ws_root: Path, patches: Path, component: str) -> list[Check]:
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
-    """By check name; for series of one patch (GRUB's)."""
-    return {c.name: c for c in checks}
+    """By check name, the first of each: the first patch's per-patch checks (the one
+    these tests break), then the series-wide ones."""
+    first: dict[str, Check] = {}
+    for c in checks:
+        first.setdefault(c.name, c)
+    return first
 
 
 def test_our_grub_series_passes(ws_root: Path, tmp_path: Path) -> None:
@@ -229,10 +233,10 @@ def test_import_refuses_what_is_not_a_range(ws_root: Path, tmp_path: Path) -> No
 
 def test_rebase_onto_an_older_grub_names_the_patch_that_needs_work(tmp_path: Path) -> None:
     checks = patchcheck.rebase("grub", "2.12", tmp_path)
-    (only,) = checks
-    assert only.failed and only.subject == GRUB_PATCH
-    assert "needs work on grub 2.12" in only.reason
-    assert "grub-core/Makefile.core.def" in only.reason
+    first = checks[0]
+    assert first.failed and first.subject == GRUB_PATCH
+    assert "needs work on grub 2.12" in first.reason
+    assert "grub-core/Makefile.core.def" in first.reason
 
 
 def test_cli_check_quick_passes_for_our_series() -> None:
