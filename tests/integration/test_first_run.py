@@ -72,8 +72,17 @@ def private_engine(top: Path) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+        unmount_under(top)
         # Image layers are owned by root and may be mounted read-only for a moment.
         shutil.rmtree(top / "data", ignore_errors=True)
+
+
+def unmount_under(top: Path) -> None:
+    """Unmount what dockerd left mounted under *top* (its network namespace file)."""
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    for point in sorted((p for p in points if p.startswith(f"{top}/")), reverse=True):
+        run.run(["umount", "-l", point], check=False)
 
 
 def clean_copy(dest: Path) -> Path:
