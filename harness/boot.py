@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from harness import console, containers, doctor, image, matrix, qemu, scenarios
 from harness.build import qemu as qemu_build
 from harness.errors import ConfigError, InputError
 from harness.passphrase import Passphrase
+from harness.sev import owner
 from harness.verdicts import Host
 
 OUT = Path("out").resolve()
@@ -19,16 +19,12 @@ OUT = Path("out").resolve()
 def expected_digest(firmware: Path) -> bytes:
     """The digest the guest owner expects: from the build manifest next to the firmware."""
     manifest = firmware.parent / "manifest.json"
-    try:
-        data = json.loads(manifest.read_text())
-        return bytes.fromhex(data["output"]["sev_launch_digest"])
-    except FileNotFoundError as err:
+    if not manifest.is_file():
         raise InputError(
             f"{manifest} is missing: the guest owner has no digest to expect.",
             hint="boot a firmware made by ./inv build-ovmf",
-        ) from err
-    except (KeyError, ValueError) as err:
-        raise InputError(f"{manifest} has no valid output.sev_launch_digest.") from err
+        )
+    return owner.manifest_digest(manifest)
 
 
 class QemuChoice(enum.StrEnum):
