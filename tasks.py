@@ -24,7 +24,7 @@ from harness.errors import ConfigError, PrerequisiteError
 @entry
 def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
     """Check host prerequisites (tools, Docker engine, QEMU accelerator)."""
-    from harness import doctor as doctor_mod
+    from harness.host import doctor as doctor_mod
 
     checks = doctor_mod.ensure(fix=fix, probe=probe)
     print(doctor_mod.render(checks))
@@ -41,7 +41,7 @@ def inspect(c: Context, firmware: str, json: bool = False) -> None:
     """Describe a firmware image: GUID table, secret area, volumes, GRUB, digests."""
     from pathlib import Path
 
-    from harness.firmware.summary import describe, render_text
+    from harness.inspection import describe, render_text
 
     if firmware.startswith("-"):
         raise ConfigError(
@@ -62,8 +62,8 @@ def inspect(c: Context, firmware: str, json: bool = False) -> None:
 @entry
 def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
     """Run the test suite (`-m unit` for the quick loop, without host checks)."""
-    from harness import doctor as doctor_mod
     from harness import run
+    from harness.host import doctor as doctor_mod
 
     if m != "unit":
         print(doctor_mod.render(doctor_mod.require_all(fix=True, probe=False)), file=sys.stderr)
@@ -101,10 +101,10 @@ def build_grub(
     """Build GRUB (x86_64-efi) with patches/grub into out/grub."""
     from pathlib import Path
 
-    from harness import containers
-    from harness import doctor as doctor_mod
-    from harness.build import grub
-    from harness.build.common import Workspace
+    from harness.components import grub
+    from harness.components.pipeline import Workspace
+    from harness.host import containers
+    from harness.host import doctor as doctor_mod
 
     doctor_mod.require(BUILD_TOOLS, docker_engine=True)
     ws = Workspace(Path(out).resolve())
@@ -132,9 +132,9 @@ def build_ovmf(
     """Build the AmdSev OVMF.fd with our GRUB inside: out/ovmf/OVMF.fd + manifest.json."""
     from pathlib import Path
 
-    from harness import doctor as doctor_mod
-    from harness.build import ovmf
-    from harness.build.common import Workspace
+    from harness.components import ovmf
+    from harness.components.pipeline import Workspace
+    from harness.host import doctor as doctor_mod
 
     doctor_mod.require(BUILD_TOOLS, docker_engine=True)
     result = ovmf.build_ovmf(
@@ -164,9 +164,9 @@ def build_qemu(c: Context, base: str = "debian:bookworm", out: str = "out") -> N
     """Build QEMU (x86_64-softmmu) with patches/qemu into out/qemu, for boot --qemu built."""
     from pathlib import Path
 
-    from harness import doctor as doctor_mod
-    from harness.build import qemu
-    from harness.build.common import Workspace
+    from harness.components import qemu
+    from harness.components.pipeline import Workspace
+    from harness.host import doctor as doctor_mod
 
     doctor_mod.require(BUILD_TOOLS, docker_engine=True)
     ws = Workspace(Path(out).resolve())
@@ -199,8 +199,9 @@ def build_image(
     """Build a LUKS-encrypted guest image, rootless and without dm-crypt."""
     from pathlib import Path
 
-    from harness import containers, image
-    from harness import doctor as doctor_mod
+    from harness.guest import image
+    from harness.host import containers
+    from harness.host import doctor as doctor_mod
 
     passphrase = image.image_passphrase(
         Path(passphrase_file) if passphrase_file else None, secret_only
@@ -243,7 +244,7 @@ def boot(
     """Boot the firmware and image in QEMU through a scenario and print the verdict."""
     from pathlib import Path
 
-    from harness import boot as boot_mod
+    from harness.flows import boot as boot_mod
 
     emulator = boot_mod.select_qemu(qemu)
     result = boot_mod.boot(scenario, Path(firmware), Path(image), interactive, emulator)
@@ -279,7 +280,7 @@ def nightly(
 
     from invoke.exceptions import Exit
 
-    from harness import nightly as nightly_mod
+    from harness.flows import nightly as nightly_mod
 
     status = nightly_mod.nightly(
         Path(out).resolve(), Path(history).resolve(), upstream, jobs, emulator=qemu
@@ -492,9 +493,10 @@ def patches_check(
     """Does the series apply, carry Signed-off-by, pass upstream's style checker, build and boot?"""
     from pathlib import Path
 
-    from harness import containers, patchcheck
-    from harness import doctor as doctor_mod
-    from harness.build.common import Workspace, follow_upstream
+    from harness.components.pipeline import Workspace, follow_upstream
+    from harness.flows import patchcheck
+    from harness.host import containers
+    from harness.host import doctor as doctor_mod
 
     doctor_mod.require(BUILD_TOOLS, docker_engine=True)
     out = Path("out").resolve()
@@ -530,7 +532,7 @@ def patches_rebase(c: Context, component: str, to: str) -> None:
     """Try the series on another upstream version and say which patches need work."""
     from pathlib import Path
 
-    from harness import patchcheck
+    from harness.flows import patchcheck
 
     checks = patchcheck.rebase(component, to, Path("out/rebase").resolve())
     for ch in checks:
@@ -548,8 +550,8 @@ def patches_export(c: Context, component: str, to: str) -> None:
     """Write the series applied on the pinned base as a git branch (for git send-email)."""
     from pathlib import Path
 
-    from harness import patchcheck
-    from harness.build.common import Workspace
+    from harness.components.pipeline import Workspace
+    from harness.flows import patchcheck
 
     branch, count = patchcheck.export(component, Workspace(Path("out").resolve()), Path(to))
     print(f"{to}: branch {branch}, {count} commit(s) on tag harness-base")
@@ -570,8 +572,8 @@ def patches_import(c: Context, component: str, range: str, from_: str) -> None:
     """Replace the component's series with commits of a git branch (git format-patch)."""
     from pathlib import Path
 
-    from harness import patchcheck
-    from harness.build.common import Workspace
+    from harness.components.pipeline import Workspace
+    from harness.flows import patchcheck
 
     files = patchcheck.import_(component, Workspace(Path("out").resolve()), Path(from_), range)
     for f in files:
@@ -588,7 +590,7 @@ bench = Collection("bench")
 @entry
 def bench_inspect(c: Context, runs: int = 10) -> None:
     """Time `inspect --json` on a 4 MiB image next to `python -c pass` (the floor)."""
-    from harness import bench as bench_mod
+    from tools import bench as bench_mod
 
     print(bench_mod.inspect(runs))
 
@@ -597,7 +599,7 @@ def bench_inspect(c: Context, runs: int = 10) -> None:
 @entry
 def bench_build(c: Context, keep: bool = False) -> None:
     """Cold build-ovmf, warm rerun and grub.cfg rebuild next to the raw build commands."""
-    from harness import bench as bench_mod
+    from tools import bench as bench_mod
 
     print(bench_mod.build(keep))
 
@@ -606,7 +608,7 @@ def bench_build(c: Context, keep: bool = False) -> None:
 @entry
 def bench_boot(c: Context, runs: int = 1) -> None:
     """Scenario time next to bare QEMU, the boot matrix with and without xdist, image builds."""
-    from harness import bench as bench_mod
+    from tools import bench as bench_mod
 
     print(bench_mod.boot(runs))
 
@@ -615,7 +617,7 @@ def bench_boot(c: Context, runs: int = 1) -> None:
 @entry
 def bench_nightly(c: Context, jobs: int = 2) -> None:
     """A warm nightly end to end beside the bare boot matrix: each stage's share."""
-    from harness import bench as bench_mod
+    from tools import bench as bench_mod
 
     print(bench_mod.nightly(jobs))
 

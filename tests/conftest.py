@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import doctor
-from harness.build.common import Workspace
+from harness.components.pipeline import Workspace
+from harness.host import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"

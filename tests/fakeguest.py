@@ -1,6 +1,6 @@
 """A scripted guest for the verdict tests: a stand-in for pexpect's child, not for QEMU.
 
-The real :class:`harness.console.Console` and the real :mod:`harness.verdicts` run
+The real :class:`harness.host.console.Console` and the real :mod:`harness.boots.verdicts` run
 against it, so what is tested is our judging, with canned console output in place of a
 booting guest. A script is the output the guest prints at start and a function that
 answers each thing typed with more output (or ends the guest).
@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pexpect
 
-from harness.console import Console
+from harness.host.console import Console
 
 #: Answers one input (what was sent, Enter included) with the guest's next output;
 #: None ends the guest (QEMU exits).

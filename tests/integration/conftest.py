@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import doctor, qemu
-from harness.build import ovmf
-from harness.build.common import Workspace
+from harness.components import ovmf
+from harness.components.pipeline import Workspace
+from harness.host import doctor, qemu
 from tests.conftest import ROOT
 
 OUT = ROOT / "out"

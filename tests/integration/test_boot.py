@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import containers, matrix, qemu, run, scenarios, verdicts, xts
-from harness.build import ovmf
-from harness.image import LuksVariant, build_image, payload_offset, volume_key
+from harness import run
+from harness.boots import matrix, scenarios, verdicts
+from harness.components import ovmf
+from harness.guest import xts
+from harness.guest.image import LuksVariant, build_image, payload_offset, volume_key
+from harness.host import containers, qemu
 from harness.passphrase import Passphrase
 from tests.conftest import ROOT
 

@@ -18,13 +18,13 @@ from uuid import UUID
 
 import pytest
 
-from harness import containers, doctor
-from harness.build import ovmf
-from harness.build.common import Workspace
+from harness.components import ovmf
+from harness.components.pipeline import Workspace
 from harness.firmware.fv import SectionType, find_volumes
 from harness.firmware.guids import GRUB_FILE
-from harness.firmware.summary import describe
-from harness.patchset import PatchError
+from harness.host import containers, doctor
+from harness.inspection import describe
+from harness.upstream.patchset import PatchError
 from tests.conftest import ROOT, workspace
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -174,8 +174,8 @@ def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
     )
     ws = Workspace(tmp_path / "out", patches)
     builder = containers.ensure_builder("bookworm")
-    from harness.build import grub
-    from harness.sources import ChecksumError
+    from harness.components import grub
+    from harness.upstream.sources import ChecksumError
 
     with pytest.raises(ChecksumError, match=r"grub2_2\.14\.orig\.tar\.xz"):
         grub.build_grub(ws, builder)
@@ -212,7 +212,8 @@ def test_built_firmware_runs_grub_and_refuses_an_unencrypted_boot(
     encrypted root, and reboots (QEMU exits under -no-reboot) instead of booting."""
     import re
 
-    from harness import qemu, run
+    from harness import run
+    from harness.host import qemu
 
     _, result, _ = built
     argv = qemu.probe_argv(qemu.Accel.TCG, result.firmware)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import doctor, qemu
 from harness.errors import PrerequisiteError
+from harness.host import doctor, qemu
 from tests.conftest import ROOT
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from harness import run
-from harness.build import ovmf
-from harness.build.common import Workspace
+from harness.components import ovmf
+from harness.components.pipeline import Workspace
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.tools, pytest.mark.slow]

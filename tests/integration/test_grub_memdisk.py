@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import containers, sources
-from harness.build.common import Component, debian_fetcher
+from harness.components.pipeline import Component, debian_fetcher
 from harness.errors import HarnessError
+from harness.host import containers
+from harness.upstream import sources
 from tests.conftest import IN_CI, SHARED_DOWNLOADS
 
 pytestmark = pytest.mark.tools

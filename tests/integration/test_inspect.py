@@ -13,13 +13,13 @@ import pytest
 from harness import run
 from harness.firmware import guids
 from harness.firmware.pe import inspect_pe
-from harness.firmware.summary import describe
+from harness.inspection import describe
 from tests import fvbuild
 from tests.conftest import ROOT
 from tests.unit.test_fv import _their_files
 
 pytestmark = pytest.mark.tools
-SCHEMA = json.loads((ROOT / "harness" / "firmware" / "inspect.schema.json").read_text())
+SCHEMA = json.loads((ROOT / "harness" / "inspect.schema.json").read_text())
 MODULES = ["part_gpt", "fat", "ext2", "cryptodisk", "luks", "luks2", "echo"]
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from harness import matrix, nightly, scenarios
-from harness.image import LuksVariant
+from harness.boots import matrix, scenarios
+from harness.flows import nightly
+from harness.guest.image import LuksVariant
 from tests.conftest import ROOT, workspace
 
 pytestmark = [
@@ -35,7 +36,7 @@ BOOT_CASES = [matrix.case_id(n, v) for n, v in matrix.MATRIX]
 FEW_CASES = tuple(
     (name, LuksVariant.LUKS1) for name in ("passwordless", "no-secret", "foreign-disk")
 )
-SCHEMA = json.loads((ROOT / "harness" / "nightly.schema.json").read_text())
+SCHEMA = json.loads((ROOT / "harness" / "flows" / "nightly.schema.json").read_text())
 
 
 def results_of(report: Path) -> dict[str, Any]:
@@ -201,8 +202,8 @@ def test_a_night_on_upstream_head(tmp_path: Path) -> None:
     """--upstream head resolves each pin through apt and the mirror, builds and boots
     whatever that is, and says so. Upstream may break our series any night, so the
     verdict is not asserted here; that the night completes and reports what it ran is."""
-    from harness import containers
-    from harness.build.common import Workspace, follow_upstream
+    from harness.components.pipeline import Workspace, follow_upstream
+    from harness.host import containers
 
     notes: list[str] = []
     builder = containers.ensure_builder("bookworm")

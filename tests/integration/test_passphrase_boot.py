@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import containers, qemu, run, scenarios
-from harness.build import ovmf
+from harness import run
+from harness.boots import scenarios
+from harness.components import ovmf
 from harness.errors import InputError
-from harness.image import LuksVariant, build_image, image_passphrase
+from harness.guest.image import LuksVariant, build_image, image_passphrase
+from harness.host import containers, qemu
 from harness.passphrase import Passphrase
 from tests.conftest import ROOT
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import patchcheck, patchset
-from harness.build.common import Workspace
+from harness.components.pipeline import Workspace
 from harness.errors import InputError
-from harness.patchcheck import Check, Outcome
+from harness.flows import patchcheck
+from harness.flows.patchcheck import Check, Outcome
+from harness.upstream import patchset
 from tests.conftest import ROOT, workspace
 
 pytestmark = [

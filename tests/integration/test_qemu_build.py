@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import containers, doctor, qemu, run, scenarios
-from harness.build import ovmf
-from harness.build import qemu as qemu_build
-from harness.build.common import Workspace, digest, prepare_tree
-from harness.image import LuksVariant, build_image
+from harness import run
+from harness.boots import scenarios
+from harness.components import ovmf
+from harness.components import qemu as qemu_build
+from harness.components.pipeline import Workspace, digest, prepare_tree
+from harness.guest.image import LuksVariant, build_image
+from harness.host import containers, doctor, qemu
 from harness.passphrase import Passphrase
-from harness.patchset import GIT_ENV, read_series
+from harness.upstream.patchset import GIT_ENV, read_series
 from tests.conftest import ROOT
 
 pytestmark = [

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import console, cpio, qemu, xts
+from harness.boots.matrix import MATRIX
+from harness.boots.scenarios import SCENARIOS, Scenario, Secret
+from harness.boots.verdicts import Ending, Host
 from harness.errors import ConfigError
-from harness.image import LuksVariant, initramfs, parse_variant
-from harness.matrix import MATRIX
-from harness.scenarios import SCENARIOS, Scenario, Secret
+from harness.guest import cpio, xts
+from harness.guest.image import LuksVariant, initramfs, parse_variant
+from harness.host import console, qemu
 from harness.sev.malformed import malformed_tables
-from harness.verdicts import Ending, Host
 
 # NIST CAVS XTSGenAES256, tweak given as the data unit sequence number (the plain64
 # IV): cryptography_vectors 50.0.2,
@@ -193,7 +194,7 @@ def test_console_timeout_is_a_verdict(tmp_path: Path) -> None:
 
 def test_boot_refuses_an_image_of_another_recipe(tmp_path: Path) -> None:
     """console-keys needs the menu recipe: a minimal image is refused before any launch."""
-    from harness import boot
+    from harness.flows import boot
 
     (tmp_path / "image.json").write_text('{"recipe": "minimal", "luks": "luks1", "token": "t"}')
     with pytest.raises(ConfigError, match="menu recipe"):

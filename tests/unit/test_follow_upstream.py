@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import sources
 from harness.errors import ConfigError, InfrastructureError
+from harness.upstream import sources
 from tests.conftest import DATA, ROOT
 
 INDEX = (DATA / "edk2-showsrc.txt").read_text()

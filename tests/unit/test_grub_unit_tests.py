@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.build import grub
-from harness.build.grub import UnitTest, UnitVerdict
+from harness.components import grub
+from harness.components.grub import UnitTest, UnitVerdict
 
 #: What GRUB's test runner (grub-core/tests/lib/test.c) and our build script print.
 LOG = """\

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import console
 from harness.errors import ConfigError, InputError
-from harness.image import image_passphrase
+from harness.guest.image import image_passphrase
+from harness.host import console
 from harness.passphrase import Passphrase
 from harness.sev.secret import disk_passphrase_entry
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.build.common import BuildCache, Component, digest
+from harness.components.pipeline import BuildCache, Component, digest
 from harness.errors import ConfigError
-from harness.patchset import Patch, read_series
-from harness.sources import Provenance, RouteKind, load_pin
+from harness.upstream.patchset import Patch, read_series
+from harness.upstream.sources import Provenance, RouteKind, load_pin
 from tests.conftest import ROOT
 
 GOOD_PIN = """

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import boot, containers, qemu
-from harness.build import qemu as qemu_build
-from harness.build.common import Component, digest
+from harness.components import qemu as qemu_build
+from harness.components.pipeline import Component, digest
 from harness.errors import ConfigError, PrerequisiteError
-from harness.patchset import Patch
+from harness.flows import boot
+from harness.host import containers, qemu
+from harness.upstream.patchset import Patch
 from tests.conftest import ROOT
 
 

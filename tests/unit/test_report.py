@@ -6,7 +6,7 @@ import copy
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from harness import report
+from harness.flows import report
 
 
 def results(**changes: Any) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import scenarios, verdicts
-from harness.console import GuestVerdict
+from harness.boots import scenarios, verdicts
+from harness.host.console import GuestVerdict
 from harness.passphrase import Passphrase
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
 from tests.fakeguest import Reaction, console

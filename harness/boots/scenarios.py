@@ -22,12 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import qemu, verdicts
-from harness.console import GuestVerdict
+from harness.boots import verdicts
+from harness.boots.verdicts import Ending, Host
 from harness.errors import ConfigError, FirmwareFormatError, VerificationError
 from harness.files import write_private
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
+from harness.host import qemu
+from harness.host.console import GuestVerdict
 from harness.passphrase import Passphrase
 from harness.sev.malformed import malformed_tables
 from harness.sev.measure import LaunchMeasure, PlatformInfo, verify_measurement
@@ -39,7 +41,6 @@ from harness.sev.secret import (
     disk_passphrase_entry,
 )
 from harness.sev.simulated import SimulatedSecureElement
-from harness.verdicts import Ending, Host
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import containers
-from harness.build import grub as grub_build
-from harness.build.common import (
+from harness.components import grub as grub_build
+from harness.components.pipeline import (
     BuildCache,
     Component,
     SourceTree,
@@ -26,7 +25,8 @@ from harness.build.common import (
 )
 from harness.errors import InfrastructureError
 from harness.firmware.guids import GRUB_FILE
-from harness.firmware.summary import describe
+from harness.host import containers
+from harness.inspection import describe
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import containers, cpio, run, xts
+from harness import run
 from harness.errors import ConfigError, InfrastructureError
 from harness.files import write_private
+from harness.guest import cpio, xts
+from harness.host import containers
 from harness.passphrase import Passphrase
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
 #: The partition starts at 1 MiB, as every partitioning tool aligns it.
 PARTITION_START = 1024 * 1024

@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from harness import containers, patchset, run
-from harness.build import ovmf
-from harness.build.common import PATCHES, Workspace
+from harness import run
+from harness.components import ovmf
+from harness.components.pipeline import PATCHES, Workspace
 from harness.errors import PrerequisiteError
+from harness.host import containers
+from harness.upstream import patchset
 
 ROOT = Path(__file__).resolve().parent.parent
 #: bookworm's split 4 MiB build: VARS then CODE is exactly the 4 MiB combined image
@@ -59,7 +61,7 @@ def inspect(runs: int = 10) -> str:
             sys.executable,
             "-c",
             "import json,sys; from pathlib import Path; "
-            "from harness.firmware.summary import describe; "
+            "from harness.inspection import describe; "
             f"json.dump(describe(Path({str(image)!r})), sys.stdout)",
         ],
         "./inv inspect --json": [str(ROOT / "inv"), "inspect", "--json", str(image)],
@@ -197,7 +199,9 @@ def _bare_boot(argv: list[str], passphrase: str | None, timeout: float = 120) ->
 def boot(runs: int = 1) -> str:
     """Scenario wall time next to a bare QEMU run to the same marker; the matrix with and
     without xdist; the image build time."""
-    from harness import doctor, image, qemu, scenarios
+    from harness.boots import scenarios
+    from harness.guest import image
+    from harness.host import doctor, qemu
     from harness.passphrase import Passphrase
 
     ws = Workspace(ROOT / "out")
@@ -294,7 +298,8 @@ def nightly(jobs: int = 2) -> str:
     boot matrix with the same firmware, images and parallelism; the share of each stage."""
     import json
 
-    from harness import doctor, matrix, qemu
+    from harness.boots import matrix
+    from harness.host import doctor, qemu
 
     report, history = BENCH_DIR / "nightly", BENCH_DIR / "nightly-history"
     argv = [str(ROOT / "inv"), "nightly", "--out", str(report), "--history", str(history)]

@@ -6,12 +6,14 @@ import enum
 from pathlib import Path
 from typing import Any
 
-from harness import console, containers, doctor, image, matrix, qemu, scenarios
-from harness.build import qemu as qemu_build
+from harness.boots import matrix, scenarios
+from harness.boots.verdicts import Host
+from harness.components import qemu as qemu_build
 from harness.errors import ConfigError, InputError
+from harness.guest import image
+from harness.host import console, containers, doctor, qemu
 from harness.passphrase import Passphrase
 from harness.sev import owner
-from harness.verdicts import Host
 
 OUT = Path("out").resolve()
 

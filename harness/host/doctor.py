@@ -18,7 +18,7 @@ import docker.errors
 
 from harness import run
 from harness.errors import CommandError, PrerequisiteError
-from harness.qemu import QEMU, pick_accelerator
+from harness.host.qemu import QEMU, pick_accelerator
 
 log = logging.getLogger(__name__)
 

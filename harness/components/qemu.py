@@ -25,11 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import containers, run
-from harness.build.common import BuildCache, Component, Workspace, digest, prepare_tree, run_build
+from harness import run
+from harness.components.pipeline import (
+    BuildCache,
+    Component,
+    Workspace,
+    digest,
+    prepare_tree,
+    run_build,
+)
 from harness.errors import InfrastructureError, PrerequisiteError
-from harness.qemu import Qemu, parse_version
-from harness.sources import sha256_file
+from harness.host import containers
+from harness.host.qemu import Qemu, parse_version
+from harness.upstream.sources import sha256_file
 
 log = logging.getLogger(__name__)
 

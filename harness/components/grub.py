@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import containers
-from harness.build.common import (
+from harness.components.pipeline import (
     BuildCache,
     Component,
     Workspace,
@@ -23,6 +22,7 @@ from harness.build.common import (
     prepare_tree,
     run_build,
 )
+from harness.host import containers
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import containers, doctor, matrix, patchset, qemu, run, scenarios, sources
-from harness.build import grub as grub_build
-from harness.build import ovmf
-from harness.build import qemu as qemu_build
-from harness.build.common import PATCHES, Component, Workspace, follow_upstream, prepare_tree
+from harness import run
+from harness.boots import matrix, scenarios
+from harness.components import grub as grub_build
+from harness.components import ovmf
+from harness.components import qemu as qemu_build
+from harness.components.pipeline import PATCHES, Component, Workspace, follow_upstream, prepare_tree
 from harness.errors import CommandError, ConfigError
-from harness.patchset import Applied, Patch, PatchError, git
+from harness.host import containers, doctor, qemu
+from harness.upstream import patchset, sources
+from harness.upstream.patchset import Applied, Patch, PatchError, git
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import containers, doctor, matrix, patchset, qemu, report, run, scenarios
-from harness.build import grub as grub_build
-from harness.build import ovmf
-from harness.build import qemu as qemu_build
-from harness.build.common import Component, Workspace, follow_upstream, prepare_tree
+from harness import run
+from harness.boots import matrix, scenarios
+from harness.components import grub as grub_build
+from harness.components import ovmf
+from harness.components import qemu as qemu_build
+from harness.components.pipeline import Component, Workspace, follow_upstream, prepare_tree
 from harness.errors import CommandError, ConfigError, HarnessError, InfrastructureError
-from harness.image import LuksVariant
+from harness.flows import report
+from harness.guest.image import LuksVariant
+from harness.host import containers, doctor, qemu
+from harness.upstream import patchset
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import image, qemu, scenarios, verdicts
-from harness.image import Image, LuksVariant
+from harness.boots import scenarios, verdicts
+from harness.guest import image
+from harness.guest.image import Image, LuksVariant
+from harness.host import qemu
 from harness.passphrase import Passphrase
 
 log = logging.getLogger(__name__)

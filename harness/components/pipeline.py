@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import containers, patchset, sources
 from harness.errors import ConfigError, InfrastructureError, InputError
+from harness.host import containers
+from harness.upstream import patchset, sources
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Any
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from harness import console as console_mod
 from harness import run
-from harness.console import Console
 from harness.errors import InfrastructureError, PrerequisiteError
+from harness.host import console as console_mod
+from harness.host.console import Console
 
 log = logging.getLogger(__name__)
 # qemu.qmp logs an ERROR when QEMU closes the socket after "quit", which is how every

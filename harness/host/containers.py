@@ -27,12 +27,12 @@ import docker.errors
 from docker.models.containers import Container
 
 from harness import run
-from harness.doctor import docker_client
 from harness.errors import CommandError, InfrastructureError, PrerequisiteError
+from harness.host.doctor import docker_client
 
 log = logging.getLogger(__name__)
 
-BUILDERS = Path(__file__).resolve().parent / "builders"
+BUILDERS = Path(__file__).resolve().parents[1] / "components" / "builders"
 DEFAULT_BASE = "debian:bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 #: debootstrap of a minbase bookworm takes 2-4 minutes here; allow for a slow mirror.

@@ -1,0 +1,1 @@
+"""Boots judged: the scenarios, their verdicts, and the matrix of cases."""

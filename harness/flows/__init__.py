@@ -1,0 +1,1 @@
+"""What the tasks run: one boot, the nightly, the patch author's checks, reports."""

@@ -1,0 +1,1 @@
+"""Guest disk images: recipes, LUKS formatting without dm-crypt, initramfs."""

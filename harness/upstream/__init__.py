@@ -1,0 +1,1 @@
+"""Upstream sources: pins, routes, downloads, and our patch series."""
