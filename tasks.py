@@ -251,9 +251,9 @@ def boot(
     if result is not None:
         print(boot_mod.render(result))
         if not result.passed:
-            from harness.errors import HarnessError
+            from harness.errors import BootFailed
 
-            raise HarnessError(f"Scenario {scenario} failed.")
+            raise BootFailed(f"Scenario {scenario} failed.")
 
 
 @task(
@@ -465,9 +465,9 @@ def _print_checks(checks: list[Any]) -> None:
     failed = sum(c.failed for c in checks)
     print(f"{len(checks)} checks, {failed} failed", flush=True)
     if failed:
-        from harness.errors import VerificationError
+        from harness.errors import PatchCheckFailed
 
-        raise VerificationError(f"{failed} of {len(checks)} checks failed (see above).")
+        raise PatchCheckFailed(f"{failed} of {len(checks)} checks failed (see above).")
 
 
 @task(

@@ -6,9 +6,14 @@ Hierarchy::
     ├── InputError                 the user gave us something unusable (exit 2)
     │   ├── FirmwareFormatError    bytes that are not a (well-formed) firmware image
     │   ├── SecretFormatError      a secret table or packet that breaks its format
-    │   └── ConfigError            bad option values or combinations
-    ├── VerificationError          a cryptographic check failed (exit 1): the launch
-    │                              measurement or a packet MAC does not match
+    │   ├── ConfigError            bad option values or combinations
+    │   ├── ChecksumError          downloaded bytes that do not match their pin
+    │   └── PatchError             a patch of a series that does not apply
+    ├── VerificationError          a check of what we were given failed (exit 1); raised
+    │   │                          itself when a launch measurement or MAC does not match
+    │   ├── GuestVerdict           a guest did what its scenario forbids
+    │   ├── BootFailed             a scenario's boot did not pass
+    │   └── PatchCheckFailed       a patch series failed one of its checks
     └── InfrastructureError        the machine cannot do the job (exit 3)
         ├── CommandError           a subprocess failed: command, status, output tail
         └── PrerequisiteError      a host tool, Docker engine or accelerator is missing
@@ -58,10 +63,39 @@ class ConfigError(InputError):
     """Option values that cannot work, alone or together."""
 
 
+class ChecksumError(InputError):
+    """Downloaded bytes do not match the pin."""
+
+
+class PatchError(InputError):
+    """A patch of the series does not apply."""
+
+
 class VerificationError(HarnessError):
-    """A measurement or MAC did not verify."""
+    """Something we were given failed its check: a measurement or MAC that does not
+    verify, a guest that misbehaved, a series that fails its checks."""
 
     exit_code = 1
+
+
+class GuestVerdict(VerificationError):
+    """The guest did something the scenario forbids (a test verdict, not infrastructure).
+
+    Attributes:
+        matched: which failure pattern (or "timeout"/"exited") ended the wait.
+    """
+
+    def __init__(self, message: str, matched: str, transcript_tail: str) -> None:
+        super().__init__(f"{message}\n--- console (last lines) ---\n{transcript_tail}")
+        self.matched = matched
+
+
+class BootFailed(VerificationError):
+    """A scenario's boot ended in a failed verdict (the report says why)."""
+
+
+class PatchCheckFailed(VerificationError):
+    """A patch series failed at least one of ``patches.check``'s checks."""
 
 
 class InfrastructureError(HarnessError):

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import FirmwareFormatError, InputError
-from harness.files import read_input
+from harness.errors import FirmwareFormatError
 from harness.firmware import guids
-from harness.firmware.fv import FfsFile, FirmwareVolume, SectionType, find_volumes
+from harness.firmware.fv import FfsFile, FirmwareVolume, SectionType, find_volumes, read_firmware
 from harness.firmware.guidtable import (
     GuidTable,
     GuidTableEntry,
@@ -29,18 +28,6 @@ from harness.sev.measure import launch_digest
 
 SCHEMA = "harness-inspect/1"
 Json = dict[str, Any]
-
-
-def read_firmware(path: Path) -> bytes:
-    """Read a firmware file.
-
-    Raises:
-        InputError: missing, unreadable, a directory, or empty.
-    """
-    data = read_input(path, "firmware")
-    if not data:
-        raise InputError(f"The firmware file {path} is empty.")
-    return data
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.components.pipeline import Workspace
-from harness.host import doctor
+from harness.host import doctor, engine, qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"
@@ -25,7 +25,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def _docker_up() -> str | None:
     try:
-        doctor.docker_client(timeout=5)
+        engine.docker_client(timeout=5)
     except Exception as err:
         return f"Docker engine not reachable ({err})"
     return None
@@ -76,11 +76,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def debian_ovmf() -> Path:
     """Debian's stock OVMF.fd (package ovmf): a real OvmfPkgX64 build, no secret block."""
-    if not doctor.DEBIAN_OVMF.exists():
+    if not qemu.DEBIAN_OVMF.exists():
         if IN_CI:
             pytest.fail("CI must not skip: Debian's ovmf package is not installed", pytrace=False)
         pytest.skip("Debian's ovmf package is not installed")
-    return doctor.DEBIAN_OVMF
+    return qemu.DEBIAN_OVMF
 
 
 @pytest.fixture(scope="session")

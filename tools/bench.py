@@ -201,13 +201,13 @@ def boot(runs: int = 1) -> str:
     without xdist; the image build time."""
     from harness.boots import scenarios
     from harness.guest import image
-    from harness.host import doctor, qemu
+    from harness.host import qemu
     from harness.passphrase import Passphrase
 
     ws = Workspace(ROOT / "out")
     fw = ovmf.build_ovmf(ws)
     digest = bytes.fromhex(fw.manifest["output"]["sev_launch_digest"])
-    accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF)
+    accel = qemu.working_accelerator(ws.root / "cache", qemu.DEBIAN_OVMF)
     builder = containers.ensure_builder("bookworm")
     lines = [
         "boot benchmark (TCG unless the probe found KVM working)",
@@ -299,7 +299,7 @@ def nightly(jobs: int = 2) -> str:
     import json
 
     from harness.boots import matrix
-    from harness.host import doctor, qemu
+    from harness.host import qemu
 
     report, history = BENCH_DIR / "nightly", BENCH_DIR / "nightly-history"
     argv = [str(ROOT / "inv"), "nightly", "--out", str(report), "--history", str(history)]
@@ -317,7 +317,7 @@ def nightly(jobs: int = 2) -> str:
     firmware = matrix.Firmware(
         fw.firmware, bytes.fromhex(fw.manifest["output"]["sev_launch_digest"])
     )
-    accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF)
+    accel = qemu.working_accelerator(ws.root / "cache", qemu.DEBIAN_OVMF)
     builder = containers.ensure_builder("bookworm")
     images = matrix.build_images(
         BENCH_DIR / "matrix-images", ws.root / "cache" / "images", builder.tag

@@ -24,12 +24,11 @@ from pathlib import Path
 
 from harness.boots import verdicts
 from harness.boots.verdicts import Ending, Host
-from harness.errors import ConfigError, FirmwareFormatError, VerificationError
+from harness.errors import ConfigError, FirmwareFormatError, GuestVerdict, VerificationError
 from harness.files import write_private
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.host import qemu
-from harness.host.console import GuestVerdict
 from harness.passphrase import Passphrase
 from harness.sev.malformed import malformed_tables
 from harness.sev.measure import LaunchMeasure, PlatformInfo, verify_measurement

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
-from harness.errors import HarnessError
+from harness.errors import GuestVerdict, HarnessError
 from harness.firmware import guids
-from harness.host.console import GuestVerdict
 from harness.passphrase import Passphrase
 from harness.sev.secret import SecretTable
 

@@ -15,9 +15,11 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from uuid import UUID
 
-from harness.errors import FirmwareFormatError
+from harness.errors import FirmwareFormatError, InputError
+from harness.files import read_input
 from harness.firmware import guids
 
 #: Nesting limit for encapsulation sections and volumes; OVMF uses three levels.
@@ -432,3 +434,15 @@ def find_volumes(image: bytes) -> list[FirmwareVolume]:
         fv = parse_volume(image, start)
         volumes.append(fv)
         pos = start + fv.length
+
+
+def read_firmware(path: Path) -> bytes:
+    """Read a firmware file.
+
+    Raises:
+        InputError: missing, unreadable, a directory, or empty.
+    """
+    data = read_input(path, "firmware")
+    if not data:
+        raise InputError(f"The firmware file {path} is empty.")
+    return data

@@ -11,7 +11,7 @@ from harness.boots.verdicts import Host
 from harness.components import qemu as qemu_build
 from harness.errors import ConfigError, InputError
 from harness.guest import image
-from harness.host import console, containers, doctor, qemu
+from harness.host import console, containers, qemu
 from harness.passphrase import Passphrase
 from harness.sev import owner
 
@@ -71,7 +71,7 @@ def boot(
             f"one of the {recipe} recipe.",
             hint=f"./inv build-image --recipe {scenario.recipe} --out DIR, then --image DIR",
         )
-    accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF, emulator)
+    accel = qemu.working_accelerator(OUT / "cache", qemu.DEBIAN_OVMF, emulator)
     common: dict[str, Any] = {
         "firmware": firmware.resolve(),
         "expected_digest": expected_digest(firmware),

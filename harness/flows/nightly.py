@@ -32,11 +32,10 @@ from harness.components import grub as grub_build
 from harness.components import ovmf
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import Component, Workspace, follow_upstream, prepare_tree
-from harness.errors import CommandError, ConfigError, HarnessError, InfrastructureError
+from harness.errors import CommandError, ConfigError, HarnessError, InfrastructureError, PatchError
 from harness.flows import report
 from harness.guest.image import LuksVariant
 from harness.host import containers, doctor, qemu
-from harness.upstream import patchset
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +205,7 @@ def _night(
             night.case("boot", matrix.case_id(name, variant), "skipped", 0, why)
         return
     t1 = time.monotonic()
-    accel = qemu.working_accelerator(out_root / "cache", doctor.DEBIAN_OVMF, emulator)
+    accel = qemu.working_accelerator(out_root / "cache", qemu.DEBIAN_OVMF, emulator)
     night.host = {
         "qemu": f"{emulator.version()} ({night.emulator})",
         "accelerator": str(accel),
@@ -263,7 +262,7 @@ def _series(night: Run, ws: Workspace, comp: Component, builder: str) -> bool:
     started = time.monotonic()
     try:
         prepare_tree(comp, ws, builder)  # applies the series (at once if already applied)
-    except patchset.PatchError as err:
+    except PatchError as err:
         night.case("series", f"{comp.name}: series applies", "failed", 0, err.message)
         return False
     what = f"{len(comp.patches)} patch(es) on {pin.name} {pin.version}"

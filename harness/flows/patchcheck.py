@@ -27,10 +27,10 @@ from harness.components import grub as grub_build
 from harness.components import ovmf
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import PATCHES, Component, Workspace, follow_upstream, prepare_tree
-from harness.errors import CommandError, ConfigError
-from harness.host import containers, doctor, qemu
+from harness.errors import CommandError, ConfigError, PatchError
+from harness.host import containers, qemu
 from harness.upstream import patchset, sources
-from harness.upstream.patchset import Applied, Patch, PatchError, git
+from harness.upstream.patchset import Applied, Patch, git
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def _build_and_boot(
         add(Check("boot", component, Outcome.SKIP, "the build failed"))
         return
     firmware, emulator = built
-    accel = qemu.working_accelerator(ws.root / "cache", doctor.DEBIAN_OVMF, emulator)
+    accel = qemu.working_accelerator(ws.root / "cache", qemu.DEBIAN_OVMF, emulator)
     runs = ws.root / BOOT_DIR / component
     images = matrix.build_images(runs / "images", ws.root / "cache" / "images", builder)
 

@@ -14,13 +14,14 @@ and only the transcript written to disk is decoded as UTF-8.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pexpect
 
-from harness.errors import HarnessError
+from harness.errors import GuestVerdict
 
 ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 REDACTED = "[REDACTED]"
@@ -57,20 +58,6 @@ FAILURES: tuple[FailurePattern, ...] = (
         r"[^\n]*(?:[Aa]ssert|[Aa]bort|[Ee]rror|[Ff]atal)",
     ),
 )
-
-
-class GuestVerdict(HarnessError):
-    """The guest did something the scenario forbids (a test verdict, not infrastructure).
-
-    Attributes:
-        matched: which failure pattern (or "timeout"/"exited") ended the wait.
-    """
-
-    exit_code = 1
-
-    def __init__(self, message: str, matched: str, transcript_tail: str) -> None:
-        super().__init__(f"{message}\n--- console (last lines) ---\n{transcript_tail}")
-        self.matched = matched
 
 
 @dataclass
@@ -216,6 +203,20 @@ class Console:
             name = FAILURES[index - 2].name
             raise GuestVerdict(f"The guest showed {name} on its way out.", name, self.tail())
         return index == 0
+
+    @property
+    def alive(self) -> bool:
+        """The program behind the console (QEMU) still runs."""
+        return bool(self.child.isalive())
+
+    def close(self, grace: float = 0.0) -> None:
+        """Give the program *grace* seconds to exit on its own, then kill it; the
+        transcript on disk is complete afterwards."""
+        deadline = time.monotonic() + grace
+        while self.child.isalive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.child.close(force=True)
+        self.text()
 
 
 def spawn(

@@ -28,7 +28,7 @@ from docker.models.containers import Container
 
 from harness import run
 from harness.errors import CommandError, InfrastructureError, PrerequisiteError
-from harness.host.doctor import docker_client
+from harness.host.engine import docker_client
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,15 +17,13 @@ import docker.errors
 
 from harness import run
 from harness.errors import CommandError, PrerequisiteError
-from harness.host.qemu import QEMU, pick_accelerator
+from harness.host import engine
+from harness.host.qemu import DEBIAN_OVMF, QEMU, pick_accelerator
 
 log = logging.getLogger(__name__)
 
 #: dockerd needs a few seconds to come up (longer when it first sets up vfs).
-DOCKERD_START_TIMEOUT = 60.0
-DOCKERD_LOG = Path("/var/log/harness-dockerd.log")
 #: Debian's reference firmware: the accelerator probe and the tests boot and parse it.
-DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
 
 
 @dataclass(frozen=True)
@@ -127,23 +124,6 @@ def install_packages(reqs: list[Requirement]) -> None:
         ) from err
 
 
-def docker_client(timeout: float = 10) -> docker.DockerClient:
-    """A client for the engine DOCKER_HOST (or the default socket) names.
-
-    Raises:
-        PrerequisiteError: the engine does not answer.
-    """
-    try:
-        client = docker.from_env(timeout=int(timeout))
-        client.ping()
-    except docker.errors.DockerException as err:
-        raise PrerequisiteError(
-            "The Docker engine is not reachable.",
-            hint="start it (dockerd --iptables=false --bridge=none) or run ./inv doctor as root",
-        ) from err
-    return client
-
-
 def _engine_check(client: docker.DockerClient) -> Check:
     info = client.info()
     return Check(
@@ -153,46 +133,14 @@ def _engine_check(client: docker.DockerClient) -> Check:
     )
 
 
-def start_docker() -> docker.DockerClient:
-    """Start dockerd in the background (overlay2, then vfs) and wait for it.
-
-    Raises:
-        PrerequisiteError: not root, dockerd missing, or it never answers.
-    """
-    if os.geteuid() != 0 or os.environ.get("DOCKER_HOST"):
-        raise PrerequisiteError(
-            "The Docker engine is not running.",
-            hint="ask an administrator to start it (systemctl start docker)",
-        )
-    for driver in ("overlay2", "vfs"):
-        log.info("starting dockerd (storage driver %s), log in %s", driver, DOCKERD_LOG)
-        proc = run.spawn(
-            ["dockerd", "--iptables=false", "--bridge=none", f"--storage-driver={driver}"],
-            log_path=DOCKERD_LOG,
-        )
-        deadline = time.monotonic() + DOCKERD_START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                return docker_client(timeout=5)
-            except PrerequisiteError:
-                time.sleep(1)
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-        log.info("dockerd with %s did not come up (exit %s)", driver, proc.returncode)
-    raise PrerequisiteError(
-        "dockerd would not start with overlay2 or vfs.", hint=f"see {DOCKERD_LOG}"
-    )
-
-
 def ensure_docker(fix: bool) -> Check:
     try:
-        return _engine_check(docker_client())
+        return _engine_check(engine.docker_client())
     except PrerequisiteError as err:
         if not fix:
             return Check("docker engine", False, str(err))
     try:
-        return _engine_check(start_docker())
+        return _engine_check(engine.start_docker())
     except PrerequisiteError as err:
         return Check("docker engine", False, str(err))
 

@@ -28,6 +28,8 @@ from harness.host import console as console_mod
 from harness.host.console import Console
 
 log = logging.getLogger(__name__)
+#: Debian's OVMF (package ovmf): the known-good firmware the accelerator probe boots.
+DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
 # qemu.qmp logs an ERROR when QEMU closes the socket after "quit", which is how every
 # guest ends; real protocol failures still reach us as exceptions.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -298,7 +300,7 @@ def running(
     qmp = None
     try:
         deadline = time.monotonic() + QMP_CONNECT_TIMEOUT
-        while qmp is None and time.monotonic() < deadline and con.child.isalive():
+        while qmp is None and time.monotonic() < deadline and con.alive:
             if cfg.qmp.exists():
                 candidate = QEMUMonitorProtocol(str(cfg.qmp))
                 try:
@@ -315,9 +317,5 @@ def running(
                 qmp.cmd("quit")
             with contextlib.suppress(Exception):
                 qmp.close()
-        deadline = time.monotonic() + QUIT_GRACE
-        while con.child.isalive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        con.child.close(force=True)
-        con.text()  # final transcript on disk
+        con.close(QUIT_GRACE)
         cfg.qmp.unlink(missing_ok=True)

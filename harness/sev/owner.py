@@ -16,8 +16,8 @@ from pathlib import Path
 
 from harness.errors import ConfigError, FirmwareFormatError, InputError
 from harness.files import read_input, write_private
+from harness.firmware.fv import read_firmware
 from harness.firmware.guidtable import parse_guid_table
-from harness.inspection import read_firmware
 from harness.passphrase import Passphrase
 from harness.sev.measure import LaunchMeasure, PlatformInfo, launch_digest, verify_measurement
 from harness.sev.packet import TransportKeys, build_packet

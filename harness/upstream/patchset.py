@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import run
-from harness.errors import CommandError, ConfigError, InputError
+from harness.errors import CommandError, ConfigError, InputError, PatchError
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,6 @@ def commit_base(tree: Path, label: str) -> str:
     git(tree, "commit", "--quiet", "--no-verify", "-m", label)
     git(tree, "tag", "-f", "harness-base")
     return git(tree, "rev-parse", "HEAD").strip()
-
-
-class PatchError(InputError):
-    """A patch of the series does not apply."""
 
 
 @dataclass(frozen=True)

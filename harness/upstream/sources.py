@@ -36,7 +36,7 @@ from typing import Any
 from debian import deb822, debian_support
 
 from harness import run
-from harness.errors import CommandError, ConfigError, InfrastructureError, InputError
+from harness.errors import ChecksumError, CommandError, ConfigError, InfrastructureError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +297,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-class ChecksumError(InputError):
-    """Downloaded bytes do not match the pin."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 
 from harness.components import ovmf
 from harness.components.pipeline import Workspace
-from harness.host import doctor, qemu
+from harness.host import qemu
 from tests.conftest import ROOT
 
 OUT = ROOT / "out"
@@ -20,4 +20,4 @@ def firmware() -> ovmf.OvmfBuild:
 
 @pytest.fixture(scope="module")
 def accel() -> qemu.Accel:
-    return qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF)
+    return qemu.working_accelerator(OUT / "cache", qemu.DEBIAN_OVMF)

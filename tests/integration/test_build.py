@@ -20,11 +20,11 @@ import pytest
 
 from harness.components import ovmf
 from harness.components.pipeline import Workspace
+from harness.errors import PatchError
 from harness.firmware.fv import SectionType, find_volumes
 from harness.firmware.guids import GRUB_FILE
-from harness.host import containers, doctor
+from harness.host import containers, engine
 from harness.inspection import describe
-from harness.upstream.patchset import PatchError
 from tests.conftest import ROOT, workspace
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 def harness_containers(ws: Workspace) -> list[str]:
     """Build containers of *ws* (other workspaces may be building in parallel)."""
-    client = doctor.docker_client()
+    client = engine.docker_client()
     labels = ["harness=build", *(f"{k}={v}" for k, v in ws.labels.items())]
     return [str(c.id) for c in client.containers.list(all=True, filters={"label": labels})]
 
@@ -175,7 +175,7 @@ def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "out", patches)
     builder = containers.ensure_builder("bookworm")
     from harness.components import grub
-    from harness.upstream.sources import ChecksumError
+    from harness.errors import ChecksumError
 
     with pytest.raises(ChecksumError, match=r"grub2_2\.14\.orig\.tar\.xz"):
         grub.build_grub(ws, builder)

@@ -21,7 +21,7 @@ from harness.components import ovmf
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import Workspace, digest, prepare_tree
 from harness.guest.image import LuksVariant, build_image
-from harness.host import containers, doctor, qemu
+from harness.host import containers, qemu
 from harness.passphrase import Passphrase
 from harness.upstream.patchset import GIT_ENV, read_series
 from tests.conftest import ROOT
@@ -143,7 +143,7 @@ def test_passwordless_boot_with_the_built_qemu(built: qemu_build.QemuBuild, tmp_
     )
     # A private copy: another worker may publish out/qemu while this guest runs.
     emulator = qemu_build.publish(built, tmp_path / "qemu")
-    accel = qemu.working_accelerator(OUT / "cache", doctor.DEBIAN_OVMF, emulator)
+    accel = qemu.working_accelerator(OUT / "cache", qemu.DEBIAN_OVMF, emulator)
     result = scenarios.run_scenario(
         scenarios.SCENARIOS["passwordless"],
         firmware=firmware.firmware,

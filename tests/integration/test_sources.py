@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import InfrastructureError
+from harness.errors import ChecksumError, InfrastructureError, PatchError
 from harness.upstream import patchset, sources
 
 pytestmark = pytest.mark.tools
@@ -84,7 +84,7 @@ def test_wrong_sha256_names_file_and_hashes_and_caches_nothing(tmp_path: Path) -
     actual = hashlib.sha256(tarball.read_bytes()).hexdigest()
     pin = write_pin(tmp_path, "0" * 64, f'[[source]]\nkind = "tarball"\nurl = "file://{tarball}"\n')
     cache = sources.DownloadCache(tmp_path / "cache")
-    with pytest.raises(sources.ChecksumError) as info:
+    with pytest.raises(ChecksumError) as info:
         sources.fetch(pin, cache)
     text = str(info.value)
     assert "demo-1.0.tar.xz" in text and actual in text and "0" * 64 in text
@@ -124,7 +124,7 @@ def test_git_route_refuses_a_moved_tag(tmp_path: Path) -> None:
     )
     pin = write_pin(tmp_path, sha, routes)
     cache = sources.DownloadCache(tmp_path / "cache")
-    with pytest.raises(sources.ChecksumError) as info:
+    with pytest.raises(ChecksumError) as info:
         sources.fetch(pin, cache)
     text = str(info.value)
     assert f"resolves to commit {moved}" in text and f"expects commit {pinned}" in text
@@ -184,7 +184,7 @@ def test_series_applies_and_broken_patch_is_named(tmp_path: Path) -> None:
     patchset.apply_series(tree, series)  # idempotent
     bad = tmp_path / "0001-stale.patch"  # a hunk whose context is not in the base
     bad.write_text(good.read_text().replace("-  return 0;", "-  return 42;"))
-    with pytest.raises(patchset.PatchError) as info:
+    with pytest.raises(PatchError) as info:
         patchset.apply_series(tree, [patchset.Patch.read(bad)])
     assert bad.name in str(info.value) and "does not apply" in str(info.value)
     assert "return 0;" in (tree / "src" / "main.c").read_text()  # left at the base

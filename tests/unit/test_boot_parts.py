@@ -12,7 +12,7 @@ import pytest
 from harness.boots.matrix import MATRIX
 from harness.boots.scenarios import SCENARIOS, Scenario, Secret
 from harness.boots.verdicts import Ending, Host
-from harness.errors import ConfigError
+from harness.errors import ConfigError, GuestVerdict
 from harness.guest import cpio, xts
 from harness.guest.image import LuksVariant, initramfs, parse_variant
 from harness.host import console, qemu
@@ -154,7 +154,7 @@ def _child(tmp_path: Path, text: str, allowed: tuple[str, ...] = ()) -> console.
 def test_console_reports_a_kernel_panic(tmp_path: Path) -> None:
     con = _child(tmp_path, "booting\nKernel panic - not syncing: VFS\n")
     try:
-        with pytest.raises(console.GuestVerdict) as info:
+        with pytest.raises(GuestVerdict) as info:
             con.expect("HARNESS-BOOTED", 20)
         assert info.value.matched == "kernel panic"
     finally:
@@ -175,7 +175,7 @@ def test_console_grub_errors_and_redaction(tmp_path: Path) -> None:
     assert "hunter2" not in log and console.REDACTED in log and "\x1b" not in log
     con2 = _child(tmp_path, "error: something else broke\nEnter passphrase for hd0\n")
     try:
-        with pytest.raises(console.GuestVerdict) as info:
+        with pytest.raises(GuestVerdict) as info:
             con2.expect("Enter passphrase", 20)
         assert info.value.matched == "GRUB error"
     finally:
@@ -185,7 +185,7 @@ def test_console_grub_errors_and_redaction(tmp_path: Path) -> None:
 def test_console_timeout_is_a_verdict(tmp_path: Path) -> None:
     con = _child(tmp_path, "nothing useful\n")
     try:
-        with pytest.raises(console.GuestVerdict) as info:
+        with pytest.raises(GuestVerdict) as info:
             con.expect("HARNESS-BOOTED", 1)
         assert info.value.matched == "timeout"
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.boots import scenarios, verdicts
-from harness.host.console import GuestVerdict
+from harness.errors import GuestVerdict
 from harness.passphrase import Passphrase
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
 from tests.fakeguest import Reaction, console
