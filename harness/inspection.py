@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import FirmwareFormatError
 from harness.firmware import guids
-from harness.firmware.fv import FfsFile, FirmwareVolume, SectionType, find_volumes, read_firmware
+from harness.firmware.fv import FfsFile, FirmwareVolume, find_volumes, read_firmware
+from harness.firmware.grub import GrubLocation, find_grub
 from harness.firmware.guidtable import (
     GuidTable,
     GuidTableEntry,
@@ -23,38 +23,10 @@ from harness.firmware.guidtable import (
     parse_sev_metadata,
     parse_tdx_metadata,
 )
-from harness.firmware.pe import PeInfo, inspect_pe
 from harness.sev.measure import launch_digest
 
 SCHEMA = "harness-inspect/1"
 Json = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class GrubLocation:
-    volume: FirmwareVolume
-    file: FfsFile
-    pe: PeInfo
-    pe_sha256: str
-
-
-def find_grub(volumes: list[FirmwareVolume]) -> GrubLocation | None:
-    """Find the GRUB file (``gGrubFileGuid``) and check its PE32 section.
-
-    Raises:
-        FirmwareFormatError: the GRUB file exists but holds no PE32 section, or the
-            section is not a PE image.
-    """
-    for top in volumes:
-        for volume, ffs in top.walk():
-            if ffs.guid != guids.GRUB_FILE:
-                continue
-            section = ffs.first(SectionType.PE32)
-            if section is None:
-                raise FirmwareFormatError(f"The GRUB file {guids.GRUB_FILE} has no PE32 section.")
-            digest = hashlib.sha256(section.data).hexdigest()
-            return GrubLocation(volume, ffs, inspect_pe(section.data), digest)
-    return None
 
 
 def describe(path: Path) -> Json:

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from harness.errors import HarnessError
 from harness.firmware import guids
 from harness.firmware.fv import find_volumes, parse_volume
+from harness.firmware.grub import find_grub
 from harness.firmware.guidtable import parse_guid_table, parse_sev_metadata, parse_tdx_metadata
 from harness.firmware.pe import grub_modules
-from harness.inspection import find_grub
 from tests import fvbuild
 
 AMDSEV_TAIL = (Path(__file__).parent.parent / "data" / "amdsev-tail.bin").read_bytes()
