@@ -80,45 +80,46 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
 
 #: Host tools the builds need besides the Docker engine.
 BUILD_TOOLS = ("docker", "debootstrap", "git")
+#: Options that mean the same in every task that has them.
+COMMON_HELP = {
+    "workspace": "workspace root: downloads, builds, artefacts, images, runs "
+    "(default out/, or $HARNESS_WORKSPACE)",
+    "upstream": "pinned (default) or head: the newest upstream versions Debian has",
+    "qemu": "system (qemu-system-x86_64 on PATH, the default) or built (./inv build-qemu)",
+    "base": "Docker image the builder images start FROM (default debian:bookworm)",
+}
 BUILD_HELP = {
     "tree_edk2": "build this local edk2 tree instead of the pin",
     "tree_grub": "build this local GRUB tree instead of the pin",
     "series": "apply our patch series (default); --no-series builds the tree as it is",
-    "base": "base image for the builder (default debian:bookworm)",
-    "out": "output directory (default out/)",
+    **{k: COMMON_HELP[k] for k in ("workspace", "upstream", "base")},
 }
 
 
-@task(positional=[], help={k: BUILD_HELP[k] for k in ("tree_grub", "series", "base", "out")})
+def _build_help(*names: str) -> dict[str, str]:
+    return {k: BUILD_HELP[k] for k in (*names, "series", "workspace", "upstream", "base")}
+
+
+@task(positional=[], help=_build_help("tree_grub"))
 @entry
 def build_grub(
     c: Context,
     tree_grub: str = "",
     series: bool = True,
-    base: str = "debian:bookworm",
-    out: str = "out",
+    workspace: str = "",
+    upstream: str = "",
+    base: str = "",
 ) -> None:
-    """Build GRUB (x86_64-efi) with patches/grub into out/grub."""
-    from pathlib import Path
+    """Build GRUB (x86_64-efi) with patches/grub into <workspace>/grub."""
+    from harness.flows import builds
 
-    from harness.components import grub
-    from harness.components.pipeline import Workspace
-    from harness.host import containers
-    from harness.host import doctor as doctor_mod
-
-    doctor_mod.require(BUILD_TOOLS, docker_engine=True)
-    ws = Workspace(Path(out).resolve())
-    builder = containers.ensure_builder("bookworm", base, ws.root / "cache")
-    result = grub.build_grub(
-        ws, builder, local_tree=Path(tree_grub) if tree_grub else None, apply=series
-    )
-    grub.publish(result, ws.root / "grub")
-    print(f"GRUB installed in {ws.root / 'grub'}" + (" (from cache)" if result.cached else ""))
+    cfg = _config(workspace=workspace, upstream=upstream, base=base)
+    trees = {"grub": tree_grub} if tree_grub else {}
+    print(builds.render(builds.build_component(cfg, "grub", trees, apply=series)))
 
 
-@task(
-    positional=[], help={**BUILD_HELP, "debug": "DEBUG build with debug output on the serial port"}
-)
+@task(positional=[], help={**_build_help("tree_edk2", "tree_grub"), "debug": "DEBUG build with "
+      "debug output on the serial port"})  # fmt: skip
 @entry
 def build_ovmf(
     c: Context,
@@ -126,55 +127,35 @@ def build_ovmf(
     tree_edk2: str = "",
     tree_grub: str = "",
     series: bool = True,
-    base: str = "debian:bookworm",
-    out: str = "out",
+    workspace: str = "",
+    upstream: str = "",
+    base: str = "",
 ) -> None:
-    """Build the AmdSev OVMF.fd with our GRUB inside: out/ovmf/OVMF.fd + manifest.json."""
-    from pathlib import Path
+    """Build the AmdSev OVMF.fd with our GRUB inside: <workspace>/ovmf/OVMF.fd + manifest.json."""
+    from harness.flows import builds
 
-    from harness.components import ovmf
-    from harness.components.pipeline import Workspace
-    from harness.host import doctor as doctor_mod
-
-    doctor_mod.require(BUILD_TOOLS, docker_engine=True)
-    result = ovmf.build_ovmf(
-        Workspace(Path(out).resolve()),
-        debug=debug,
-        base=base,
-        tree_edk2=Path(tree_edk2) if tree_edk2 else None,
-        tree_grub=Path(tree_grub) if tree_grub else None,
-        apply_series=series,
-    )
-    o = result.manifest["output"]
-    print(f"{result.firmware}{' (from cache)' if result.cached else ''}")
-    print(f"  sha256             {o['sha256']}")
-    print(f"  SEV launch digest  {o['sev_launch_digest']}")
-    area = o["secret_area"]
-    print(
-        f"  secret area        GPA {area['gpa']:#x}, {area['size']:#x} bytes"
-        if area
-        else "  secret area        none"
-    )
-    print(f"  manifest           {result.firmware.parent / 'manifest.json'}")
+    cfg = _config(workspace=workspace, upstream=upstream, base=base)
+    trees = {k: v for k, v in (("ovmf", tree_edk2), ("grub", tree_grub)) if v}
+    print(builds.render(builds.build_component(cfg, "ovmf", trees, apply=series, debug=debug)))
 
 
-@task(positional=[], help={k: BUILD_HELP[k] for k in ("base", "out")})
+@task(positional=[], help=_build_help())
 @entry
-def build_qemu(c: Context, base: str = "debian:bookworm", out: str = "out") -> None:
-    """Build QEMU (x86_64-softmmu) with patches/qemu into out/qemu, for boot --qemu built."""
-    from pathlib import Path
+def build_qemu(
+    c: Context, series: bool = True, workspace: str = "", upstream: str = "", base: str = ""
+) -> None:
+    """Build QEMU (x86_64-softmmu) with patches/qemu into <workspace>/qemu, for --qemu built."""
+    from harness.flows import builds
 
-    from harness.components import qemu
-    from harness.components.pipeline import Workspace
-    from harness.host import doctor as doctor_mod
+    cfg = _config(workspace=workspace, upstream=upstream, base=base)
+    print(builds.render(builds.build_component(cfg, "qemu", {}, apply=series)))
 
-    doctor_mod.require(BUILD_TOOLS, docker_engine=True)
-    ws = Workspace(Path(out).resolve())
-    result = qemu.build_qemu(ws, base=base)
-    built = qemu.publish(result, ws.root / "qemu")
-    print(f"{built.program}{' (from cache)' if result.cached else ''}")
-    print(f"  version            {result.manifest['output']['version_line']}")
-    print(f"  manifest           {ws.root / 'qemu' / 'manifest.json'}")
+
+def _config(workspace: str = "", upstream: str = "", qemu: str = "", base: str = "") -> Any:
+    """The run's configuration, resolved once (see harness/config.py)."""
+    from harness.config import resolve
+
+    return resolve(workspace=workspace, upstream=upstream, qemu=qemu, base=base)
 
 
 @task(
@@ -183,8 +164,10 @@ def build_qemu(c: Context, base: str = "debian:bookworm", out: str = "out") -> N
         "recipe": "image recipe under images/ (default minimal)",
         "luks": "luks1, luks2-pbkdf2 or luks2-argon2id",
         "passphrase_file": "use this passphrase (default: a generated one)",
-        "out": "directory for disk.img, image.json and passphrase (0600)",
+        "out": "directory for disk.img, image.json and passphrase (0600) "
+        "(default <workspace>/images/RECIPE-LUKS)",
         "secret_only": "accept a passphrase GRUB's prompt cannot type (secret unlocks only)",
+        "workspace": COMMON_HELP["workspace"],
     },
 )
 @entry
@@ -195,85 +178,77 @@ def build_image(
     passphrase_file: str = "",
     out: str = "",
     secret_only: bool = False,
+    workspace: str = "",
 ) -> None:
     """Build a LUKS-encrypted guest image, rootless and without dm-crypt."""
     from pathlib import Path
 
-    from harness.guest import image
-    from harness.host import containers
-    from harness.host import doctor as doctor_mod
+    from harness.flows import builds
 
-    passphrase = image.image_passphrase(
-        Path(passphrase_file) if passphrase_file else None, secret_only
+    cfg = _config(workspace=workspace)
+    img = builds.build_image(
+        cfg, recipe, luks, Path(passphrase_file) if passphrase_file else None, out, secret_only
     )
-    doctor_mod.require((*BUILD_TOOLS, "cryptsetup", "e2fsprogs", "sfdisk"), docker_engine=True)
-    variant = image.parse_variant(luks)
-    dest = Path(out or f"out/images/{recipe}-{variant}").resolve()
-    builder = containers.ensure_builder("bookworm")
-    img = image.build_image(
-        recipe,
-        variant,
-        dest,
-        Path("out/cache/images").resolve(),
-        builder.tag,
-        passphrase,
-    )
-    print(f"{img.disk} ({variant}); passphrase in {img.passphrase_file} (0600)")
+    print(f"{img.disk} ({luks}); passphrase in {img.passphrase_file} (0600)")
 
 
 @task(
     positional=[],
     help={
-        "scenario": "passwordless, no-secret, wrong-secret, refusal, secret-wiped or "
-        "tampered-firmware",
-        "firmware": "OVMF.fd to boot (default out/ovmf/OVMF.fd, with its manifest)",
-        "image": "image directory from build-image (default out/images/minimal-luks1)",
+        "scenario": "passwordless, no-secret, wrong-secret, refusal, secret-wiped, "
+        "tampered-firmware, ... (see the README)",
+        "firmware": "OVMF.fd to boot, with its manifest (default <workspace>/ovmf/OVMF.fd)",
+        "image": "image directory from build-image (default <workspace>/images/minimal-luks1)",
         "interactive": "just boot with the serial console on this terminal",
-        "qemu": "system (qemu-system-x86_64 on PATH, the default) or built (./inv build-qemu)",
+        "qemu": COMMON_HELP["qemu"],
+        "workspace": COMMON_HELP["workspace"],
     },
 )
 @entry
 def boot(
     c: Context,
     scenario: str = "passwordless",
-    firmware: str = "out/ovmf/OVMF.fd",
-    image: str = "out/images/minimal-luks1",
+    firmware: str = "",
+    image: str = "",
     interactive: bool = False,
-    qemu: str = "system",
+    qemu: str = "",
+    workspace: str = "",
 ) -> None:
     """Boot the firmware and image in QEMU through a scenario and print the verdict."""
     from pathlib import Path
 
+    from harness.errors import BootFailed
     from harness.flows import boot as boot_mod
 
-    emulator = boot_mod.select_qemu(qemu)
-    result = boot_mod.boot(scenario, Path(firmware), Path(image), interactive, emulator)
+    cfg = _config(workspace=workspace, qemu=qemu)
+    fw = Path(firmware) if firmware else cfg.layout.firmware
+    img = Path(image) if image else cfg.layout.image("minimal", "luks1")
+    result = boot_mod.boot(cfg, scenario, fw, img, interactive)
     if result is not None:
         print(boot_mod.render(result))
         if not result.passed:
-            from harness.errors import BootFailed
-
             raise BootFailed(f"Scenario {scenario} failed.")
 
 
 @task(
     positional=[],
     help={
-        "out": "report directory, replaced at the end of the run (default out/nightly)",
-        "upstream": "pinned (default) or head: the newest upstream versions Debian has",
-        "history": "where every run's results.json is kept (default out/nightly-history)",
+        "out": "report directory, replaced at the end of the run (default <workspace>/nightly)",
+        "history": "where every run's results.json is kept (default <workspace>/nightly-history)",
         "jobs": "boots at a time",
+        **{k: COMMON_HELP[k] for k in ("upstream", "qemu", "workspace")},
         "qemu": "system (qemu-system-x86_64 on PATH, the default) or built: build QEMU too",
     },
 )
 @entry
 def nightly(
     c: Context,
-    out: str = "out/nightly",
-    upstream: str = "pinned",
-    history: str = "out/nightly-history",
+    out: str = "",
+    upstream: str = "",
+    history: str = "",
     jobs: int = 2,
-    qemu: str = "system",
+    qemu: str = "",
+    workspace: str = "",
 ) -> None:
     """Build, run the boot matrix, write JUnit/HTML/JSON reports; exit 0 pass, 1 fail, 2 infra."""
     from pathlib import Path
@@ -282,8 +257,12 @@ def nightly(
 
     from harness.flows import nightly as nightly_mod
 
+    cfg = _config(workspace=workspace, upstream=upstream, qemu=qemu)
     status = nightly_mod.nightly(
-        Path(out).resolve(), Path(history).resolve(), upstream, jobs, emulator=qemu
+        cfg,
+        Path(out).resolve() if out else None,
+        Path(history).resolve() if history else None,
+        jobs,
     )
     if status:
         raise Exit(code=status)
@@ -476,9 +455,10 @@ def _print_checks(checks: list[Any]) -> None:
     help={
         "component": COMPONENT_HELP,
         "tree": "check against this local source tree instead of the pinned upstream",
-        "base": "pinned (default) or head: the newest upstream version Debian has",
+        "upstream": COMMON_HELP["upstream"],
         "quick": "stop after the series checks and GRUB's own unit tests (no boots)",
         "jobs": "boots at a time",
+        "workspace": COMMON_HELP["workspace"],
     },
 )
 @entry
@@ -486,34 +466,22 @@ def patches_check(
     c: Context,
     component: str,
     tree: str = "",
-    base: str = "pinned",
+    upstream: str = "",
     quick: bool = False,
     jobs: int = 2,
+    workspace: str = "",
 ) -> None:
     """Does the series apply, carry Signed-off-by, pass upstream's style checker, build and boot?"""
     from pathlib import Path
 
-    from harness.components.pipeline import Workspace, follow_upstream
-    from harness.flows import patchcheck
-    from harness.host import containers
-    from harness.host import doctor as doctor_mod
+    from harness.flows import builds, patchcheck
 
-    doctor_mod.require(BUILD_TOOLS, docker_engine=True)
-    out = Path("out").resolve()
-    if base == "pinned":
-        ws = Workspace(out)
-    elif base == "head":
-        builder = containers.ensure_builder("bookworm")
-        notes: list[str] = []
-        moved = follow_upstream((component,), builder.tag, notes=notes)
-        for note in notes:
-            print(f"note: {note}")
-        ws = Workspace(out / "upstream-head", upstream=moved)
-    else:
-        raise ConfigError(f"--base must be pinned or head, not {base!r}.")
+    cfg = _config(workspace=workspace, upstream=upstream)
+    ws = builds.workspace(cfg, (component,), note=lambda n: print(f"note: {n}"))
     checks = patchcheck.run_checks(
         component,
         ws,
+        cfg=cfg,
         local_tree=Path(tree) if tree else None,
         quick=quick,
         jobs=jobs,
@@ -525,16 +493,18 @@ def patches_check(
 @task(
     name="rebase",
     positional=["component"],
-    help={"component": COMPONENT_HELP, "to": "upstream version, e.g. 2.12 or Debian's 2.12-9"},
+    help={
+        "component": COMPONENT_HELP,
+        "to": "upstream version, e.g. 2.12 or Debian's 2.12-9",
+        "workspace": COMMON_HELP["workspace"],
+    },
 )
 @entry
-def patches_rebase(c: Context, component: str, to: str) -> None:
+def patches_rebase(c: Context, component: str, to: str, workspace: str = "") -> None:
     """Try the series on another upstream version and say which patches need work."""
-    from pathlib import Path
-
     from harness.flows import patchcheck
 
-    checks = patchcheck.rebase(component, to, Path("out/rebase").resolve())
+    checks = patchcheck.rebase(component, to, _config(workspace=workspace))
     for ch in checks:
         print(ch.line(), flush=True)
     _print_checks(checks)
@@ -543,17 +513,22 @@ def patches_rebase(c: Context, component: str, to: str) -> None:
 @task(
     name="export",
     positional=["component"],
-    help={"component": COMPONENT_HELP, "to": "new directory for the git repository"},
+    help={
+        "component": COMPONENT_HELP,
+        "to": "new directory for the git repository",
+        "workspace": COMMON_HELP["workspace"],
+    },
 )
 @entry
-def patches_export(c: Context, component: str, to: str) -> None:
+def patches_export(c: Context, component: str, to: str, workspace: str = "") -> None:
     """Write the series applied on the pinned base as a git branch (for git send-email)."""
     from pathlib import Path
 
-    from harness.components.pipeline import Workspace
+    from harness.components.workspace import Workspace
     from harness.flows import patchcheck
 
-    branch, count = patchcheck.export(component, Workspace(Path("out").resolve()), Path(to))
+    ws = Workspace.of(_config(workspace=workspace))
+    branch, count = patchcheck.export(component, ws, Path(to))
     print(f"{to}: branch {branch}, {count} commit(s) on tag harness-base")
     print(f"  git -C {to} format-patch --cover-letter harness-base..{branch}")
 
@@ -565,18 +540,19 @@ def patches_export(c: Context, component: str, to: str) -> None:
         "component": COMPONENT_HELP,
         "from_": "git repository holding the branch",
         "range": "commits to take, A..B",
+        "workspace": COMMON_HELP["workspace"],
     },
 )
 @entry
-def patches_import(c: Context, component: str, range: str, from_: str) -> None:
+def patches_import(c: Context, component: str, range: str, from_: str, workspace: str = "") -> None:
     """Replace the component's series with commits of a git branch (git format-patch)."""
     from pathlib import Path
 
-    from harness.components.pipeline import Workspace
+    from harness.components.workspace import Workspace
     from harness.flows import patchcheck
 
-    files = patchcheck.import_(component, Workspace(Path("out").resolve()), Path(from_), range)
-    for f in files:
+    ws = Workspace.of(_config(workspace=workspace))
+    for f in patchcheck.import_(component, ws, Path(from_), range):
         print(f"wrote {f}")
 
 
@@ -592,7 +568,7 @@ def bench_inspect(c: Context, runs: int = 10) -> None:
     """Time `inspect --json` on a 4 MiB image next to `python -c pass` (the floor)."""
     from tools import bench as bench_mod
 
-    print(bench_mod.inspect(runs))
+    print(bench_mod.inspect(_config(), runs))
 
 
 @task(positional=[], name="build", help={"keep": "keep the raw baseline's trees"})
@@ -601,7 +577,7 @@ def bench_build(c: Context, keep: bool = False) -> None:
     """Cold build-ovmf, warm rerun and grub.cfg rebuild next to the raw build commands."""
     from tools import bench as bench_mod
 
-    print(bench_mod.build(keep))
+    print(bench_mod.build(_config(), keep))
 
 
 @task(positional=[], name="boot", help={"runs": "boots per scenario and variant"})
@@ -610,7 +586,7 @@ def bench_boot(c: Context, runs: int = 1) -> None:
     """Scenario time next to bare QEMU, the boot matrix with and without xdist, image builds."""
     from tools import bench as bench_mod
 
-    print(bench_mod.boot(runs))
+    print(bench_mod.boot(_config(), runs))
 
 
 @task(positional=[], name="nightly", help={"jobs": "boots at a time"})
@@ -619,7 +595,7 @@ def bench_nightly(c: Context, jobs: int = 2) -> None:
     """A warm nightly end to end beside the bare boot matrix: each stage's share."""
     from tools import bench as bench_mod
 
-    print(bench_mod.nightly(jobs))
+    print(bench_mod.nightly(_config(), jobs))
 
 
 bench.add_task(bench_nightly)

@@ -35,6 +35,8 @@ from harness.errors import ConfigError
 #: The repository: the harness's own data (patches, image recipes) lives beside it.
 ROOT = Path(__file__).resolve().parents[1]
 PATCHES = ROOT / "patches"
+#: The guest image recipes (``images/<recipe>/recipe.toml``).
+RECIPES = ROOT / "images"
 #: The Debian release every builder image and guest image is made from, and the Docker
 #: image of it the builders start FROM (made with debootstrap when absent).
 SUITE = "bookworm"

@@ -14,13 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.components.pipeline import Workspace
-from harness.host import doctor, engine, qemu
+from harness.components import registry
+from harness.components.pipeline import builder_image
+from harness.components.workspace import Workspace
+from harness.host import containers, doctor, engine, qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def tools_builder(name: str = registry.TOOLS_BUILDER) -> containers.BuilderImage:
+    """A builder image of the main workspace (made FROM the default base)."""
+    return builder_image(name, Workspace(ROOT / "out"))
 
 
 def _docker_up() -> str | None:

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 from harness import run
-from harness.components import ovmf
-from harness.components.pipeline import PATCHES, Workspace
+from harness.components import ovmf, registry
+from harness.components.pipeline import builder_image
+from harness.components.workspace import Workspace
+from harness.config import PATCHES, Config
 from harness.errors import PrerequisiteError
 from harness.host import containers
 from harness.upstream import patchset
@@ -23,19 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 #: bookworm's split 4 MiB build: VARS then CODE is exactly the 4 MiB combined image
 #: Debian ships as OVMF.fd from trixie on.
 OVMF_4M_PARTS = (Path("/usr/share/OVMF/OVMF_VARS_4M.fd"), Path("/usr/share/OVMF/OVMF_CODE_4M.fd"))
-BENCH_DIR = ROOT / "out" / "bench"
 
 
-def four_mib_image() -> Path:
+def four_mib_image(bench_dir: Path) -> Path:
     """Assemble (once) the 4 MiB OVMF image the inspect benchmark reads."""
-    target = BENCH_DIR / "OVMF-4M.fd"
+    target = bench_dir / "OVMF-4M.fd"
     if not target.exists():
         missing = [p for p in OVMF_4M_PARTS if not p.exists()]
         if missing:
             raise PrerequisiteError(
                 f"{missing[0]} is missing.", hint="apt-get install ovmf (or ./inv doctor)"
             )
-        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        bench_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(b"".join(p.read_bytes() for p in OVMF_4M_PARTS))
         tmp.replace(target)
@@ -49,12 +50,12 @@ def _time(argv: list[str], check: bool = True) -> float:
     return took
 
 
-def inspect(runs: int = 10) -> str:
+def inspect(cfg: Config, runs: int = 10) -> str:
     """Time ``./inv inspect --json`` and ``python -m`` of the same, against ``python -c pass``.
 
     The commands are interleaved so that machine noise hits all of them alike.
     """
-    image = four_mib_image()
+    image = four_mib_image(cfg.layout.bench)
     commands = {
         "python -c pass (floor)": [sys.executable, "-c", "pass"],
         "python: import + describe": [
@@ -118,21 +119,21 @@ def _touch_grub_cfg_series(ws_root: Path, patches: Path) -> Path:
     return copy
 
 
-def build(keep: bool = False) -> str:
+def build(cfg: Config, keep: bool = False) -> str:
     """Cold build-ovmf, warm rerun and a grub.cfg-only rebuild, next to the raw commands.
 
     Runs in ``out/bench/build`` (downloads shared with ``out/cache``); the raw baseline
     runs the same steps by hand in the same builder image on clean clones of the same
     patched trees.
     """
-    root = BENCH_DIR / "build"
+    root = cfg.layout.bench / "build"
     shutil.rmtree(root, ignore_errors=True)
     (root / "cache").mkdir(parents=True)
-    shared = ROOT / "out" / "cache" / "downloads"
+    shared = cfg.layout.downloads
     shared.mkdir(parents=True, exist_ok=True)
     (root / "cache" / "downloads").symlink_to(shared)
-    ws = Workspace(root)
-    builder = containers.ensure_builder("bookworm")
+    ws = Workspace(root, base=cfg.base)
+    builder = builder_image(ovmf.SPEC.builder, ws)
 
     start = time.perf_counter()
     ovmf.build_ovmf(ws)
@@ -142,7 +143,7 @@ def build(keep: bool = False) -> str:
     assert ovmf.build_ovmf(ws).cached
     warm = time.perf_counter() - start
 
-    touched = Workspace(root, _touch_grub_cfg_series(root, PATCHES))
+    touched = Workspace(root, _touch_grub_cfg_series(root, PATCHES), base=cfg.base)
     start = time.perf_counter()
     ovmf.build_ovmf(touched)
     touch = time.perf_counter() - start
@@ -196,7 +197,7 @@ def _bare_boot(argv: list[str], passphrase: str | None, timeout: float = 120) ->
         child.close(force=True)
 
 
-def boot(runs: int = 1) -> str:
+def boot(cfg: Config, runs: int = 1) -> str:
     """Scenario wall time next to a bare QEMU run to the same marker; the matrix with and
     without xdist; the image build time."""
     from harness.boots import scenarios
@@ -204,11 +205,13 @@ def boot(runs: int = 1) -> str:
     from harness.host import qemu
     from harness.passphrase import Passphrase
 
-    ws = Workspace(ROOT / "out")
-    fw = ovmf.build_ovmf(ws)
-    digest = bytes.fromhex(fw.manifest["output"]["sev_launch_digest"])
-    accel = qemu.working_accelerator(ws.root / "cache", qemu.DEBIAN_OVMF)
-    builder = containers.ensure_builder("bookworm")
+    ws = Workspace.of(cfg)
+    bench_dir = cfg.layout.bench
+    built = ovmf.build_ovmf(ws)
+    firmware = ovmf.firmware(built)
+    digest = built.manifest.launch_digest
+    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, choice=cfg.accel)
+    builder = builder_image(registry.TOOLS_BUILDER, ws)
     lines = [
         "boot benchmark (TCG unless the probe found KVM working)",
         f"{'what':44} {'ours s':>8} {'bare s':>8} {'ratio':>6}",
@@ -216,8 +219,8 @@ def boot(runs: int = 1) -> str:
     image.build_image(
         "minimal",
         image.LuksVariant.LUKS1,
-        BENCH_DIR / "img-warmup",
-        ws.root / "cache" / "images",
+        bench_dir / "img-warmup",
+        cfg.layout.image_cache,
         builder.tag,
     )
     for variant in image.LuksVariant:
@@ -225,8 +228,8 @@ def boot(runs: int = 1) -> str:
         img = image.build_image(
             "minimal",
             variant,
-            BENCH_DIR / f"img-{variant}",
-            ws.root / "cache" / "images",
+            bench_dir / f"img-{variant}",
+            cfg.layout.image_cache,
             builder.tag,
         )
         lines.append(
@@ -241,13 +244,13 @@ def boot(runs: int = 1) -> str:
             for _ in range(runs):
                 res = scenarios.run_scenario(
                     scn,
-                    firmware=fw.firmware,
+                    firmware=firmware,
                     expected_digest=digest,
                     disk=img.disk,
                     passphrase=passphrase,
                     token=img.token,
                     variant=variant.value,
-                    workdir=BENCH_DIR / "boot" / f"{name}-{variant}",
+                    workdir=bench_dir / "boot" / f"{name}-{variant}",
                     accel=accel,
                 )
                 if not res.passed:
@@ -255,11 +258,11 @@ def boot(runs: int = 1) -> str:
                 ours.append(res.seconds)
                 with scenarios.prepared(
                     scn,
-                    firmware=fw.firmware,
+                    firmware=firmware,
                     expected_digest=digest,
                     disk=img.disk,
                     passphrase=passphrase,
-                    workdir=BENCH_DIR / "bare",
+                    workdir=bench_dir / "bare",
                     accel=accel,
                 ) as launch:
                     typed = passphrase.typed() if scn.expects_prompt else None
@@ -293,7 +296,7 @@ def boot(runs: int = 1) -> str:
     return "\n".join(lines)
 
 
-def nightly(jobs: int = 2) -> str:
+def nightly(cfg: Config, jobs: int = 2) -> str:
     """A warm ``./inv nightly`` end to end (nothing changed upstream) next to the bare
     boot matrix with the same firmware, images and parallelism; the share of each stage."""
     import json
@@ -301,8 +304,10 @@ def nightly(jobs: int = 2) -> str:
     from harness.boots import matrix
     from harness.host import qemu
 
-    report, history = BENCH_DIR / "nightly", BENCH_DIR / "nightly-history"
+    bench_dir = cfg.layout.bench
+    report, history = bench_dir / "nightly", bench_dir / "nightly-history"
     argv = [str(ROOT / "inv"), "nightly", "--out", str(report), "--history", str(history)]
+    argv += ["--workspace", str(cfg.workspace)]
     argv += ["--jobs", str(jobs)]
     # Warm-up: the build cache and the image packages are filled by this run.
     run.run(argv, capture=True, cwd=ROOT, check=False)
@@ -312,18 +317,14 @@ def nightly(jobs: int = 2) -> str:
     if results["verdict"] != "pass":
         raise PrerequisiteError(f"The nightly did not pass ({results['verdict']}); see {report}.")
 
-    ws = Workspace(ROOT / "out")
-    fw = ovmf.build_ovmf(ws)
-    firmware = matrix.Firmware(
-        fw.firmware, bytes.fromhex(fw.manifest["output"]["sev_launch_digest"])
-    )
-    accel = qemu.working_accelerator(ws.root / "cache", qemu.DEBIAN_OVMF)
-    builder = containers.ensure_builder("bookworm")
-    images = matrix.build_images(
-        BENCH_DIR / "matrix-images", ws.root / "cache" / "images", builder.tag
-    )
+    ws = Workspace.of(cfg)
+    built = ovmf.build_ovmf(ws)
+    firmware = matrix.Firmware(ovmf.firmware(built), built.manifest.launch_digest)
+    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, choice=cfg.accel)
+    builder = builder_image(registry.TOOLS_BUILDER, ws)
+    images = matrix.build_images(bench_dir / "matrix-images", cfg.layout.image_cache, builder.tag)
     start = time.perf_counter()
-    bare = matrix.run_matrix(firmware, images, accel, BENCH_DIR / "matrix-boot", jobs=jobs)
+    bare = matrix.run_matrix(firmware, images, accel, bench_dir / "matrix-boot", jobs=jobs)
     bare_s = time.perf_counter() - start
     if not all(r.passed for r in bare):
         raise PrerequisiteError("The bare matrix failed during the benchmark.")

@@ -9,20 +9,25 @@ from __future__ import annotations
 import enum
 import logging
 import re
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 from harness.components.pipeline import (
-    BuildCache,
-    Component,
-    Workspace,
-    digest,
-    prepare_tree,
-    run_build,
+    BUILD_LOG,
+    MANIFEST,
+    Built,
+    Finished,
+    Manifest,
+    Request,
+    Role,
+    Spec,
+    Style,
+    build,
 )
-from harness.host import containers
+from harness.components.workspace import Workspace
+from harness.errors import InfrastructureError
+from harness.upstream import style
 
 log = logging.getLogger(__name__)
 
@@ -93,97 +98,77 @@ def unit_tests(log_text: str) -> tuple[UnitTest, ...]:
     return tuple(found)
 
 
+SCHEMA: Final = "harness-grub-manifest/1"
+
+
 @dataclass(frozen=True)
-class GrubBuild:
-    """A finished GRUB build: the install tree and what went into it."""
+class GrubOutput:
+    """The install tree (``/opt/grub``) and what the build's own tests said."""
 
-    key: str
-    install: Path  # contains opt/grub/...
-    inputs: dict[str, object]
-    seconds: float
-    cached: bool
-
-    @property
-    def mkimage(self) -> Path:
-        return self.install / "opt" / "grub" / "bin" / "grub-mkimage"
-
-    @property
-    def modules(self) -> Path:
-        return self.install / "opt" / "grub" / "lib" / "grub" / "x86_64-efi"
-
-    @property
-    def unit_tests(self) -> tuple[UnitTest, ...]:
-        """What the unit tests of this build said (a cached build keeps its log)."""
-        log_file = self.install / "build.log"
-        return unit_tests(log_file.read_text(errors="replace")) if log_file.is_file() else ()
+    prefix: str
+    mkimage: str
+    modules_dir: str
+    modules: tuple[str, ...]
+    unit_tests: dict[str, UnitVerdict]
 
 
-def plan(
-    comp: Component, builder: containers.BuilderImage, local_tree: Path | None, apply: bool
-) -> dict[str, object]:
-    """Every input of a GRUB build; its digest is the build's cache key."""
-    return {
-        "component": comp.inputs(),
-        "builder": builder.id,
-        "script": SCRIPT,
-        "local_tree": str(local_tree) if local_tree else None,
-        "series_applied": apply,
-    }
+@dataclass(frozen=True)
+class GrubManifest(Manifest):
+    """``manifest.json`` of a GRUB build (``harness-grub-manifest/1``)."""
+
+    schema: Literal["harness-grub-manifest/1"]
+    output: GrubOutput
+
+
+#: A finished GRUB build.
+GrubBuild = Built[GrubManifest]
+
+MKIMAGE = "bin/grub-mkimage"
+MODULES = "lib/grub/x86_64-efi"
+
+
+def _manifest(done: Finished) -> GrubManifest:
+    root = done.entry / PREFIX.lstrip("/")
+    if not (root / MKIMAGE).is_file():
+        raise InfrastructureError(f"The GRUB build installed no {MKIMAGE}.")
+    log_text = (done.entry / BUILD_LOG).read_text(errors="replace")
+    return GrubManifest(
+        schema=SCHEMA,
+        output=GrubOutput(
+            PREFIX,
+            MKIMAGE,
+            MODULES,
+            tuple(sorted(p.stem for p in (root / MODULES).glob("*.mod"))),
+            {t.name: t.verdict for t in unit_tests(log_text)},
+        ),
+        **done.record(),
+    )
+
+
+SPEC = Spec(
+    name="grub",
+    builder="bookworm",
+    script=SCRIPT,
+    progress=PROGRESS,
+    role=Role.FIRMWARE_PART,
+    style=Style("git show --check + grub-dev.texi conventions", style.grub_conventions),
+    manifest=_manifest,
+    manifest_type=GrubManifest,
+    publish=("opt/grub/", MANIFEST, BUILD_LOG),
+    build_dir=True,
+    unit_tests=UNIT_TESTS,
+)
 
 
 def build_grub(
-    ws: Workspace,
-    builder: containers.BuilderImage,
-    *,
-    component: Component | None = None,
-    local_tree: Path | None = None,
-    apply: bool = True,
-) -> GrubBuild:
-    """Build GRUB, or return the cached build of exactly these inputs.
-
-    Raises:
-        PatchError, ChecksumError: bad series or source.
-        CommandError: the build failed (last 40 lines and the log path in the message).
-    """
-    with ws.locked():
-        return _build_grub(ws, builder, component, local_tree, apply)
+    ws: Workspace, *, local_tree: Path | None = None, apply: bool = True
+) -> Built[GrubManifest]:
+    """Build GRUB into ``<workspace>/grub`` (see :func:`pipeline.build`)."""
+    trees = {"grub": local_tree} if local_tree else {}
+    return build(SPEC, ws, Request(trees, apply))
 
 
-def _build_grub(
-    ws: Workspace,
-    builder: containers.BuilderImage,
-    component: Component | None,
-    local_tree: Path | None,
-    apply: bool,
-) -> GrubBuild:
-    comp = component or ws.component("grub")
-    inputs = plan(comp, builder, local_tree, apply)
-    key = digest(inputs)
-    cache = BuildCache(ws.builds)
-    name = f"grub-{key[:24]}"
-    hit = cache.lookup(name) if local_tree is None else None
-    if hit:
-        log.info("grub: cached build %s", name)
-        return GrubBuild(key, hit, inputs, 0.0, True)
-    started = time.monotonic()
-    tree = prepare_tree(comp, ws, builder.tag, local_tree=local_tree, apply=apply)
-    build_dir = ws.work("grub") / "build"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with cache.entry(name) as out:
-        mounts = [
-            containers.Mount(tree.path, "/src"),
-            containers.Mount(build_dir, "/build"),
-            containers.Mount(out, "/out"),
-        ]
-        run_build(ws, "grub", builder.tag, SCRIPT, mounts, out, PROGRESS)
-        final = ws.builds / name
-    return GrubBuild(key, final, inputs, time.monotonic() - started, False)
-
-
-def publish(build: GrubBuild, dest: Path) -> None:
-    """Copy the install tree to ``dest`` (``out/grub``), replacing what was there."""
-    tmp = dest.with_name(dest.name + ".new")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(build.install / "opt" / "grub", tmp, symlinks=True)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+def ran_unit_tests(built: Built[GrubManifest]) -> tuple[UnitTest, ...]:
+    """What the unit tests of a build said, failures included (a cached build keeps
+    its log)."""
+    return unit_tests(built.log.read_text(errors="replace")) if built.log.is_file() else ()

@@ -1,382 +1,400 @@
-"""What every component build shares: the workspace, the build cache, source trees,
-progress lines, and fetching Debian sources in the builder container."""
+"""One build pipeline for every component.
+
+A component is a :class:`Spec` (its module declares one, the registry lists them):
+its builder image, build script, what it is built with, its outputs and its manifest.
+:func:`build` runs any of them the same way::
+
+    inputs -> cache key -> cached entry, or: prepared tree -> container -> manifest
+           -> publish
+
+The cache key is the digest of every input (the pin and series, the builder image, the
+script, the component's options, and the keys of what it is built with), so an entry
+is reused only for exactly the same inputs; a local tree is never cached.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import fcntl
-import hashlib
+import enum
 import json
 import logging
-import os
 import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from harness.errors import ConfigError, InfrastructureError, InputError
+from harness import records
+from harness.components.trees import SourceTree, prepare_tree, work_tree_provenance
+from harness.components.workspace import BuildCache, Component, Workspace, digest
+from harness.errors import InputError
 from harness.host import containers
-from harness.upstream import patchset, sources
+from harness.upstream.sources import Provenance, Quirk
+from harness.upstream.style import StyleChecker
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-PATCHES = ROOT / "patches"
+#: The Dockerfiles of the builder images (``Dockerfile.<name>``), and their context.
+BUILDERS = Path(__file__).resolve().parent / "builders"
+MANIFEST = "manifest.json"
+BUILD_LOG = "build.log"
+TOOLCHAIN = "toolchain.txt"
 
 
-#: Workspaces this process holds the lock of.
-_HELD: set[Path] = set()
+class Role(enum.StrEnum):
+    """How the boots use a component."""
 
-
-@dataclass(frozen=True)
-class Workspace:
-    """``out/``: downloads, build cache, work trees, logs and the published artifacts,
-    built from the pins and series under ``patches``."""
-
-    root: Path
-    patches: Path = PATCHES
-    #: Pins that replace those under ``patches`` (``--upstream head``, a rebase).
-    upstream: tuple[sources.Pin, ...] = ()
-
-    def component(self, name: str) -> Component:
-        comp = Component.load(name, self.patches)
-        pin = next((p for p in self.upstream if p.component == name), None)
-        return dataclasses.replace(comp, pin=pin) if pin else comp
-
-    @property
-    def downloads(self) -> sources.DownloadCache:
-        return sources.DownloadCache(self.root / "cache" / "downloads")
-
-    @property
-    def builds(self) -> Path:
-        return self.root / "cache" / "builds"
-
-    def work(self, component: str) -> Path:
-        return self.root / "work" / component
-
-    def log(self, component: str) -> Path:
-        return self.root / "logs" / f"{component}.log"
-
-    @property
-    def labels(self) -> dict[str, str]:
-        """Docker labels that tie a build container to this workspace."""
-        return {"harness.workspace": str(self.root)}
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the workspace: two builds in one ``out/`` wait for each other instead of
-        unpacking into the same trees."""
-        if self.root in _HELD:  # re-entered (build_ovmf builds GRUB): already ours
-            yield
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("waiting for another build in %s", self.root)
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            _HELD.add(self.root)
-            try:
-                yield
-            finally:
-                _HELD.discard(self.root)
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def digest(inputs: dict[str, Any]) -> str:
-    """Cache key: SHA-256 of the canonical JSON of every input."""
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-
-
-class BuildCache:
-    """``builds/<component>-<key>/``: an entry appears only when its build completed.
-
-    Builds write into a ``.partial-<pid>`` directory renamed into place at the end; an
-    interrupted build leaves only a partial directory, which the next run removes.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob("*.partial-*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or not _alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
-
-    def lookup(self, name: str) -> Path | None:
-        entry = self.root / name
-        return entry if entry.is_dir() else None
-
-    @contextlib.contextmanager
-    def entry(self, name: str) -> Iterator[Path]:
-        partial = self.root / f"{name}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        try:
-            yield partial
-            final = self.root / name
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
+    FIRMWARE_PART = "firmware-part"  # built into the firmware (GRUB)
+    FIRMWARE = "firmware"  # the image QEMU boots (OVMF)
+    EMULATOR = "emulator"  # the program that runs the boots (QEMU, --qemu built)
 
 
 @dataclass(frozen=True)
-class Component:
-    """A component's pin and series as found under ``patches/<name>``."""
+class Style:
+    """Upstream's style checker for a component's patches."""
 
     name: str
-    pin: sources.Pin
-    patches: tuple[patchset.Patch, ...]
+    check: StyleChecker
+
+
+# -- what a manifest records of every build ------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatchRecord:
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A component's pinned source and series, as built."""
+
+    name: str
+    version: str
+    archive: str
+    sha256: str
+    commit: str | None = None
+    quirks: tuple[Quirk, ...] = ()
+    patches: tuple[PatchRecord, ...] = ()
 
     @classmethod
-    def load(cls, name: str, patches_root: Path = PATCHES) -> Component:
-        directory = patches_root / name
-        if not directory.is_dir():
-            raise ConfigError(f"There is no patches/{name} directory.")
+    def of(cls, comp: Component) -> SourceRecord:
+        pin = comp.pin
         return cls(
-            name,
-            sources.load_pin(directory / "upstream.toml", name),
-            tuple(patchset.read_series(directory)),
+            pin.name,
+            pin.version,
+            pin.archive,
+            pin.sha256,
+            pin.commit,
+            pin.quirks,
+            tuple(PatchRecord(p.path.name, p.sha256) for p in comp.patches),
         )
 
-    def inputs(self) -> dict[str, Any]:
-        # The upstream commit only where the pin has one, so the cache keys of pins
-        # without a git route (QEMU's) stay what they were.
-        commit = {"commit": self.pin.commit} if self.pin.commit else {}
+
+@dataclass(frozen=True)
+class BuilderRecord:
+    tag: str
+    id: str
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What went into a build: the sources (this component's and those it is built
+    with), how their bytes were obtained, local trees used instead of pins, whether the
+    series was applied, the builder image and its toolchain, the component's options."""
+
+    sources: dict[str, SourceRecord]
+    provenance: dict[str, Provenance | None]
+    local_trees: dict[str, str | None]
+    series_applied: bool
+    builder_image: BuilderRecord
+    toolchain: tuple[str, ...]
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What every component's ``manifest.json`` records of its build; each component's
+    manifest adds its ``output`` and narrows ``schema`` to its own name."""
+
+    schema: str
+    inputs: BuildInputs
+    cache_key: str
+    build_seconds: float
+
+
+M = TypeVar("M", bound=Manifest)
+
+
+# -- a component and a build -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to build: local trees instead of pins (by component), with the series or
+    without, and in debug form where the component has one."""
+
+    trees: Mapping[str, Path] = field(default_factory=dict)
+    apply: bool = True
+    debug: bool = False
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A build that just ran, handed to its component's manifest maker."""
+
+    entry: Path
+    inputs: BuildInputs
+    cache_key: str
+    seconds: float
+    deps: Mapping[str, Built[Any]]
+    request: Request
+
+    def record(self) -> dict[str, Any]:
+        """The fields every manifest takes from its build (see :class:`Manifest`)."""
         return {
-            "name": self.pin.name,
-            "version": self.pin.version,
-            **commit,
-            "archive": self.pin.archive,
-            "sha256": self.pin.sha256,
-            "quirks": [q.__dict__ for q in self.pin.quirks],
-            "patches": [{"file": p.path.name, "sha256": p.sha256} for p in self.patches],
+            "inputs": self.inputs,
+            "cache_key": self.cache_key,
+            "build_seconds": round(self.seconds, 1),
         }
 
 
-def debian_fetcher(image: str) -> sources.DebianFetcher:
-    """``apt-get source --download-only`` in the builder container (as root, host network).
+def _no_options(request: Request) -> dict[str, Any]:
+    return {}
 
-    Debian's mirrors serve suites whose Release files may be past Valid-Until on a
-    snapshot mirror, so that check is off; the pinned sha256 is what we trust.
-    """
 
-    def fetch(route: sources.Route, archive: str, where: Path) -> Path:
-        script = (
-            "apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null 2>&1 || true; "
-            f"cd /dl && (apt-get -o Acquire::Check-Valid-Until=false source --download-only "
-            f"'{route.package}={route.version}' 2>&1 || true); "
-            f"chown -R {os.getuid()}:{os.getgid()} /dl"
-        )
-        with containers.container(
-            image,
-            ["bash", "-c", script],
-            mounts=[containers.Mount(where, "/dl")],
-            as_root=True,
-        ) as ctr:
-            status = ctr.wait().get("StatusCode", -1)
-            output = ctr.logs().decode(errors="replace")
-        got = where / archive
-        if not got.is_file():
-            reason = next(
-                (ln for ln in output.splitlines() if ln.startswith("E:")), f"exit {status}"
-            )
-            raise InfrastructureError(f"apt-get source did not deliver {archive}: {reason}")
-        return got
-
-    return fetch
+def _no_env(request: Request, builder: containers.BuilderImage) -> dict[str, str]:
+    return {}
 
 
 @dataclass(frozen=True)
-class DebianIndex:
-    """What apt in the builder knows of a source package: the Sources paragraphs of
-    every version, and where each version's files would be downloaded from."""
+class Spec(Generic[M]):
+    """A component: everything the pipeline needs to build it.
 
-    text: str
-    uris: dict[str, dict[str, str]]  # Debian version -> file name -> URI
-
-
-URI_LINE = re.compile(r"^'(?P<uri>[^']+)' (?P<name>\S+) \d+ ")
-
-
-def debian_index(image: str, package: str) -> DebianIndex:
-    """``apt-cache showsrc`` and ``apt-get source --print-uris`` of every version of
-    *package*, in one run of the builder container."""
-    script = (
-        "apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null 2>&1 || true; "
-        f"apt-cache showsrc --only-source '{package}' > /tmp/index || exit 1; cat /tmp/index; "
-        "for v in $(sed -n 's/^Version: //p' /tmp/index | sort -u); do "
-        f'echo "=== $v"; apt-get source --print-uris -qq \'{package}\'="$v" 2>/dev/null; done'
-    )
-    with containers.container(image, ["bash", "-c", script], mounts=[], as_root=True) as ctr:
-        status = ctr.wait().get("StatusCode", -1)
-        output = ctr.logs(stderr=False).decode(errors="replace")
-    if status != 0 or not output.strip():
-        raise InfrastructureError(f"apt-cache showsrc {package} failed (exit {status}).")
-    text, _, rest = output.partition("\n=== ")
-    uris: dict[str, dict[str, str]] = {}
-    version = ""
-    for line in ("=== " + rest).splitlines() if rest else []:
-        if line.startswith("=== "):
-            version = line[4:].strip()
-            uris[version] = {}
-        elif m := URI_LINE.match(line):
-            uris[version][m["name"]] = m["uri"]
-    return DebianIndex(text, uris)
-
-
-def follow_upstream(
-    names: tuple[str, ...],
-    image: str,
-    patches_root: Path = PATCHES,
-    version: str | None = None,
-    notes: list[str] | None = None,
-) -> tuple[sources.Pin, ...]:
-    """The pins of *names* moved to *version*, or to the newest Debian source version
-    whose archive the mirror really serves (a suite's index can list a version before
-    its files reach every mirror). What was passed over is appended to *notes*.
-
-    Raises:
-        ConfigError: a pin without a Debian route, or no such *version*.
-        InfrastructureError: apt or the mirror could not be asked, or serves none.
+    Attributes:
+        name: as in ``patches/<name>`` and ``./inv build-<name>``.
+        builder: the builder image, ``builders/Dockerfile.<builder>``.
+        script: the build script (bash) run in the builder: the source at ``/src``, a
+            kept build tree at ``/build`` (with *build_dir*), outputs to ``/out``, which
+            gets ``toolchain.txt`` too.
+        progress: the build log lines worth a progress line.
+        role: how the boots use it.
+        style: upstream's style checker for its patches.
+        manifest: makes the typed manifest of a finished build (checking the output).
+        manifest_type: that manifest's class (for loading a cached build's).
+        publish: what of the cache entry the workspace shows (``<name>/``); a path ending
+            in ``/`` publishes that directory's contents.
+        depends: components built first and handed in.
+        dep_mounts: (component, path in its cache entry, path in the container).
+        build_dir: keep a build tree between builds (incremental rebuilds).
+        unit_tests: tests the build runs itself (``patches.check`` lists each).
+        options: the component's own cache-key inputs for a request (e.g. debug).
+        env: environment of the build script.
     """
-    moved = []
-    for name in names:
-        pin = Component.load(name, patches_root).pin
-        route = sources.debian_route(pin)
-        assert route.package is not None
-        index = debian_index(image, route.package)
-        candidates = sources.debian_candidates(pin, index.text, version)
-        if version is not None:
-            moved.append(candidates[0])
-            continue
-        for cand in candidates:
-            debian = sources.debian_version(cand) or ""
-            uri = index.uris.get(debian, {}).get(cand.archive)
-            if uri and sources.url_exists(uri):
-                moved.append(cand)
-                break
-            note = (
-                f"{route.package} {debian} is listed, but the mirror does not serve {cand.archive}"
-            )
-            log.warning("%s; trying the next older version", note)
-            if notes is not None:
-                notes.append(note)
-        else:
-            raise InfrastructureError(f"The mirror serves no {route.package} source version.")
-    return tuple(moved)
+
+    name: str
+    builder: str
+    script: str
+    progress: re.Pattern[str]
+    role: Role
+    style: Style
+    manifest: Callable[[Finished], M]
+    manifest_type: type[M]
+    publish: tuple[str, ...]
+    depends: tuple[Spec[Any], ...] = ()
+    dep_mounts: tuple[tuple[str, str, str], ...] = ()
+    build_dir: bool = False
+    unit_tests: tuple[str, ...] = ()
+    options: Callable[[Request], dict[str, Any]] = _no_options
+    env: Callable[[Request, containers.BuilderImage], dict[str, str]] = _no_env
 
 
 @dataclass(frozen=True)
-class SourceTree:
-    """A prepared source tree: its base commit (the unpacked source), how it was
-    obtained this time (``origin``: a route, or the kept work tree), and the route that
-    delivered its bytes and what they were checked against (None for a local tree, or
-    for a work tree unpacked before that was recorded)."""
+class Built(Generic[M]):
+    """A finished build: its cache entry, where it was published, its manifest."""
 
-    path: Path
-    base: str
-    origin: str
-    patched: bool
-    provenance: sources.Provenance | None = None
+    component: str
+    entry: Path
+    published: Path
+    manifest: M
+    cached: bool
+
+    @property
+    def key(self) -> str:
+        return self.manifest.cache_key
+
+    @property
+    def log(self) -> Path:
+        return self.entry / BUILD_LOG
 
 
-def prepare_tree(
-    component: Component,
-    ws: Workspace,
-    builder: str,
-    *,
-    local_tree: Path | None = None,
-    apply: bool = True,
-) -> SourceTree:
-    """The component's source at ``out/work/<name>/src``, series applied.
+def builder_image(name: str, ws: Workspace) -> containers.BuilderImage:
+    """The builder image ``builders/Dockerfile.<name>`` FROM the workspace's base."""
+    return containers.ensure_builder(BUILDERS / f"Dockerfile.{name}", ws.base, ws.cache)
 
-    The tree is kept between builds: when the pinned source is unchanged only the
-    series is re-applied (git resets just the files it touches), so the build tree
-    stays warm. A patch author's ``local_tree`` is copied in instead of the pin.
+
+@dataclass(frozen=True)
+class Plan:
+    """Every input of one build (its dependencies' keys included) and its key."""
+
+    spec: Spec[Any]
+    inputs: dict[str, Any]
+    key: str
+    local: bool  # a local tree, here or in a dependency: never from the cache
+
+    @property
+    def entry_name(self) -> str:
+        return f"{self.spec.name}-{self.key[:24]}"
+
+
+def plan(
+    spec: Spec[Any], ws: Workspace, builder: containers.BuilderImage, request: Request
+) -> Plan:
+    """The inputs and cache key of building *spec* for *request*."""
+    deps = [plan(d, ws, builder_image(d.builder, ws), request) for d in spec.depends]
+    tree = request.trees.get(spec.name)
+    inputs = {
+        "component": ws.component(spec.name).inputs(),
+        "builder": builder.id,
+        "script": spec.script,
+        **spec.options(request),
+        **{d.spec.name: d.key for d in deps},
+        "local_tree": str(tree) if tree else None,
+        "series_applied": request.apply,
+    }
+    local = tree is not None or any(d.local for d in deps)
+    return Plan(spec, inputs, digest(inputs), local)
+
+
+def build(spec: Spec[M], ws: Workspace, request: Request | None = None) -> Built[M]:
+    """Build *spec* (and first what it is built with), or take exactly these inputs'
+    cached build; publish it in the workspace either way.
 
     Raises:
-        PatchError: a patch does not apply.
-        ChecksumError, InfrastructureError: the source could not be fetched.
+        PatchError, ChecksumError: bad series or source (nothing is built).
+        CommandError: the build failed (last lines and the log path in the message).
+        InfrastructureError: the output is not what the component must produce.
     """
-    work = ws.work(component.name)
-    src = work / "src"
-    stamp = work / "base.json"
-    if local_tree is not None:
-        if not (local_tree / ".").is_dir():
-            raise InputError(f"--tree {local_tree} is not a directory.")
-        want = {"local": str(local_tree.resolve()), "time": time.time()}
-    else:
-        want = {
-            "sha256": component.pin.sha256,
-            "quirks": [q.__dict__ for q in component.pin.quirks],
-        }
-    have = json.loads(stamp.read_text()) if stamp.exists() else {}
-    provenance: sources.Provenance | None = None
-    if (
-        local_tree is not None
-        or {k: have.get(k) for k in want} != want
-        or not (src / ".git").is_dir()
-    ):
-        shutil.rmtree(work, ignore_errors=True)
-        src.mkdir(parents=True)
-        if local_tree is not None:
-            sources.unpack(sources.Fetched(checkout=local_tree, route="local tree"), src)
-            origin = f"local tree {local_tree}"
-        else:
-            fetched = sources.fetch(component.pin, ws.downloads, debian_fetcher(builder))
-            log.info("unpacking %s (%s)", component.pin.archive, fetched.route)
-            sources.unpack(fetched, src)
-            for line in sources.apply_quirks(component.pin, src):
-                log.info("quirk: %s", line)
-            origin = fetched.route
-            provenance = fetched.provenance
-        base = patchset.commit_base(src, f"{component.pin.name} {component.pin.version} ({origin})")
-        # The provenance rides along in the stamp, but is no part of the comparison:
-        # the same pin is the same tree, whichever route delivered it.
-        stamp.write_text(
-            json.dumps({**want, "provenance": provenance.to_json() if provenance else None})
+    request = request or Request()
+    with ws.locked():
+        return _build(spec, ws, request)
+
+
+def _build(spec: Spec[M], ws: Workspace, request: Request) -> Built[M]:
+    started = time.monotonic()
+    builder = builder_image(spec.builder, ws)
+    the_plan = plan(spec, ws, builder, request)
+    cache = BuildCache(ws.builds)
+    hit = None if the_plan.local else cache.lookup(the_plan.entry_name)
+    manifest = _cached_manifest(spec, hit) if hit else None
+    comp = ws.component(spec.name)
+    # The tree before the dependencies: a series that does not apply fails in seconds,
+    # with nothing built.
+    tree = None
+    if manifest is None:
+        tree = prepare_tree(
+            comp,
+            ws,
+            builder.tag,
+            local_tree=request.trees.get(spec.name),
+            apply=request.apply,
         )
+    deps = {d.name: _build(d, ws, request) for d in spec.depends}
+    if tree is not None:
+        with cache.entry(the_plan.entry_name) as out:
+            _run(spec, ws, builder, request, tree, deps, out)
+            inputs = _inputs(spec, ws, builder, request, tree, deps, out)
+            finished = Finished(
+                out, inputs, the_plan.key, time.monotonic() - started, deps, request
+            )
+            manifest = spec.manifest(finished)
+            (out / MANIFEST).write_text(json.dumps(records.dump(manifest), indent=2) + "\n")
+        hit = ws.builds / the_plan.entry_name
     else:
-        base = patchset.git(src, "rev-parse", "harness-base").strip()
-        origin = "work tree"
-        provenance = sources.Provenance.from_json(have.get("provenance"))
-    if apply:
-        patchset.apply_series(src, list(component.patches))
-    else:
-        patchset.apply_series(src, [])
-    return SourceTree(src, base, origin, apply, provenance)
+        log.info("%s: cached build %s", spec.name, the_plan.entry_name)
+    assert hit is not None and manifest is not None
+    published = _publish(spec, hit, ws.published(spec.name))
+    return Built(spec.name, hit, published, manifest, cached=tree is None)
 
 
-def work_tree_provenance(ws: Workspace, component: Component) -> sources.Provenance | None:
-    """How the bytes of the component's work tree were obtained and checked, when that
-    tree is of the component's pin (a cached build's tree may since have been replaced
-    by another pin's or a local tree)."""
-    stamp = ws.work(component.name) / "base.json"
+def _cached_manifest(spec: Spec[M], entry: Path) -> M | None:
+    """The manifest of a cached build; None (build again) when it has none, or one
+    written in an older layout."""
     try:
-        have = json.loads(stamp.read_text())
-    except (OSError, ValueError):
+        data = json.loads((entry / MANIFEST).read_text())
+        return records.load(spec.manifest_type, data, f"{entry / MANIFEST}")
+    except (OSError, ValueError, InputError) as err:
+        log.info("%s: cached build %s has no usable manifest (%s); building again",
+                 spec.name, entry.name, err)  # fmt: skip
         return None
-    if not isinstance(have, dict) or have.get("sha256") != component.pin.sha256:
-        return None
-    return sources.Provenance.from_json(have.get("provenance"))
+
+
+def _run(
+    spec: Spec[Any],
+    ws: Workspace,
+    builder: containers.BuilderImage,
+    request: Request,
+    tree: SourceTree,
+    deps: Mapping[str, Built[Any]],
+    out: Path,
+) -> None:
+    mounts = [containers.Mount(tree.path, "/src"), containers.Mount(out, "/out")]
+    if spec.build_dir:
+        build_dir = ws.work(spec.name) / "build"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        mounts.append(containers.Mount(build_dir, "/build"))
+    for dep, inside, target in spec.dep_mounts:
+        mounts.append(containers.Mount(deps[dep].entry / inside, target, read_only=True))
+    run_build(ws, spec.name, builder.tag, spec.script, mounts, out, spec.progress,
+              spec.env(request, builder))  # fmt: skip
+
+
+def _inputs(
+    spec: Spec[Any],
+    ws: Workspace,
+    builder: containers.BuilderImage,
+    request: Request,
+    tree: SourceTree,
+    deps: Mapping[str, Built[Any]],
+    out: Path,
+) -> BuildInputs:
+    names = [spec.name, *deps]
+    provenance = {spec.name: tree.provenance}
+    for dep in deps:
+        # A dependency built earlier (cached) came from its work tree, if still its pin's.
+        provenance[dep] = work_tree_provenance(ws, ws.component(dep))
+    toolchain = out / TOOLCHAIN
+    return BuildInputs(
+        sources={n: SourceRecord.of(ws.component(n)) for n in names},
+        provenance=provenance,
+        local_trees={n: str(request.trees[n]) if n in request.trees else None for n in names},
+        series_applied=request.apply,
+        builder_image=BuilderRecord(builder.tag, builder.id),
+        toolchain=tuple(toolchain.read_text().splitlines()) if toolchain.is_file() else (),
+        options=spec.options(request),
+    )
+
+
+def _publish(spec: Spec[Any], entry: Path, dest: Path) -> Path:
+    """Replace *dest* with what *spec* publishes of the cache *entry*."""
+    tmp = dest.with_name(dest.name + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for item in spec.publish:
+        source = entry / item.rstrip("/")
+        if item.endswith("/"):
+            shutil.copytree(source, tmp, symlinks=True, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy2(source, tmp / source.name)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+# -- the build container ---------------------------------------------------------------
 
 
 @dataclass

@@ -16,27 +16,30 @@ binary and install no blobs. The build is self-contained; it does not borrow Deb
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from harness import run
 from harness.components.pipeline import (
-    BuildCache,
-    Component,
-    Workspace,
-    digest,
-    prepare_tree,
-    run_build,
+    BUILD_LOG,
+    MANIFEST,
+    Built,
+    Finished,
+    Manifest,
+    Request,
+    Role,
+    Spec,
+    Style,
+    build,
 )
+from harness.components.workspace import Workspace, digest
 from harness.errors import InfrastructureError, PrerequisiteError
 from harness.host import containers
 from harness.host.qemu import Qemu, parse_version
+from harness.upstream import style
 from harness.upstream.sources import sha256_file
 
 log = logging.getLogger(__name__)
@@ -92,101 +95,37 @@ done
 PROGRESS = re.compile(r"(?:^== (\w+)|^(\[\d+/\d+\]) )")
 BINARY = "bin/qemu-system-x86_64"
 DATA = "share/qemu"
-MANIFEST = "manifest.json"
+
+
+SCHEMA: Final = "harness-qemu-manifest/2"
 
 
 @dataclass(frozen=True)
-class QemuBuild:
-    """A finished QEMU build: the cache entry and its manifest."""
+class QemuOutput:
+    """The emulator binary, its data directory and what it says it is."""
 
-    entry: Path  # contains opt/qemu/... and manifest.json
-    manifest: dict[str, Any]
-    cached: bool
-
-    @property
-    def root(self) -> Path:
-        return self.entry / PREFIX.lstrip("/")
-
-    @property
-    def qemu(self) -> Qemu:
-        return Qemu(str(self.root / BINARY), self.root / DATA)
+    binary: str
+    data_dir: str
+    sha256: str
+    version: str
+    version_line: str
+    option_roms: tuple[str, ...]
 
 
-def plan(
-    comp: Component, builder: containers.BuilderImage, local_tree: Path | None, apply: bool
-) -> dict[str, Any]:
-    """Every input of a QEMU build; its digest is the build's cache key."""
-    return {
-        "component": comp.inputs(),
-        "builder": builder.id,
-        "script": SCRIPT,
-        "configure": list(CONFIGURE),
-        "option_roms": list(OPTION_ROMS),
-        "local_tree": str(local_tree) if local_tree else None,
-        "series_applied": apply,
-    }
+@dataclass(frozen=True)
+class QemuManifest(Manifest):
+    """``manifest.json`` of a QEMU build (``harness-qemu-manifest/2``)."""
+
+    schema: Literal["harness-qemu-manifest/2"]
+    output: QemuOutput
 
 
-def build_qemu(
-    ws: Workspace,
-    *,
-    base: str = containers.DEFAULT_BASE,
-    local_tree: Path | None = None,
-    apply: bool = True,
-) -> QemuBuild:
-    """Build QEMU, or return the cached build of exactly these inputs.
-
-    Raises:
-        PatchError, ChecksumError: bad series or source.
-        CommandError: the build failed (last 40 lines and the log path in the message).
-        InfrastructureError: the built binary does not run here.
-    """
-    with ws.locked():
-        return _build_qemu(ws, base, local_tree, apply)
+#: A finished QEMU build.
+QemuBuild = Built[QemuManifest]
 
 
-def _build_qemu(ws: Workspace, base: str, local_tree: Path | None, apply: bool) -> QemuBuild:
-    builder = containers.ensure_builder("qemu", base, ws.root / "cache")
-    comp = ws.component("qemu")
-    inputs = plan(comp, builder, local_tree, apply)
-    key = digest(inputs)
-    cache = BuildCache(ws.builds)
-    name = f"qemu-{key[:24]}"
-    hit = cache.lookup(name) if local_tree is None else None
-    if hit:
-        log.info("qemu: cached build %s", name)
-        return QemuBuild(hit, _read_manifest(hit), True)
-    started = time.monotonic()
-    tree = prepare_tree(comp, ws, builder.tag, local_tree=local_tree, apply=apply)
-    build_dir = ws.work("qemu") / "build"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with cache.entry(name) as out:
-        mounts = [
-            containers.Mount(tree.path, "/src"),
-            containers.Mount(build_dir, "/build"),
-            containers.Mount(out, "/out"),
-        ]
-        env = {
-            "CONFIGURE": " ".join(CONFIGURE),
-            "OPTION_ROMS": " ".join(OPTION_ROMS),
-            "PREFIX": PREFIX,
-            "STAMP": digest({"builder": builder.id, "configure": list(CONFIGURE)}),
-        }
-        run_build(ws, "qemu", builder.tag, SCRIPT, mounts, out, PROGRESS, env)
-        manifest = _manifest(out, comp, builder, inputs, time.monotonic() - started)
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    entry = ws.builds / name
-    return QemuBuild(entry, manifest, False)
-
-
-def _manifest(
-    out: Path,
-    comp: Component,
-    builder: containers.BuilderImage,
-    inputs: dict[str, Any],
-    seconds: float,
-) -> dict[str, Any]:
-    root = out / PREFIX.lstrip("/")
+def _manifest(done: Finished) -> QemuManifest:
+    root = done.entry / PREFIX.lstrip("/")
     built = Qemu(str(root / BINARY), root / DATA)
     try:
         line = built.version()
@@ -196,47 +135,72 @@ def _manifest(
             hint="it links the builder image's libraries; build with --base matching the host",
         ) from err
     version = parse_version(line)
-    if version != comp.pin.version:
+    pinned = done.inputs.sources["qemu"].version
+    if version != pinned:
         raise InfrastructureError(
-            f"The built QEMU reports version {version or line!r}, the pin says {comp.pin.version}."
+            f"The built QEMU reports version {version or line!r}, the pin says {pinned}."
         )
+    return QemuManifest(
+        schema=SCHEMA,
+        output=QemuOutput(
+            BINARY,
+            DATA,
+            sha256_file(root / BINARY),
+            version,
+            line,
+            tuple(sorted(p.name for p in (root / DATA).glob("*.bin"))),
+        ),
+        **done.record(),
+    )
+
+
+def _options(request: Request) -> dict[str, Any]:
+    return {"configure": list(CONFIGURE), "option_roms": list(OPTION_ROMS)}
+
+
+def _env(request: Request, builder: containers.BuilderImage) -> dict[str, str]:
     return {
-        "schema": "harness-qemu-manifest/1",
-        "output": {
-            "binary": BINARY,
-            "data_dir": DATA,
-            "sha256": sha256_file(root / BINARY),
-            "version": version,
-            "version_line": line,
-            "option_roms": sorted(p.name for p in (root / DATA).glob("*.bin")),
-        },
-        "inputs": {
-            "qemu": comp.inputs(),
-            "configure": inputs["configure"],
-            "builder_image": {"tag": builder.tag, "id": builder.id},
-            "toolchain": (out / "toolchain.txt").read_text().splitlines(),
-            "local_tree": inputs["local_tree"],
-            "series_applied": inputs["series_applied"],
-        },
-        "cache_key": digest(inputs),
-        "build_seconds": round(seconds, 1),
+        "CONFIGURE": " ".join(CONFIGURE),
+        "OPTION_ROMS": " ".join(OPTION_ROMS),
+        "PREFIX": PREFIX,
+        "STAMP": digest({"builder": builder.id, "configure": list(CONFIGURE)}),
     }
 
 
-def _read_manifest(entry: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((entry / MANIFEST).read_text())
-    return data
+SPEC = Spec(
+    name="qemu",
+    builder="qemu",
+    script=SCRIPT,
+    progress=PROGRESS,
+    role=Role.EMULATOR,
+    style=Style("scripts/checkpatch.pl", style.qemu_checkpatch),
+    manifest=_manifest,
+    manifest_type=QemuManifest,
+    publish=(PREFIX.lstrip("/") + "/", MANIFEST, BUILD_LOG),
+    build_dir=True,
+    options=_options,
+    env=_env,
+)
 
 
-def publish(build: QemuBuild, dest: Path) -> Qemu:
-    """Copy the install tree and manifest to ``dest`` (``out/qemu``), replacing it."""
-    tmp = dest.with_name(dest.name + ".new")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(build.root, tmp, symlinks=True)
-    shutil.copy2(build.entry / MANIFEST, tmp / MANIFEST)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return published(dest)
+def emulator(built: Built[QemuManifest]) -> Qemu:
+    """The built QEMU, run from its cache entry."""
+    root = built.entry / PREFIX.lstrip("/")
+    return Qemu(str(root / BINARY), root / DATA)
+
+
+def build_qemu(
+    ws: Workspace, *, local_tree: Path | None = None, apply: bool = True
+) -> Built[QemuManifest]:
+    """Build QEMU into ``<workspace>/qemu`` (see :func:`pipeline.build`).
+
+    Raises:
+        PatchError, ChecksumError: bad series or source.
+        CommandError: the build failed (last 40 lines and the log path in the message).
+        InfrastructureError: the built binary does not run here.
+    """
+    trees = {"qemu": local_tree} if local_tree else {}
+    return build(SPEC, ws, Request(trees, apply))
 
 
 def published(dest: Path) -> Qemu:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Any
 
 from harness.boots import matrix, scenarios
 from harness.boots.verdicts import Host
 from harness.components import qemu as qemu_build
+from harness.components import registry
+from harness.components.pipeline import builder_image
+from harness.components.workspace import Workspace
+from harness.config import Config, QemuChoice
 from harness.errors import ConfigError, InputError
 from harness.guest import image
-from harness.host import console, containers, qemu
+from harness.host import console, qemu
 from harness.passphrase import Passphrase
 from harness.sev import owner
-
-OUT = Path("out").resolve()
 
 
 def expected_digest(firmware: Path) -> bytes:
@@ -29,37 +30,32 @@ def expected_digest(firmware: Path) -> bytes:
     return owner.manifest_digest(manifest)
 
 
-class QemuChoice(enum.StrEnum):
-    """Which QEMU runs the boot: the one on PATH or the one ./inv build-qemu made."""
-
-    SYSTEM = "system"
-    BUILT = "built"
-
-
-def select_qemu(choice: str, out: Path = OUT) -> qemu.Qemu:
-    """The QEMU *choice* names.
+def select_qemu(cfg: Config) -> qemu.Qemu:
+    """The QEMU the configuration names.
 
     Raises:
-        ConfigError: an unknown choice.
-        PrerequisiteError: ``built`` and there is no build in ``out/qemu``.
+        PrerequisiteError: ``built`` and there is no build in the workspace.
     """
-    try:
-        which = QemuChoice(choice)
-    except ValueError as err:
-        known = ", ".join(c.value for c in QemuChoice)
-        raise ConfigError(f"--qemu {choice!r} is not one of {known}.") from err
-    if which is QemuChoice.SYSTEM:
+    if cfg.qemu is QemuChoice.SYSTEM:
         return qemu.SYSTEM
-    return qemu_build.published(out / "qemu")
+    return qemu_build.published(cfg.layout.published("qemu"))
 
 
 def boot(
+    cfg: Config,
     name: str,
     firmware: Path,
     image_dir: Path,
     interactive: bool,
-    emulator: qemu.Qemu = qemu.SYSTEM,
 ) -> scenarios.Result | None:
+    """One scenario with *firmware* (its manifest beside it) and the image in
+    *image_dir*, or an interactive boot; None for the latter.
+
+    Raises:
+        ConfigError: no such scenario, or an image of another recipe.
+        PrerequisiteError: the QEMU the configuration names is not there.
+    """
+    emulator = select_qemu(cfg)
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
     scenario = scenarios.SCENARIOS[name]
@@ -71,16 +67,16 @@ def boot(
             f"one of the {recipe} recipe.",
             hint=f"./inv build-image --recipe {scenario.recipe} --out DIR, then --image DIR",
         )
-    accel = qemu.working_accelerator(OUT / "cache", qemu.DEBIAN_OVMF, emulator)
+    accel = qemu.working_accelerator(cfg.layout.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
     common: dict[str, Any] = {
         "firmware": firmware.resolve(),
         "expected_digest": expected_digest(firmware),
         "disk": disk,
         "passphrase": Passphrase.read(pass_file),
-        "workdir": OUT / "boot" / f"{name}-{meta['luks']}",
+        "workdir": cfg.layout.boots / f"{name}-{meta['luks']}",
         "accel": accel,
         "emulator": emulator,
-        "host_disk": _host_disk() if scenario.host is Host.FOREIGN_DISK else None,
+        "host_disk": _host_disk(cfg) if scenario.host is Host.FOREIGN_DISK else None,
     }
     if not interactive:
         return scenarios.run_scenario(scenario, token=meta["token"], variant=meta["luks"], **common)
@@ -94,15 +90,15 @@ def boot(
     return None
 
 
-def _host_disk() -> scenarios.HostDisk:
+def _host_disk(cfg: Config) -> scenarios.HostDisk:
     """A fresh disk of the hostile host's own (its passphrase and grub.cfg)."""
-    builder = containers.ensure_builder("bookworm")
+    tools = builder_image(registry.TOOLS_BUILDER, Workspace.of(cfg))
     img = image.build_image(
         matrix.HOST_RECIPE,
         matrix.HOST_VARIANT,
-        OUT / "boot" / matrix.HOST_RECIPE,
-        OUT / "cache" / "images",
-        builder.tag,
+        cfg.layout.boots / matrix.HOST_RECIPE,
+        cfg.layout.image_cache,
+        tools.tag,
     )
     return scenarios.HostDisk(img.disk, Passphrase.read(img.passphrase_file))
 

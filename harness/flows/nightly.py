@@ -21,17 +21,18 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from harness import run
 from harness.boots import matrix, scenarios
-from harness.components import grub as grub_build
-from harness.components import ovmf
+from harness.components import ovmf, registry
 from harness.components import qemu as qemu_build
-from harness.components.pipeline import Component, Workspace, follow_upstream, prepare_tree
+from harness.components.pipeline import MANIFEST, Built, Role, Spec, build, builder_image
+from harness.components.trees import follow_upstream, prepare_tree
+from harness.components.workspace import Component, Workspace
+from harness.config import Config, QemuChoice, Upstream
 from harness.errors import CommandError, ConfigError, HarnessError, InfrastructureError, PatchError
 from harness.flows import report
 from harness.guest.image import LuksVariant
@@ -39,13 +40,11 @@ from harness.host import containers, doctor, qemu
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("grub", "ovmf")
 #: The night's images and boot directories, in the workspace.
-RUNS = Path("runs") / "nightly"
+RUN_DIR = "nightly"
 #: Lines of a console transcript or build log a failing case carries in JUnit.
 TAIL_LINES = 30
 EXIT_OK, EXIT_FAILED, EXIT_INFRASTRUCTURE = 0, 1, 2
-T = TypeVar("T")
 
 
 @dataclass
@@ -63,10 +62,6 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
-
-    @property
-    def components_run(self) -> tuple[str, ...]:
-        return (*COMPONENTS, "qemu") if self.emulator == "built" else COMPONENTS
 
     def case(
         self,
@@ -115,36 +110,34 @@ def _tail(path: Path) -> str:
 
 
 def nightly(
-    out: Path,
-    history: Path,
-    upstream: str = "pinned",
+    cfg: Config,
+    out: Path | None = None,
+    history: Path | None = None,
     jobs: int = 2,
     workspace: Workspace | None = None,
-    emulator: str = "system",
     cases: tuple[tuple[str, LuksVariant], ...] = matrix.MATRIX,
 ) -> int:
     """Run the night; returns the exit status (see the module docstring).
 
-    *workspace* (default ``out/``, or ``out/upstream-head`` for head) holds the builds.
-    *emulator* ``built`` adds QEMU (pin, series, build) to the night and boots with it.
-    *cases* are the boots of the night: the whole matrix unless a caller (a test of
-    the night's plumbing) asks for fewer.
+    *cfg* says pinned or head, and which QEMU boots (``built`` adds QEMU's pin, series
+    and build to the night). The report goes to *out* and the history to *history*
+    (default: the workspace's); *workspace* (default: the configuration's) holds the
+    builds. *cases* are the boots of the night: the whole matrix unless a caller (a
+    test of the night's plumbing) asks for fewer.
 
     Raises:
-        ConfigError: bad options, or *out* is a directory that is not a report.
+        ConfigError: *out* is a directory that is not a report.
     """
-    if upstream not in ("pinned", "head"):
-        raise ConfigError(f"--upstream must be pinned or head, not {upstream!r}.")
-    if emulator not in ("system", "built"):
-        raise ConfigError(f"--qemu must be system or built, not {emulator!r}.")
+    out = out or cfg.layout.report
+    history = history or cfg.layout.history
     if out.exists() and any(out.iterdir()) and not (out / "results.json").exists():
         raise ConfigError(f"{out} is not empty and holds no nightly report; pick another --out.")
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    night = Run(staging, _now(), upstream, emulator)
+    night = Run(staging, _now(), cfg.upstream, cfg.qemu)
     try:
-        _run(night, jobs, workspace, cases)
+        _run(night, cfg, jobs, workspace, cases)
     except InfrastructureError as err:
         night.error = err.message
         log.error("the run could not complete: %s", err.message)
@@ -166,56 +159,70 @@ def nightly(
 
 
 def _run(
-    night: Run, jobs: int, workspace: Workspace | None, cases: tuple[tuple[str, LuksVariant], ...]
+    night: Run,
+    cfg: Config,
+    jobs: int,
+    workspace: Workspace | None,
+    cases: tuple[tuple[str, LuksVariant], ...],
 ) -> None:
     doctor.require(
         ("docker", "qemu", "git", "cryptsetup", "sfdisk", "e2fsprogs"), docker_engine=True
     )
-    out_root = Path("out").resolve()
-    builder = containers.ensure_builder("bookworm", cache=out_root / "cache")
-    if night.upstream == "head":
-        moved = follow_upstream(night.components_run, builder.tag, notes=night.notes)
-        base = workspace or Workspace(out_root / "upstream-head")
-        ws = dataclasses.replace(base, upstream=moved)
-    else:
-        ws = workspace or Workspace(out_root)
+    ws = workspace or Workspace.of(cfg)
+    specs = registry.for_boots(cfg.qemu)
+    tools = builder_image(registry.TOOLS_BUILDER, ws)
+    if cfg.upstream is Upstream.HEAD:
+        names = tuple(s.name for s in specs)
+        moved = follow_upstream(names, tools.tag, ws.patches, notes=night.notes)
+        ws = dataclasses.replace(ws, upstream=moved)
     # One night at a time per workspace: the boots share its image and run directories.
     with ws.locked():
-        _night(night, ws, builder, jobs, cases)
+        _night(night, cfg, ws, tools, specs, jobs, cases)
 
 
 def _night(
     night: Run,
+    cfg: Config,
     ws: Workspace,
-    builder: containers.BuilderImage,
+    tools: containers.BuilderImage,
+    specs: tuple[Spec[Any], ...],
     jobs: int,
     cases: tuple[tuple[str, LuksVariant], ...],
 ) -> None:
-    out_root = Path("out").resolve()
     t0 = time.monotonic()
-    applies = {
-        name: _series(night, ws, ws.component(name), builder.tag) for name in night.components_run
-    }
-    firmware = _builds(night, ws, builder, applies)
-    emulator = _build_qemu(night, ws, applies["qemu"]) if "qemu" in applies else qemu.SYSTEM
+    applies = {spec.name: _series(night, ws, ws.component(spec.name)) for spec in specs}
+    built: dict[str, Built[Any]] = {}
+    for spec in specs:
+        _build_stage(night, ws, spec, applies, built)
     night.timings["build"] = time.monotonic() - t0
-    if firmware is None or emulator is None:
-        why = "no firmware was built" if firmware is None else "no QEMU was built"
+    fw = built.get(ovmf.SPEC.name)
+    emulator: qemu.Qemu | None = qemu.SYSTEM
+    if cfg.qemu is QemuChoice.BUILT:
+        emulator = qemu_build.emulator(built["qemu"]) if "qemu" in built else None
+    if fw is None or emulator is None:
+        why = "no firmware was built" if fw is None else "no QEMU was built"
         for name, variant in cases:
             night.case("boot", matrix.case_id(name, variant), "skipped", 0, why)
         return
+    manifest: ovmf.OvmfManifest = fw.manifest
+    night.firmware = {
+        "sha256": manifest.output.sha256,
+        "sev_launch_digest": manifest.output.sev_launch_digest,
+        "cache_key": manifest.cache_key,
+        "cached": fw.cached,
+        "manifest": "manifest.json",
+    }
+    firmware = matrix.Firmware(ovmf.firmware(fw), manifest.launch_digest)
     t1 = time.monotonic()
-    accel = qemu.working_accelerator(out_root / "cache", qemu.DEBIAN_OVMF, emulator)
+    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
     night.host = {
         "qemu": f"{emulator.version()} ({night.emulator})",
         "accelerator": str(accel),
         "kernel": os.uname().release,
     }
-    work = ws.root / RUNS  # not under the report directory, which is replaced whole
+    work = ws.layout.runs / RUN_DIR  # not under the report directory, which is replaced whole
     try:
-        images = matrix.build_images(
-            work / "images", out_root / "cache" / "images", builder.tag, cases
-        )
+        images = matrix.build_images(work / "images", ws.layout.image_cache, tools.tag, cases)
     except HarnessError as err:
         raise InfrastructureError(f"The guest images could not be built: {err.message}") from err
     night.timings["images"] = time.monotonic() - t1
@@ -250,7 +257,7 @@ def _night(
     night.timings["boots"] = time.monotonic() - t2
 
 
-def _series(night: Run, ws: Workspace, comp: Component, builder: str) -> bool:
+def _series(night: Run, ws: Workspace, comp: Component) -> bool:
     pin = comp.pin
     night.components[comp.name] = {
         "version": pin.version,
@@ -260,8 +267,9 @@ def _series(night: Run, ws: Workspace, comp: Component, builder: str) -> bool:
         "patches": [{"file": p.path.name, "sha256": p.sha256} for p in comp.patches],
     }
     started = time.monotonic()
+    builder = builder_image(registry.get(comp.name).builder, ws)
     try:
-        prepare_tree(comp, ws, builder)  # applies the series (at once if already applied)
+        prepare_tree(comp, ws, builder.tag)  # applies the series (at once if already applied)
     except PatchError as err:
         night.case("series", f"{comp.name}: series applies", "failed", 0, err.message)
         return False
@@ -270,84 +278,48 @@ def _series(night: Run, ws: Workspace, comp: Component, builder: str) -> bool:
     return True
 
 
-def _builds(
-    night: Run, ws: Workspace, builder: containers.BuilderImage, applies: dict[str, bool]
-) -> matrix.Firmware | None:
-    if not applies["grub"]:
-        night.case("build", "grub", "skipped", 0, "the GRUB series does not apply")
-        night.case("build", "ovmf", "skipped", 0, "no GRUB to build OVMF with")
-        return None
-    grub = _build_step(
-        night, ws, "grub", lambda: grub_build.build_grub(ws, builder),
-        lambda b: (b.cached, {"log": b.install / "build.log"}),
-    )  # fmt: skip
-    if grub is None:
-        night.case("build", "ovmf", "skipped", 0, "no GRUB to build OVMF with")
-        return None
-    if not applies["ovmf"]:
-        night.case("build", "ovmf", "skipped", 0, "the edk2 series does not apply")
-        return None
-    built = _build_step(
-        night, ws, "ovmf", lambda: ovmf.build_ovmf(ws),
-        lambda b: (b.cached, {"log": b.firmware.parent / "build.log",
-                              "manifest": b.firmware.parent / "manifest.json"}),
-    )  # fmt: skip
-    if built is None:
-        return None
-    o = built.manifest["output"]
-    night.firmware = {
-        "sha256": o["sha256"],
-        "sev_launch_digest": o["sev_launch_digest"],
-        "cache_key": built.manifest["cache_key"],
-        "cached": built.cached,
-        "manifest": "manifest.json",
+def _build_stage(
+    night: Run,
+    ws: Workspace,
+    spec: Spec[Any],
+    applies: dict[str, bool],
+    built: dict[str, Built[Any]],
+) -> None:
+    """The "build" case of *spec*: skipped when its series does not apply or what it
+    is built with was not built; *built* gets the finished build."""
+    pin = ws.component(spec.name).pin
+    if not applies[spec.name]:
+        why = f"the {pin.name} series does not apply"
+        night.case("build", spec.name, "skipped", 0, why)
+        return
+    missing = next((d.name for d in spec.depends if d.name not in built), None)
+    if missing is not None:
+        night.case("build", spec.name, "skipped", 0, f"no {missing} to build {spec.name} with")
+        return
+    started = time.monotonic()
+    try:
+        result = build(spec, ws)
+    except CommandError as err:
+        link = night.keep(ws.log(spec.name), REPORT_PATHS["log"].format(name=spec.name))
+        night.case("build", spec.name, "failed", time.monotonic() - started, err.message,
+                   _tail(ws.log(spec.name)), {"log": link} if link else {})  # fmt: skip
+        return
+    files = {"log": result.log}
+    if spec.role is Role.FIRMWARE:
+        files["manifest"] = result.entry / MANIFEST
+    links = {
+        kind: link
+        for kind, path in files.items()
+        if (link := night.keep(path, REPORT_PATHS[kind].format(name=spec.name)))
     }
-    return matrix.Firmware(built.firmware, bytes.fromhex(o["sev_launch_digest"]))
-
-
-def _build_qemu(night: Run, ws: Workspace, applies: bool) -> qemu.Qemu | None:
-    """QEMU from its pin and series (``--qemu built``); None when it could not be built."""
-    if not applies:
-        night.case("build", "qemu", "skipped", 0, "the QEMU series does not apply")
-        return None
-    built = _build_step(
-        night, ws, "qemu", lambda: qemu_build.build_qemu(ws),
-        lambda b: (b.cached, {"log": b.entry / "build.log"}),
-    )  # fmt: skip
-    return built.qemu if built is not None else None
+    took = time.monotonic() - started
+    detail = "from the build cache" if result.cached else f"built in {took:.0f} s"
+    night.case("build", spec.name, "passed", took, detail, links=links)
+    built[spec.name] = result
 
 
 #: Where a build's files go in the report.
 REPORT_PATHS = {"log": "logs/{name}.log", "manifest": "manifest.json"}
-
-
-def _build_step(
-    night: Run,
-    ws: Workspace,
-    name: str,
-    build: Callable[[], T],
-    outputs: Callable[[T], tuple[bool, dict[str, Path]]],
-) -> T | None:
-    """Run one build as the "build" case *name*; None when it failed. *outputs* says of
-    a finished build whether it came from the cache, and which files the report links."""
-    started = time.monotonic()
-    try:
-        result = build()
-    except CommandError as err:
-        link = night.keep(ws.log(name), REPORT_PATHS["log"].format(name=name))
-        night.case("build", name, "failed", time.monotonic() - started, err.message,
-                   _tail(ws.log(name)), {"log": link} if link else {})  # fmt: skip
-        return None
-    cached, files = outputs(result)
-    links = {
-        kind: link
-        for kind, path in files.items()
-        if (link := night.keep(path, REPORT_PATHS[kind].format(name=name)))
-    }
-    took = time.monotonic() - started
-    detail = "from the build cache" if cached else f"built in {took:.0f} s"
-    night.case("build", name, "passed", took, detail, links=links)
-    return result
 
 
 def _previous(history: Path) -> dict[str, Any] | None:

@@ -20,17 +20,20 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from harness import run
 from harness.boots import matrix, scenarios
 from harness.components import grub as grub_build
-from harness.components import ovmf
+from harness.components import ovmf, registry
 from harness.components import qemu as qemu_build
-from harness.components.pipeline import PATCHES, Component, Workspace, follow_upstream, prepare_tree
+from harness.components.pipeline import Request, Role, Spec, build, builder_image
+from harness.components.trees import follow_upstream, prepare_tree
+from harness.components.workspace import Component, Workspace
+from harness.config import Config, resolve
 from harness.errors import CommandError, ConfigError, PatchError
-from harness.host import containers, qemu
+from harness.host import qemu
 from harness.upstream import patchset, sources
-from harness.upstream.patchset import Applied, Patch, git
+from harness.upstream.patchset import Applied, Patch
 
 log = logging.getLogger(__name__)
 
@@ -110,97 +113,26 @@ def check_subject(patch: Patch) -> Check:
     return Check("subject", name, Outcome.PASS, repr(subject))
 
 
-# -- upstream style checkers -------------------------------------------------------
-
-#: Style checker per component: (source tree, the applied patch) -> problems found.
-StyleChecker = Callable[[Path, Applied], list[str]]
-
-
-def edk2_patchcheck(tree: Path, applied: Applied) -> list[str]:
-    """edk2's ``BaseTools/Scripts/PatchCheck.py`` from the very tree being patched."""
-    script = tree / "BaseTools" / "Scripts" / "PatchCheck.py"
-    if not script.is_file():
-        return [f"{script.relative_to(tree)} is missing from the tree"]
-    proc = run.run(["python3", str(script), str(applied.patch.path)], cwd=tree, check=False)
-    if proc.returncode == 0:
-        return []
-    out = proc.stdout.decode(errors="replace")
-    return [ln.strip(" *") for ln in out.splitlines() if ln.startswith(" *")] or [
-        f"PatchCheck.py exited with status {proc.returncode}"
-    ]
-
-
-def qemu_checkpatch(tree: Path, applied: Applied) -> list[str]:
-    """QEMU's ``scripts/checkpatch.pl`` (errors only; warnings are advice)."""
-    script = tree / "scripts" / "checkpatch.pl"
-    if not script.is_file():
-        return [f"{script.relative_to(tree)} is missing from the tree"]
-    proc = run.run(
-        ["perl", str(script), "--no-color", str(applied.patch.path)], cwd=tree, check=False
-    )
-    if proc.returncode == 0:
-        return []
-    out = proc.stdout.decode(errors="replace")
-    return [ln.removeprefix("ERROR: ") for ln in out.splitlines() if ln.startswith("ERROR:")] or [
-        f"checkpatch.pl exited with status {proc.returncode}"
-    ]
-
-
-def grub_conventions(tree: Path, applied: Applied) -> list[str]:
-    """GRUB has no checker: ``git show --check`` (whitespace errors) plus what its
-    developer manual (docs/grub-dev.texi, "Coding style") asks of C: only ``/* */``
-    comments, and multi-line comments that open with a bare ``/*``."""
-    assert applied.commit is not None
-    problems = []
-    try:
-        git(tree, "show", "--check", "--format=", applied.commit)
-    except CommandError as err:
-        problems += [
-            ln for ln in err.output_tail.splitlines() if ln.strip() and not ln.startswith("+")
-        ][:5]
-    diff = git(tree, "show", "--format=", "--unified=0", applied.commit)
-    path = ""
-    for line in diff.splitlines():
-        if line.startswith("+++ "):
-            path = line[4:].removeprefix("b/")
-            continue
-        if not path.endswith((".c", ".h")) or not line.startswith("+"):
-            continue
-        code = line[1:]
-        if re.search(r"(?:^|[^:\"'])//", code) and not re.search(r"\"[^\"]*//", code):
-            problems.append(f"{path}: C++ comment (GRUB wants /* */): {code.strip()}")
-        stripped = code.strip()
-        if stripped.startswith("/*") and "*/" not in stripped and stripped != "/*":
-            problems.append(f"{path}: a multi-line comment must open with a bare /*: {stripped}")
-    return problems
-
-
-STYLE: dict[str, tuple[str, StyleChecker]] = {
-    "grub": ("git show --check + grub-dev.texi conventions", grub_conventions),
-    "ovmf": ("BaseTools/Scripts/PatchCheck.py", edk2_patchcheck),
-    "qemu": ("scripts/checkpatch.pl", qemu_checkpatch),
-}
-
-
-def check_style(component: str, tree: Path, applied: Applied) -> Check:
-    what, checker = STYLE[component]
-    problems = checker(tree, applied)
+def check_style(spec: Spec[Any], tree: Path, applied: Applied) -> Check:
+    """*spec*'s upstream style checker on one applied patch."""
+    problems = spec.style.check(tree, applied)
     name = applied.patch.path.name
     if problems:
-        return Check("style", name, Outcome.FAIL, f"{what}: " + "; ".join(problems))
-    return Check("style", name, Outcome.PASS, what)
+        return Check("style", name, Outcome.FAIL, f"{spec.style.name}: " + "; ".join(problems))
+    return Check("style", name, Outcome.PASS, spec.style.name)
 
 
 # -- the whole check -------------------------------------------------------------
 
 #: Where the boot stage builds its images and keeps its transcripts.
-BOOT_DIR = Path("runs") / "patches-check"
+RUN_DIR = "patches-check"
 
 
 def run_checks(
     component: str,
     ws: Workspace,
     *,
+    cfg: Config | None = None,
     local_tree: Path | None = None,
     quick: bool = False,
     jobs: int = 2,
@@ -213,42 +145,42 @@ def run_checks(
         ConfigError: no such component, or a broken series file.
         InfrastructureError: the machine could not run a check (Docker, a download).
     """
+    cfg = cfg or resolve()
     checks: list[Check] = []
 
     def add(check: Check) -> None:
         checks.append(check)
         report(check)
 
+    spec = registry.get(component)
     comp = ws.component(component)
-    if component not in STYLE:
-        raise ConfigError(f"No style checker for {component!r}; known: {', '.join(STYLE)}.")
     for patch in comp.patches:
         add(check_signoff(patch))
         add(check_subject(patch))
     # One check at a time per workspace: its tree, builds and boot directories are shared.
     with ws.locked():
-        builder = containers.ensure_builder("bookworm", cache=ws.root / "cache")
-        _series_checks(component, comp, ws, builder.tag, local_tree, add)
+        builder = builder_image(spec.builder, ws)
+        _series_checks(spec, comp, ws, builder.tag, local_tree, add)
         blocked = next((c for c in checks if c.failed), None)
-        if component in UNIT_TESTS:
+        if spec.unit_tests:
             if blocked:
                 why = f"{blocked.subject} failed {blocked.name}"
-                for name in UNIT_TESTS[component]:
+                for name in spec.unit_tests:
                     add(Check("unit-test", name, Outcome.SKIP, why))
             else:
-                _unit_tests(component, ws, builder, local_tree, add)
+                _unit_tests(spec, ws, local_tree, add)
             blocked = next((c for c in checks if c.failed), None)
         if blocked or quick:
             why = f"{blocked.subject} failed {blocked.name}" if blocked else "--quick"
             add(Check("build", component, Outcome.SKIP, why))
             add(Check("boot", component, Outcome.SKIP, why))
             return checks
-        _build_and_boot(component, ws, builder.tag, local_tree, jobs, add)
+        _build_and_boot(cfg, spec, ws, local_tree, jobs, add)
     return checks
 
 
 def _series_checks(
-    component: str,
+    spec: Spec[Any],
     comp: Component,
     ws: Workspace,
     builder: str,
@@ -260,7 +192,7 @@ def _series_checks(
     base = f"{comp.pin.name} {comp.pin.version}" if local_tree is None else str(local_tree)
     applied = patchset.try_series(tree.path, list(comp.patches))
     if not applied:
-        add(Check("applies", component, Outcome.PASS, f"empty series, nothing to apply on {base}"))
+        add(Check("applies", spec.name, Outcome.PASS, f"empty series, nothing to apply on {base}"))
     for result in applied:
         if result.ok:
             add(Check("applies", result.patch.path.name, Outcome.PASS, f"on {base}"))
@@ -268,37 +200,27 @@ def _series_checks(
             add(Check("applies", result.patch.path.name, Outcome.FAIL, result.reason))
     for result in applied:
         if result.ok:
-            add(check_style(component, tree.path, result))
-
-
-#: Components whose build runs unit tests of their own, by name: each is a check line
-#: before the build stage, and runs with ``--quick`` too.
-UNIT_TESTS: dict[str, tuple[str, ...]] = {"grub": grub_build.UNIT_TESTS}
+            add(check_style(spec, tree.path, result))
 
 
 def _unit_tests(
-    component: str,
-    ws: Workspace,
-    builder: containers.BuilderImage,
-    local_tree: Path | None,
-    add: Callable[[Check], None],
+    spec: Spec[Any], ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
 ) -> None:
-    """One "unit-test" line per test that *component*'s build runs. The tests run
-    inside the build, so this is that build (from the cache when nothing changed; the
-    build stage after it then reuses it)."""
-    assert component == "grub"
-    wanted = UNIT_TESTS[component]
+    """One "unit-test" line per test that *spec*'s build runs. The tests run inside the
+    build, so this is that build (from the cache when nothing changed; the build stage
+    after it then reuses it)."""
     ran: tuple[grub_build.UnitTest, ...] = ()
     broken = ""
+    trees = {spec.name: local_tree} if local_tree else {}
     try:
-        ran = grub_build.build_grub(ws, builder, local_tree=local_tree).unit_tests
+        ran = grub_build.ran_unit_tests(build(spec, ws, Request(trees)))
     except PatchError as err:
         broken = err.message
     except CommandError as err:  # the build ran: its log says how far the tests got
-        ran = grub_build.unit_tests(ws.log(component).read_text(errors="replace"))
+        ran = grub_build.unit_tests(ws.log(spec.name).read_text(errors="replace"))
         broken = err.message
     seen = {t.name: t for t in ran}
-    for name in wanted:
+    for name in spec.unit_tests:
         test = seen.get(name)
         if test is None:
             why = f"the build failed before it ran: {broken}" if broken else "it did not run"
@@ -306,28 +228,29 @@ def _unit_tests(
         elif test.verdict is grub_build.UnitVerdict.ABSENT:
             add(Check("unit-test", name, Outcome.FAIL, "the tree does not define it"))
         elif test.verdict is grub_build.UnitVerdict.FAIL:
-            why = "; ".join(test.failures[:3]) or "it failed (see the GRUB build log)"
+            why = "; ".join(test.failures[:3]) or f"it failed (see the {spec.name} build log)"
             add(Check("unit-test", name, Outcome.FAIL, why))
         else:
-            add(Check("unit-test", name, Outcome.PASS, f"built and run in the {component} build"))
+            add(Check("unit-test", name, Outcome.PASS, f"built and run in the {spec.name} build"))
 
 
 def _build_and_boot(
-    component: str,
+    cfg: Config,
+    spec: Spec[Any],
     ws: Workspace,
-    builder: str,
     local_tree: Path | None,
     jobs: int,
     add: Callable[[Check], None],
 ) -> None:
-    built = _build(component, ws, local_tree, add)
+    built = _build(spec, ws, local_tree, add)
     if built is None:
-        add(Check("boot", component, Outcome.SKIP, "the build failed"))
+        add(Check("boot", spec.name, Outcome.SKIP, "the build failed"))
         return
     firmware, emulator = built
-    accel = qemu.working_accelerator(ws.root / "cache", qemu.DEBIAN_OVMF, emulator)
-    runs = ws.root / BOOT_DIR / component
-    images = matrix.build_images(runs / "images", ws.root / "cache" / "images", builder)
+    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
+    runs = ws.layout.runs / RUN_DIR / spec.name
+    tools = builder_image(registry.TOOLS_BUILDER, ws)
+    images = matrix.build_images(runs / "images", ws.layout.image_cache, tools.tag)
 
     def booted(r: scenarios.Result) -> None:  # reported as each boot ends
         outcome = Outcome.PASS if r.passed else Outcome.FAIL
@@ -339,43 +262,46 @@ def _build_and_boot(
 
 
 def _build(
-    component: str, ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
+    spec: Spec[Any], ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
 ) -> tuple[matrix.Firmware, qemu.Qemu] | None:
-    """Build what the series changes, and the firmware and QEMU to boot (QEMU is the
-    system's unless the series is QEMU's); None when a build failed."""
+    """Build what the series changes, and the firmware and emulator to boot (the
+    system's QEMU unless the series is the emulator's); None when a build failed."""
     emulator = qemu.SYSTEM
-    if component == "qemu":
+    trees = {spec.name: local_tree} if local_tree else {}
+    if spec.role is Role.EMULATOR:
         try:
-            emulator = qemu_build.build_qemu(ws, local_tree=local_tree).qemu
+            emulator = qemu_build.emulator(build(qemu_build.SPEC, ws, Request(trees)))
         except (CommandError, PatchError) as err:
-            add(Check("build", component, Outcome.FAIL, err.message))
+            add(Check("build", spec.name, Outcome.FAIL, err.message))
             return None
-        add(Check("build", component, Outcome.PASS, f"{emulator.version()}"))
+        add(Check("build", spec.name, Outcome.PASS, f"{emulator.version()}"))
+        trees = {}
     try:
-        built = ovmf.build_ovmf(
-            ws,
-            tree_grub=local_tree if component == "grub" else None,
-            tree_edk2=local_tree if component == "ovmf" else None,
-        )
+        built = build(ovmf.SPEC, ws, Request(trees))
     except (CommandError, PatchError) as err:
-        add(Check("build", component, Outcome.FAIL, err.message))
+        add(Check("build", spec.name, Outcome.FAIL, err.message))
         return None
-    out = built.manifest["output"]
-    digest = out["sev_launch_digest"]
-    what = f"OVMF.fd sha256 {out['sha256'][:16]}…, launch digest {digest[:16]}…"
-    add(Check("build", "ovmf" if component == "qemu" else component, Outcome.PASS, what))
-    return matrix.Firmware(built.firmware, bytes.fromhex(digest)), emulator
+    out = built.manifest.output
+    what = f"OVMF.fd sha256 {out.sha256[:16]}…, launch digest {out.sev_launch_digest[:16]}…"
+    name = ovmf.SPEC.name if spec.role is Role.EMULATOR else spec.name
+    add(Check("build", name, Outcome.PASS, what))
+    return matrix.Firmware(ovmf.firmware(built), built.manifest.launch_digest), emulator
 
 
-def rebase(component: str, version: str, root: Path, patches_root: Path = PATCHES) -> list[Check]:
+def rebase(component: str, version: str, cfg: Config) -> list[Check]:
     """Try the series on another upstream *version* (Debian's source package) in a
-    workspace of its own under *root*; one "applies" check per patch. Patches after
-    one that does not apply are still tried, since most series are independent."""
-    builder = containers.ensure_builder("bookworm")
-    (pin,) = follow_upstream((component,), builder.tag, patches_root, version)
-    ws = Workspace(root / f"{component}-{pin.version}", patches_root, upstream=(pin,))
+    workspace of its own under the configuration's; one "applies" check per patch.
+    Patches after one that does not apply are still tried, since most series are
+    independent."""
+    spec = registry.get(component)
+    home = Workspace.of(cfg)
+    tools = builder_image(registry.TOOLS_BUILDER, home)
+    (pin,) = follow_upstream((component,), tools.tag, cfg.patches, version)
+    root = cfg.layout.rebase / f"{component}-{pin.version}"
+    ws = Workspace(root, cfg.patches, upstream=(pin,), base=cfg.base)
     comp = ws.component(component)
     with ws.locked():
+        builder = builder_image(spec.builder, ws)
         tree = prepare_tree(comp, ws, builder.tag, apply=False)
         applied = patchset.try_series(tree.path, list(comp.patches), keep_going=True)
     where = f"{pin.name} {pin.version} (Debian {sources.debian_version(pin)})"
@@ -400,7 +326,7 @@ def export(component: str, ws: Workspace, dest: Path) -> tuple[str, int]:
     comp = ws.component(component)
     branch = f"harness/{component}"
     with ws.locked():
-        builder = containers.ensure_builder("bookworm", cache=ws.root / "cache")
+        builder = builder_image(registry.get(component).builder, ws)
         tree = prepare_tree(comp, ws, builder.tag)
         return branch, patchset.export_series(tree.path, dest, branch)
 

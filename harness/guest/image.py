@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import run
+from harness.config import RECIPES
 from harness.errors import ConfigError, InfrastructureError
 from harness.files import write_private
 from harness.guest import cpio, xts
@@ -35,8 +36,6 @@ from harness.passphrase import Passphrase
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "images"
 #: The partition starts at 1 MiB, as every partitioning tool aligns it.
 PARTITION_START = 1024 * 1024
 SECTOR = 512
@@ -106,11 +105,11 @@ class Recipe:
 
     @classmethod
     def load(cls, name: str, _seen: tuple[str, ...] = ()) -> Recipe:
-        directory = IMAGES / name
+        directory = RECIPES / name
         try:
             data = tomllib.loads((directory / "recipe.toml").read_text())
         except FileNotFoundError as err:
-            known = sorted(p.name for p in IMAGES.iterdir() if (p / "recipe.toml").exists())
+            known = sorted(p.name for p in RECIPES.iterdir() if (p / "recipe.toml").exists())
             raise ConfigError(f"No image recipe {name!r}; known: {', '.join(known)}.") from err
         if "base" not in data:
             return cls(

@@ -1,8 +1,9 @@
 """Docker, through the SDK: base images, builder images, and build containers.
 
-* The base image (``debian:bookworm`` by default) is pulled when a registry answers;
-  otherwise it is made with debootstrap and ``docker import``, and we say so.
-* Builder images are built from the Dockerfiles in ``harness/builders`` and tagged with
+* The base image (``debian:SUITE``, as the configuration says) is pulled when a
+  registry answers; otherwise it is made with debootstrap and ``docker import``, and
+  we say so.
+* Builder images are built from the Dockerfile a caller names and tagged with
   the hash of the Dockerfile and the base image id, so an unchanged Dockerfile is never
   rebuilt.
 * Containers run as context managers: whatever happens (success, failure, timeout,
@@ -32,8 +33,6 @@ from harness.host.engine import docker_client
 
 log = logging.getLogger(__name__)
 
-BUILDERS = Path(__file__).resolve().parents[1] / "components" / "builders"
-DEFAULT_BASE = "debian:bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 #: debootstrap of a minbase bookworm takes 2-4 minutes here; allow for a slow mirror.
 DEBOOTSTRAP_TIMEOUT = 1800.0
@@ -49,7 +48,7 @@ def _has_image(client: docker.DockerClient, name: str) -> bool:
     return True
 
 
-def ensure_base(base: str = DEFAULT_BASE, cache: Path | None = None) -> str:
+def ensure_base(base: str, cache: Path | None = None) -> str:
     """Make *base* available locally; return its image id.
 
     Raises:
@@ -123,14 +122,15 @@ def builder_tag(dockerfile: Path, base_id: str) -> str:
     return f"harness-{dockerfile.name.removeprefix('Dockerfile.')}:{digest}"
 
 
-def ensure_builder(name: str, base: str = DEFAULT_BASE, cache: Path | None = None) -> BuilderImage:
-    """Build ``harness/builders/Dockerfile.NAME`` FROM *base* unless that exact image exists.
+def ensure_builder(dockerfile: Path, base: str, cache: Path | None = None) -> BuilderImage:
+    """Build *dockerfile* (``Dockerfile.NAME``, its directory the context) FROM *base*
+    unless that exact image exists; *cache* keeps debootstrap's packages.
 
     Raises:
         InfrastructureError: the image build fails (its last lines are shown).
     """
     base_id = ensure_base(base, cache)
-    dockerfile = BUILDERS / f"Dockerfile.{name}"
+    name = dockerfile.name.removeprefix("Dockerfile.")
     tag = builder_tag(dockerfile, base_id)
     client = docker_client()
     if not _has_image(client, tag):
@@ -138,7 +138,7 @@ def ensure_builder(name: str, base: str = DEFAULT_BASE, cache: Path | None = Non
         lines: list[str] = []
         try:
             for chunk in client.api.build(
-                path=str(BUILDERS),
+                path=str(dockerfile.parent),
                 dockerfile=dockerfile.name,
                 tag=tag,
                 buildargs={"BASE": base},

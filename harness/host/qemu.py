@@ -196,9 +196,13 @@ def qemu_version(emulator: Qemu = SYSTEM) -> str:
     return emulator.version()
 
 
-def working_accelerator(cache_dir: Path, firmware: Path, emulator: Qemu = SYSTEM) -> Accel:
+def working_accelerator(
+    cache_dir: Path, firmware: Path, emulator: Qemu = SYSTEM, choice: str = "auto"
+) -> Accel:
     """The accelerator that boots OVMF here with *emulator*, probed once per QEMU
-    version and kernel."""
+    version and kernel; *choice* ``kvm`` or ``tcg`` forces one without a probe."""
+    if choice != "auto":
+        return Accel(choice)
     key = f"{emulator.version()} / {os.uname().release}"
     path = cache_dir / ACCEL_CACHE_NAME
     verdicts = _read_verdicts(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.components import ovmf
-from harness.components.pipeline import Workspace
+from harness.components.workspace import Workspace
 from harness.host import qemu
 from tests.conftest import ROOT
 

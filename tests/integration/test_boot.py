@@ -19,9 +19,9 @@ from harness.boots import matrix, scenarios, verdicts
 from harness.components import ovmf
 from harness.guest import xts
 from harness.guest.image import LuksVariant, build_image, payload_offset, volume_key
-from harness.host import containers, qemu
+from harness.host import qemu
 from harness.passphrase import Passphrase
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tools_builder
 
 pytestmark = [
     pytest.mark.docker,
@@ -34,7 +34,7 @@ OUT = ROOT / "out"
 
 @pytest.fixture(scope="module")
 def images() -> matrix.Images:
-    builder = containers.ensure_builder("bookworm")
+    builder = tools_builder()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # parallel workers: own images
     return matrix.build_images(
         OUT / "images" / f"test-{worker}", OUT / "cache" / "images", builder.tag
@@ -84,8 +84,8 @@ def test_scenario(
     scenario = scenarios.SCENARIOS[name]
     result = scenarios.run_scenario(
         scenario,
-        firmware=firmware.firmware,
-        expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+        firmware=ovmf.firmware(firmware),
+        expected_digest=firmware.manifest.launch_digest,
         disk=img.disk,
         passphrase=Passphrase.read(img.passphrase_file),
         token=img.token,
@@ -114,14 +114,14 @@ def test_a_hanging_guest_times_out_cleanly(
     accel: qemu.Accel,
     tmp_path: Path,
 ) -> None:
-    builder = containers.ensure_builder("bookworm")
+    builder = tools_builder()
     img = build_image(
         "no-kernel", LuksVariant.LUKS1, tmp_path / "img", OUT / "cache" / "images", builder.tag
     )
     result = scenarios.run_scenario(
         scenarios.SCENARIOS["passwordless"],
-        firmware=firmware.firmware,
-        expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+        firmware=ovmf.firmware(firmware),
+        expected_digest=firmware.manifest.launch_digest,
         disk=img.disk,
         passphrase=Passphrase.read(img.passphrase_file),
         token=img.token,
@@ -149,8 +149,8 @@ def test_parallel_runs_do_not_collide(
     def one(name: str, index: int) -> scenarios.Result:
         return scenarios.run_scenario(
             scenarios.SCENARIOS[name],
-            firmware=firmware.firmware,
-            expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+            firmware=ovmf.firmware(firmware),
+            expected_digest=firmware.manifest.launch_digest,
             disk=img.disk,
             passphrase=Passphrase.read(img.passphrase_file),
             token=img.token,

@@ -19,11 +19,11 @@ from uuid import UUID
 import pytest
 
 from harness.components import ovmf
-from harness.components.pipeline import Workspace
+from harness.components.workspace import Workspace
 from harness.errors import PatchError
 from harness.firmware.fv import SectionType, find_volumes
 from harness.firmware.guids import GRUB_FILE
-from harness.host import containers, engine
+from harness.host import engine
 from harness.inspection import describe
 from tests.conftest import ROOT, workspace
 
@@ -38,7 +38,9 @@ def harness_containers(ws: Workspace) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, ovmf.OvmfBuild, float]:
+def built(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Workspace, ovmf.OvmfBuild, float]:
     ws = workspace(tmp_path_factory.mktemp("build"))
     start = time.monotonic()
     result = ovmf.build_ovmf(ws)
@@ -50,12 +52,12 @@ def test_cold_build_produces_firmware_with_our_grub(
 ) -> None:
     ws, result, _ = built
     assert not result.cached
-    report = describe(result.firmware)
+    report = describe(ovmf.firmware(result))
     assert report["secret_area"] is not None and report["secret_area"]["size"] > 0
     grub = report["grub"]
     assert grub is not None and grub["pe"]["ok"]
     assert "efisecret" in [m["name"] for m in grub["modules"]]
-    manifest = json.loads((result.firmware.parent / "manifest.json").read_text())
+    manifest = json.loads((ovmf.firmware(result).parent / "manifest.json").read_text())
     assert manifest["output"]["sha256"] == report["sha256"]
     assert manifest["output"]["sev_launch_digest"] == report["sev_launch_digest"]
     assert manifest["inputs"]["edk2"]["sha256"] == ws.component("ovmf").pin.sha256
@@ -73,7 +75,7 @@ def test_cold_build_produces_firmware_with_our_grub(
     ]
     assert any("gcc" in line for line in manifest["inputs"]["toolchain"])
     assert (ws.root / "grub" / "bin" / "grub-mkimage").is_file()
-    assert os.stat(result.firmware).st_uid == os.getuid()
+    assert os.stat(ovmf.firmware(result)).st_uid == os.getuid()
     assert harness_containers(ws) == []
 
 
@@ -85,9 +87,9 @@ def test_the_same_inputs_give_the_same_firmware(
     guest owner can recompute the launch digest from the sources."""
     _, private, _ = built
     main = ovmf.build_ovmf(Workspace(ROOT / "out"))
-    assert main.manifest["cache_key"] == private.manifest["cache_key"]
-    assert main.firmware.parent != private.firmware.parent
-    assert main.manifest["output"]["sha256"] == private.manifest["output"]["sha256"]
+    assert main.manifest.cache_key == private.manifest.cache_key
+    assert ovmf.firmware(main).parent != ovmf.firmware(private).parent
+    assert main.manifest.output.sha256 == private.manifest.output.sha256
 
 
 #: The COFF TimeDateStamp grub-mkimage writes into every image, whatever the clock:
@@ -115,23 +117,27 @@ def pe_time_stamps(image: bytes) -> dict[UUID, tuple[str, tuple[int, ...]]]:
     return found
 
 
-def test_no_build_time_in_the_pe_images(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
+def test_no_build_time_in_the_pe_images(
+    built: tuple[Workspace, ovmf.OvmfBuild, float],
+) -> None:
     """edk2's GenFw writes the clock into each PE header it makes from an ELF file
     (Elf64Convert.c) and zeroes it again before writing the image (ZeroDebugData in
     GenFw.c); GRUB's image carries grub-mkimage's constant. A build time that reached
     the firmware would change its launch digest with every build: see it here first."""
     _, result, _ = built
-    stamps = pe_time_stamps(result.firmware.read_bytes())
+    stamps = pe_time_stamps(ovmf.firmware(result).read_bytes())
     name, grub = stamps.pop(GRUB_FILE)
     assert grub == (GRUB_PE_TIME_STAMP,), name
     assert len(stamps) > 50 and "DxeCore" in {n for n, _ in stamps.values()}
     assert {n: s for n, s in stamps.values() if any(s)} == {}
 
 
-def test_inspect_task_on_the_built_firmware(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
+def test_inspect_task_on_the_built_firmware(
+    built: tuple[Workspace, ovmf.OvmfBuild, float],
+) -> None:
     _, result, _ = built
     out = subprocess.run(
-        [str(ROOT / "inv"), "inspect", str(result.firmware)],
+        [str(ROOT / "inv"), "inspect", str(ovmf.firmware(result))],
         capture_output=True,
         text=True,
         check=False,
@@ -140,13 +146,15 @@ def test_inspect_task_on_the_built_firmware(built: tuple[Workspace, ovmf.OvmfBui
     assert "efisecret" in out.stdout and "a sane x86_64 EFI application" in out.stdout
 
 
-def test_rerun_is_served_from_cache(built: tuple[Workspace, ovmf.OvmfBuild, float]) -> None:
+def test_rerun_is_served_from_cache(
+    built: tuple[Workspace, ovmf.OvmfBuild, float],
+) -> None:
     ws, first, _ = built
     start = time.monotonic()
     again = ovmf.build_ovmf(ws)
     took = time.monotonic() - start
     assert again.cached
-    assert again.manifest["output"]["sha256"] == first.manifest["output"]["sha256"]
+    assert again.manifest.output.sha256 == first.manifest.output.sha256
     print(f"warm rerun: {took:.1f} s")
 
 
@@ -173,12 +181,11 @@ def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
         text.split("[[source]]")[0] + f'[[source]]\nkind = "tarball"\nurl = "file://{bad}"\n'
     )
     ws = Workspace(tmp_path / "out", patches)
-    builder = containers.ensure_builder("bookworm")
     from harness.components import grub
     from harness.errors import ChecksumError
 
     with pytest.raises(ChecksumError, match=r"grub2_2\.14\.orig\.tar\.xz"):
-        grub.build_grub(ws, builder)
+        grub.build_grub(ws)
     assert not any(p.is_file() for p in (ws.root / "cache" / "downloads").rglob("*"))
 
 
@@ -216,7 +223,7 @@ def test_built_firmware_runs_grub_and_refuses_an_unencrypted_boot(
     from harness.host import qemu
 
     _, result, _ = built
-    argv = qemu.probe_argv(qemu.Accel.TCG, result.firmware)
+    argv = qemu.probe_argv(qemu.Accel.TCG, ovmf.firmware(result))
     seen = run.watch(
         argv, {"gave up": re.compile(r"Failed to find any grub configuration")}, timeout=120
     )

@@ -23,7 +23,7 @@ import pytest
 
 from harness import run
 from harness.components import ovmf
-from harness.components.pipeline import Workspace
+from harness.components.workspace import Workspace
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.tools, pytest.mark.slow]
@@ -112,7 +112,7 @@ def test_build_ovmf_on_a_fresh_machine(tmp_path: Path) -> None:
         shutil.rmtree(engine, ignore_errors=True)
     fresh = json.loads((tree / "out" / "ovmf" / "manifest.json").read_text())
     main = ovmf.build_ovmf(Workspace(ROOT / "out"))
-    assert fresh["output"]["sha256"] == main.manifest["output"]["sha256"]
+    assert fresh["output"]["sha256"] == main.manifest.output.sha256
 
 
 def _build_on(tree: Path, home: Path, engine: Path) -> None:

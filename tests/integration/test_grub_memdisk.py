@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.components.pipeline import Component, debian_fetcher
+from harness.components.trees import debian_fetcher
+from harness.components.workspace import Component
 from harness.errors import HarnessError
-from harness.host import containers
 from harness.upstream import sources
-from tests.conftest import IN_CI, SHARED_DOWNLOADS
+from tests.conftest import IN_CI, SHARED_DOWNLOADS, tools_builder
 
 pytestmark = pytest.mark.tools
 
@@ -64,7 +64,7 @@ def grub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     archive = cache.lookup(comp.pin)
     if archive is None:
         try:
-            builder = containers.ensure_builder("bookworm")
+            builder = tools_builder()
             archive = sources.fetch(comp.pin, cache, debian_fetcher(builder.tag)).archive
         except HarnessError as err:
             reason = f"{comp.pin.archive} is not downloaded and could not be: {err.message}"

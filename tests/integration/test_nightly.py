@@ -17,9 +17,11 @@ import jsonschema
 import pytest
 
 from harness.boots import matrix, scenarios
+from harness.components import registry
+from harness.config import QemuChoice, resolve
 from harness.flows import nightly
 from harness.guest.image import LuksVariant
-from tests.conftest import ROOT, workspace
+from tests.conftest import ROOT, tools_builder, workspace
 
 pytestmark = [
     pytest.mark.docker,
@@ -30,6 +32,7 @@ pytestmark = [
     pytest.mark.timeout(2400),
 ]
 OUT = ROOT / "out"
+PINNED = resolve(workspace=str(OUT))
 BOOT_CASES = [matrix.case_id(n, v) for n, v in matrix.MATRIX]
 #: The nights that test other plumbing (upstream head, the built QEMU) boot a few
 #: cases, one of them hostile; test_nights_in_a_row boots the whole matrix, twice.
@@ -142,7 +145,9 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     assert {f"transcripts/{c}.log" for c in BOOT_CASES} <= set(page.links)
 
     # Nothing secret in the report or the history.
-    secrets = [p.read_bytes() for p in (OUT / nightly.RUNS / "images").glob("*/passphrase")]
+    secrets = [
+        p.read_bytes() for p in (OUT / "runs" / nightly.RUN_DIR / "images").glob("*/passphrase")
+    ]
     # The night's working files stay out of the default report directory.
     assert not (OUT / "nightly").exists() or (OUT / "nightly" / "results.json").exists()
     # One image per (recipe, LUKS variant) the matrix boots, and the host's own disk.
@@ -166,7 +171,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     patch = next((broken / "grub").glob("0001-*.patch"))
     patch.write_bytes(patch.read_bytes().replace(b"\n module = {\n", b"\n module = {  \n", 1))
     ws = workspace(tmp_path / "ws", broken)
-    assert nightly.nightly(report, history, workspace=ws) == nightly.EXIT_FAILED
+    assert nightly.nightly(PINNED, report, history, workspace=ws) == nightly.EXIT_FAILED
     results = results_of(report)
     assert results["changes"]["newly_failing"] == ["series/grub: series applies"]
     assert {c["outcome"] for c in results["cases"] if c["suite"] == "boot"} == {"skipped"}
@@ -179,7 +184,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
         f'sha256 = "{"0" * 64}"\n'
         '[[source]]\nkind = "debian"\npackage = "grub2"\nversion = "2.14-999"\n'
     )
-    assert nightly.nightly(report, history, workspace=ws) == nightly.EXIT_INFRASTRUCTURE
+    assert nightly.nightly(PINNED, report, history, workspace=ws) == nightly.EXIT_INFRASTRUCTURE
     results = results_of(report)
     assert results["verdict"] == "infrastructure"
     assert "could not be fetched" in results["infrastructure_error"]
@@ -202,15 +207,17 @@ def test_a_night_on_upstream_head(tmp_path: Path) -> None:
     """--upstream head resolves each pin through apt and the mirror, builds and boots
     whatever that is, and says so. Upstream may break our series any night, so the
     verdict is not asserted here; that the night completes and reports what it ran is."""
-    from harness.components.pipeline import Workspace, follow_upstream
-    from harness.host import containers
+    from harness.components.trees import follow_upstream
+    from harness.components.workspace import Workspace
 
     notes: list[str] = []
-    builder = containers.ensure_builder("bookworm")
-    moved = {p.component: p for p in follow_upstream(nightly.COMPONENTS, builder.tag, notes=notes)}
+    builder = tools_builder()
+    names = tuple(s.name for s in registry.for_boots(QemuChoice.SYSTEM))
+    moved = {p.component: p for p in follow_upstream(names, builder.tag, notes=notes)}
     report = tmp_path / "report"
+    head = resolve(workspace=str(OUT), upstream="head")
     status = nightly.nightly(
-        report, tmp_path / "history", "head", workspace=Workspace(OUT), cases=FEW_CASES
+        head, report, tmp_path / "history", workspace=Workspace(OUT), cases=FEW_CASES
     )
     assert status in (nightly.EXIT_OK, nightly.EXIT_FAILED)
     results = results_of(report)
@@ -237,7 +244,8 @@ def test_bad_options_are_one_sentence(tmp_path: Path) -> None:
 
 def test_a_night_with_the_built_qemu(tmp_path: Path) -> None:
     report = tmp_path / "report"
-    status = nightly.nightly(report, tmp_path / "history", emulator="built", cases=FEW_CASES)
+    built = resolve(workspace=str(OUT), qemu="built")
+    status = nightly.nightly(built, report, tmp_path / "history", cases=FEW_CASES)
     assert status == nightly.EXIT_OK
     results = results_of(report)
     names = {(c["suite"], c["name"]): c["outcome"] for c in results["cases"]}

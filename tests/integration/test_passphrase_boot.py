@@ -17,9 +17,9 @@ from harness.boots import scenarios
 from harness.components import ovmf
 from harness.errors import InputError
 from harness.guest.image import LuksVariant, build_image, image_passphrase
-from harness.host import containers, qemu
+from harness.host import qemu
 from harness.passphrase import Passphrase
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tools_builder
 
 pytestmark = [pytest.mark.docker, pytest.mark.qemu, pytest.mark.tools, pytest.mark.slow]
 OUT = ROOT / "out"
@@ -48,7 +48,7 @@ def test_passwordless_boot_from_a_passphrase_file(
     source.write_bytes(contents)
     passphrase = image_passphrase(source, secret_only=not typable)
     assert passphrase.value == held
-    builder = containers.ensure_builder("bookworm")
+    builder = tools_builder()
     img = build_image(
         "minimal", LuksVariant.LUKS1, tmp_path / "img", OUT / "cache" / "images", builder.tag,
         passphrase,
@@ -73,8 +73,8 @@ def test_passwordless_boot_from_a_passphrase_file(
     for scenario in names:
         result = scenarios.run_scenario(
             scenarios.SCENARIOS[scenario],
-            firmware=firmware.firmware,
-            expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+            firmware=ovmf.firmware(firmware),
+            expected_digest=firmware.manifest.launch_digest,
             disk=img.disk,
             passphrase=Passphrase.read(source),
             token=img.token,

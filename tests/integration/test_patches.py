@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.components.pipeline import Workspace
+from harness.components import registry
+from harness.components.workspace import Workspace
+from harness.config import resolve
 from harness.errors import InputError
 from harness.flows import patchcheck
 from harness.flows.patchcheck import Check, Outcome
@@ -71,7 +73,7 @@ def test_our_grub_series_passes(ws_root: Path, tmp_path: Path) -> None:
     # Four checks per patch, then GRUB's unit tests, which run with --quick too.
     patches = len(patchset.read_series(root / "grub"))
     ran = [c.outcome for c in checks if c.outcome is not Outcome.SKIP]
-    assert ran == [Outcome.PASS] * (4 * patches + len(patchcheck.UNIT_TESTS["grub"]))
+    assert ran == [Outcome.PASS] * (4 * patches + len(registry.get("grub").unit_tests))
     assert {c.name for c in checks} == {
         "signed-off-by",
         "subject",
@@ -233,7 +235,7 @@ def test_import_refuses_what_is_not_a_range(ws_root: Path, tmp_path: Path) -> No
 
 
 def test_rebase_onto_an_older_grub_names_the_patch_that_needs_work(tmp_path: Path) -> None:
-    checks = patchcheck.rebase("grub", "2.12", tmp_path)
+    checks = patchcheck.rebase("grub", "2.12", resolve(workspace=str(tmp_path)))
     first = checks[0]
     assert first.failed and first.subject == GRUB_PATCH
     assert "needs work on grub 2.12" in first.reason

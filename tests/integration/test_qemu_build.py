@@ -19,12 +19,14 @@ from harness import run
 from harness.boots import scenarios
 from harness.components import ovmf
 from harness.components import qemu as qemu_build
-from harness.components.pipeline import Workspace, digest, prepare_tree
+from harness.components.pipeline import Request, builder_image, plan
+from harness.components.trees import prepare_tree
+from harness.components.workspace import Workspace
 from harness.guest.image import LuksVariant, build_image
-from harness.host import containers, qemu
+from harness.host import qemu
 from harness.passphrase import Passphrase
 from harness.upstream.patchset import GIT_ENV, read_series
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tools_builder
 
 pytestmark = [
     pytest.mark.docker,
@@ -38,9 +40,7 @@ MARKER = "harness test series applied"
 
 @pytest.fixture(scope="module")
 def built() -> qemu_build.QemuBuild:
-    result = qemu_build.build_qemu(Workspace(OUT))
-    qemu_build.publish(result, OUT / "qemu")
-    return result
+    return qemu_build.build_qemu(Workspace(OUT))
 
 
 def version_text(emulator: qemu.Qemu) -> str:
@@ -53,9 +53,9 @@ def test_build_of_the_pin_runs_and_is_cached(built: qemu_build.QemuBuild) -> Non
     assert text.startswith("QEMU emulator version 10.0.13 (harness)\n"), text
     assert MARKER not in text
     manifest = built.manifest
-    assert manifest["output"]["version"] == "10.0.13"
-    assert manifest["inputs"]["qemu"]["patches"] == []
-    assert "kvmvapic.bin" in manifest["output"]["option_roms"]
+    assert manifest.output.version == "10.0.13"
+    assert manifest.inputs.sources["qemu"].patches == ()
+    assert "kvmvapic.bin" in manifest.output.option_roms
     assert (OUT / "qemu" / "manifest.json").is_file()
     again = qemu_build.build_qemu(Workspace(OUT))
     assert again.cached and again.manifest == manifest
@@ -90,16 +90,16 @@ def make_test_series(src: Path, dest: Path) -> Path:
 
 
 def drop_entry(ws: Workspace, apply: bool) -> None:
-    builder = containers.ensure_builder("qemu", cache=ws.root / "cache")
-    key = digest(qemu_build.plan(ws.component("qemu"), builder, None, apply))
-    shutil.rmtree(ws.builds / f"qemu-{key[:24]}", ignore_errors=True)
+    builder = builder_image("qemu", ws)
+    entry = plan(qemu_build.SPEC, ws, builder, Request(apply=apply)).entry_name
+    shutil.rmtree(ws.builds / entry, ignore_errors=True)
 
 
 def test_a_series_change_rebuilds_and_shows(built: qemu_build.QemuBuild, tmp_path: Path) -> None:
     main = Workspace(OUT)
     src = main.work("qemu") / "src"
     if not (src / ".git").is_dir():  # the pin came from the cache; unpack it
-        builder = containers.ensure_builder("qemu", cache=main.root / "cache")
+        builder = builder_image("qemu", main)
         with main.locked():
             prepare_tree(main.component("qemu"), main, builder.tag)
     ws = Workspace(OUT, patches=make_test_series(src, tmp_path / "patches"))
@@ -110,29 +110,29 @@ def test_a_series_change_rebuilds_and_shows(built: qemu_build.QemuBuild, tmp_pat
     try:
         patched = qemu_build.build_qemu(ws)
         assert not patched.cached
-        assert patched.manifest["inputs"]["qemu"]["patches"][0]["sha256"] == patch.sha256
-        assert MARKER in version_text(patched.qemu)
+        assert patched.manifest.inputs.sources["qemu"].patches[0].sha256 == patch.sha256
+        assert MARKER in version_text(qemu_build.emulator(patched))
         # The same pin without the series: the tree is reset and the output is the
         # pin's again (the build is reproducible, so byte for byte).
         unpatched = qemu_build.build_qemu(ws, apply=False)
         assert not unpatched.cached
-        assert MARKER not in version_text(unpatched.qemu)
-        assert unpatched.manifest["output"]["sha256"] == built.manifest["output"]["sha256"]
+        assert MARKER not in version_text(qemu_build.emulator(unpatched))
+        assert unpatched.manifest.output.sha256 == built.manifest.output.sha256
         print(
-            f"series change: {patched.manifest['build_seconds']} s, "
-            f"back: {unpatched.manifest['build_seconds']} s"
+            f"series change: {patched.manifest.build_seconds} s, "
+            f"back: {unpatched.manifest.build_seconds} s"
         )
     finally:
         for apply in (True, False):
             drop_entry(ws, apply)
     normal = qemu_build.build_qemu(main)
-    assert normal.cached and MARKER not in version_text(normal.qemu)
+    assert normal.cached and MARKER not in version_text(qemu_build.emulator(normal))
 
 
 @pytest.mark.tools
 def test_passwordless_boot_with_the_built_qemu(built: qemu_build.QemuBuild, tmp_path: Path) -> None:
     firmware = ovmf.build_ovmf(Workspace(OUT))
-    builder = containers.ensure_builder("bookworm")
+    builder = tools_builder()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     img = build_image(
         "minimal",
@@ -142,12 +142,12 @@ def test_passwordless_boot_with_the_built_qemu(built: qemu_build.QemuBuild, tmp_
         builder.tag,
     )
     # A private copy: another worker may publish out/qemu while this guest runs.
-    emulator = qemu_build.publish(built, tmp_path / "qemu")
+    emulator = qemu_build.emulator(built)
     accel = qemu.working_accelerator(OUT / "cache", qemu.DEBIAN_OVMF, emulator)
     result = scenarios.run_scenario(
         scenarios.SCENARIOS["passwordless"],
-        firmware=firmware.firmware,
-        expected_digest=bytes.fromhex(firmware.manifest["output"]["sev_launch_digest"]),
+        firmware=ovmf.firmware(firmware),
+        expected_digest=firmware.manifest.launch_digest,
         disk=img.disk,
         passphrase=Passphrase.read(img.passphrase_file),
         token=img.token,

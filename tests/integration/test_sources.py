@@ -135,7 +135,8 @@ def test_git_route_refuses_a_moved_tag(tmp_path: Path) -> None:
 def test_work_tree_remembers_where_its_bytes_came_from(tmp_path: Path) -> None:
     """prepare_tree records the route and the commit it checked; a warm rerun (which
     fetches nothing) and the manifest's reader still know them."""
-    from harness.components.pipeline import Workspace, prepare_tree, work_tree_provenance
+    from harness.components.trees import prepare_tree, work_tree_provenance
+    from harness.components.workspace import Workspace
 
     repo, _ = make_upstream(tmp_path)
     head = git(repo, "rev-parse", "HEAD").strip()
@@ -208,7 +209,8 @@ def test_fill_empty_dir_quirk(tmp_path: Path) -> None:
 
 
 def test_local_tree_with_and_without_the_series(tmp_path: Path) -> None:
-    from harness.components.pipeline import Workspace, prepare_tree
+    from harness.components.trees import prepare_tree
+    from harness.components.workspace import Workspace
 
     repo, _ = make_upstream(tmp_path)
     patches = tmp_path / "patches" / "demo"

@@ -194,8 +194,10 @@ def test_console_timeout_is_a_verdict(tmp_path: Path) -> None:
 
 def test_boot_refuses_an_image_of_another_recipe(tmp_path: Path) -> None:
     """console-keys needs the menu recipe: a minimal image is refused before any launch."""
+    from harness.config import resolve
     from harness.flows import boot
 
     (tmp_path / "image.json").write_text('{"recipe": "minimal", "luks": "luks1", "token": "t"}')
     with pytest.raises(ConfigError, match="menu recipe"):
-        boot.boot("console-keys", tmp_path / "OVMF.fd", tmp_path, interactive=False)
+        cfg = resolve(workspace=str(tmp_path / "out"))
+        boot.boot(cfg, "console-keys", tmp_path / "OVMF.fd", tmp_path, interactive=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.components.pipeline import BuildCache, Component, digest
+from harness.components.workspace import BuildCache, Component, digest
 from harness.errors import ConfigError
 from harness.upstream.patchset import Patch, read_series
 from harness.upstream.sources import Provenance, RouteKind, load_pin

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from harness.components import qemu as qemu_build
-from harness.components.pipeline import Component, digest
+from harness.components.pipeline import Request, plan
+from harness.components.workspace import Workspace
+from harness.config import resolve
 from harness.errors import ConfigError, PrerequisiteError
 from harness.flows import boot
 from harness.host import containers, qemu
-from harness.upstream.patchset import Patch
 from tests.conftest import ROOT
 
 
@@ -54,13 +56,16 @@ def test_version_is_parsed_from_the_first_line() -> None:
 
 
 def test_select_qemu(tmp_path: Path) -> None:
-    assert boot.select_qemu("system", tmp_path) is qemu.SYSTEM
+    def choose(choice: str) -> qemu.Qemu:
+        return boot.select_qemu(resolve(workspace=str(tmp_path), qemu=choice))
+
+    assert choose("system") is qemu.SYSTEM
     with pytest.raises(PrerequisiteError, match=r"no built QEMU .*run \./inv build-qemu first"):
-        boot.select_qemu("built", tmp_path)
-    with pytest.raises(ConfigError, match="not one of system, built"):
-        boot.select_qemu("host", tmp_path)
+        choose("built")
+    with pytest.raises(ConfigError, match="--qemu must be system or built, not 'host'"):
+        choose("host")
     binary = fake_qemu(tmp_path / "qemu", "QEMU emulator version 10.0.13 (harness)")
-    chosen = boot.select_qemu("built", tmp_path)
+    chosen = choose("built")
     assert chosen.program == str(binary.resolve())
     assert chosen.data_dir == (tmp_path / "qemu" / "share" / "qemu").resolve()
     assert chosen.version() == "QEMU emulator version 10.0.13 (harness)"
@@ -100,13 +105,20 @@ def test_accelerator_verdicts_are_kept_per_qemu_version(
 
 
 def test_build_key_covers_the_series_and_the_configuration(tmp_path: Path) -> None:
-    comp = Component.load("qemu", ROOT / "patches")
+    ws = Workspace(tmp_path, ROOT / "patches")
     builder = containers.BuilderImage("harness-qemu:x", "sha256:1", tmp_path / "Dockerfile")
-    base = qemu_build.plan(comp, builder, None, True)
-    assert "--target-list=x86_64-softmmu" in base["configure"]
-    patch = Patch(tmp_path / "0001-x.patch", "ab" * 32, "x", "me <me@example.org>", True)
-    patched = Component(comp.name, comp.pin, (patch,))
-    assert digest(qemu_build.plan(patched, builder, None, True)) != digest(base)
-    assert digest(qemu_build.plan(comp, builder, None, True)) == digest(base)
+    base = plan(qemu_build.SPEC, ws, builder, Request())
+    assert "--target-list=x86_64-softmmu" in base.inputs["configure"]
+    patches = tmp_path / "patches"
+    shutil.copytree(ROOT / "patches" / "qemu", patches / "qemu")
+    (patches / "qemu" / "0001-x.patch").write_text(
+        "From: me <me@example.org>\nSubject: [PATCH] x\n\nSigned-off-by: me <me@example.org>\n"
+    )
+    with open(patches / "qemu" / "series", "a") as series:
+        series.write("0001-x.patch\n")
+    patched = plan(qemu_build.SPEC, Workspace(tmp_path, patches), builder, Request())
+    assert patched.key != base.key
+    assert plan(qemu_build.SPEC, ws, builder, Request()).key == base.key
     other = containers.BuilderImage("harness-qemu:y", "sha256:2", tmp_path / "Dockerfile")
-    assert digest(qemu_build.plan(comp, other, None, True)) != digest(base)
+    assert plan(qemu_build.SPEC, ws, other, Request()).key != base.key
+    assert plan(qemu_build.SPEC, ws, builder, Request(apply=False)).key != base.key

@@ -1,0 +1,51 @@
+"""The components the harness builds, in build order.
+
+Adding a component: its ``patches/<name>/`` (pin, series, licence), a Dockerfile in
+``builders/`` if no existing builder fits, its module here with the build script and a
+:class:`~harness.components.pipeline.Spec`, and one line in :data:`COMPONENTS`. The
+``build-*`` tasks, ``patches.check`` and the nightly take it from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.components import grub, ovmf, qemu
+from harness.components.pipeline import Role, Spec
+from harness.config import QemuChoice
+from harness.errors import ConfigError
+
+#: Every component, each after the ones it is built with.
+COMPONENTS: tuple[Spec[Any], ...] = (grub.SPEC, ovmf.SPEC, qemu.SPEC)
+#: The builder image guest images are made in and Debian's indexes are read from.
+TOOLS_BUILDER = "bookworm"
+
+
+def names() -> tuple[str, ...]:
+    return tuple(spec.name for spec in COMPONENTS)
+
+
+def get(name: str) -> Spec[Any]:
+    """The component *name*.
+
+    Raises:
+        ConfigError: there is none.
+    """
+    for spec in COMPONENTS:
+        if spec.name == name:
+            return spec
+    raise ConfigError(f"There is no component {name!r}; known: {', '.join(names())}.")
+
+
+def with_role(role: Role) -> Spec[Any]:
+    """The one component that plays *role* in the boots."""
+    (spec,) = (s for s in COMPONENTS if s.role is role)
+    return spec
+
+
+def for_boots(qemu_choice: QemuChoice) -> tuple[Spec[Any], ...]:
+    """The components a night builds: all, but the emulator only when the boots run
+    the built one."""
+    return tuple(
+        s for s in COMPONENTS if s.role is not Role.EMULATOR or qemu_choice is QemuChoice.BUILT
+    )

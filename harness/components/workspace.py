@@ -1,0 +1,183 @@
+"""The build workspace: its lock, its paths, and the cache of finished builds."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import DEFAULT_BASE, PATCHES, Config, Layout
+from harness.errors import ConfigError
+from harness.upstream import patchset, sources
+
+log = logging.getLogger(__name__)
+
+
+#: Workspaces this process holds the lock of.
+_HELD: set[Path] = set()
+
+
+@dataclass(frozen=True)
+class Component:
+    """A component's pin and series as found under ``patches/<name>``."""
+
+    name: str
+    pin: sources.Pin
+    patches: tuple[patchset.Patch, ...]
+
+    @classmethod
+    def load(cls, name: str, patches_root: Path = PATCHES) -> Component:
+        directory = patches_root / name
+        if not directory.is_dir():
+            raise ConfigError(f"There is no patches/{name} directory.")
+        return cls(
+            name,
+            sources.load_pin(directory / "upstream.toml", name),
+            tuple(patchset.read_series(directory)),
+        )
+
+    def inputs(self) -> dict[str, Any]:
+        # The upstream commit only where the pin has one, so the cache keys of pins
+        # without a git route (QEMU's) stay what they were.
+        commit = {"commit": self.pin.commit} if self.pin.commit else {}
+        return {
+            "name": self.pin.name,
+            "version": self.pin.version,
+            **commit,
+            "archive": self.pin.archive,
+            "sha256": self.pin.sha256,
+            "quirks": [q.__dict__ for q in self.pin.quirks],
+            "patches": [{"file": p.path.name, "sha256": p.sha256} for p in self.patches],
+        }
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where builds happen (``out/``, see :mod:`harness.config`): downloads, build cache,
+    work trees, logs and the published artifacts, built from the pins and series under
+    ``patches`` in builder images made FROM *base*."""
+
+    root: Path
+    patches: Path = PATCHES
+    #: Pins that replace those under ``patches`` (``--upstream head``, a rebase).
+    upstream: tuple[sources.Pin, ...] = ()
+    base: str = DEFAULT_BASE
+
+    @classmethod
+    def of(cls, cfg: Config, upstream: tuple[sources.Pin, ...] = ()) -> Workspace:
+        """The workspace a configuration builds in (its head twin for ``--upstream
+        head``, whose moved pins the caller looked up)."""
+        return cls(cfg.builds.root, cfg.patches, upstream, cfg.base)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    def published(self, component: str) -> Path:
+        return self.layout.published(component)
+
+    def component(self, name: str) -> Component:
+        comp = Component.load(name, self.patches)
+        pin = next((p for p in self.upstream if p.component == name), None)
+        return dataclasses.replace(comp, pin=pin) if pin else comp
+
+    @property
+    def downloads(self) -> sources.DownloadCache:
+        return sources.DownloadCache(self.layout.downloads)
+
+    @property
+    def cache(self) -> Path:
+        return self.layout.cache
+
+    @property
+    def builds(self) -> Path:
+        return self.layout.builds
+
+    def work(self, component: str) -> Path:
+        return self.layout.work(component)
+
+    def log(self, component: str) -> Path:
+        return self.layout.log(component)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Docker labels that tie a build container to this workspace."""
+        return {"harness.workspace": str(self.root)}
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the workspace: two builds in one ``out/`` wait for each other instead of
+        unpacking into the same trees."""
+        if self.root in _HELD:  # re-entered (build_ovmf builds GRUB): already ours
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another build in %s", self.root)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            _HELD.add(self.root)
+            try:
+                yield
+            finally:
+                _HELD.discard(self.root)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def digest(inputs: dict[str, Any]) -> str:
+    """Cache key: SHA-256 of the canonical JSON of every input."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+class BuildCache:
+    """``builds/<component>-<key>/``: an entry appears only when its build completed.
+
+    Builds write into a ``.partial-<pid>`` directory renamed into place at the end; an
+    interrupted build leaves only a partial directory, which the next run removes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob("*.partial-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def lookup(self, name: str) -> Path | None:
+        entry = self.root / name
+        return entry if entry.is_dir() else None
+
+    @contextlib.contextmanager
+    def entry(self, name: str) -> Iterator[Path]:
+        partial = self.root / f"{name}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            yield partial
+            final = self.root / name
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()

@@ -1,0 +1,115 @@
+"""``./inv build-*`` and ``build-image``: one component, or one guest image, for a user."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from harness.components import ovmf, qemu, registry
+from harness.components.pipeline import Built, Request, build, builder_image
+from harness.components.trees import follow_upstream
+from harness.components.workspace import Workspace
+from harness.config import Config, Upstream
+from harness.guest import image
+from harness.host import doctor
+
+#: Host tools the builds need besides the Docker engine.
+BUILD_TOOLS = ("docker", "debootstrap", "git")
+#: What a guest image build needs on top.
+IMAGE_TOOLS = (*BUILD_TOOLS, "cryptsetup", "e2fsprogs", "sfdisk")
+
+
+def workspace(
+    cfg: Config, names: tuple[str, ...], note: Callable[[str], None] = lambda n: None
+) -> Workspace:
+    """The workspace that builds *names* as the configuration says: the pins, or (for
+    ``--upstream head``) the newest versions Debian's mirror serves, in the head twin.
+    *note* hears of versions passed over.
+
+    Raises:
+        InfrastructureError: Debian's index could not be read for head.
+    """
+    ws = Workspace.of(cfg)
+    if cfg.upstream is not Upstream.HEAD:
+        return ws
+    tools = builder_image(registry.TOOLS_BUILDER, ws)
+    notes: list[str] = []
+    moved = follow_upstream(names, tools.tag, ws.patches, notes=notes)
+    for line in notes:
+        note(line)
+    return dataclasses.replace(ws, upstream=moved)
+
+
+def build_component(
+    cfg: Config,
+    name: str,
+    trees: Mapping[str, str],
+    *,
+    apply: bool = True,
+    debug: bool = False,
+) -> Built[Any]:
+    """Build component *name* (and what it is built with) into the workspace.
+
+    Raises:
+        ConfigError: no such component.
+        PrerequisiteError: a host tool or the Docker engine is missing.
+        PatchError, ChecksumError, CommandError, InfrastructureError: see
+            :func:`harness.components.pipeline.build`.
+    """
+    spec = registry.get(name)
+    doctor.require(BUILD_TOOLS, docker_engine=True)
+    needed = (*(d.name for d in spec.depends), name)
+    ws = workspace(cfg, needed, note=lambda n: print(f"note: {n}"))
+    request = Request({k: Path(v) for k, v in trees.items()}, apply, debug)
+    return build(spec, ws, request)
+
+
+def render(built: Built[Any]) -> str:
+    """What a build made, for the terminal."""
+    cached = " (from cache)" if built.cached else ""
+    manifest = built.manifest
+    lines = []
+    if isinstance(manifest, ovmf.OvmfManifest):
+        out = manifest.output
+        area = out.secret_area
+        lines += [
+            f"{built.published / out.file}{cached}",
+            f"  sha256             {out.sha256}",
+            f"  SEV launch digest  {out.sev_launch_digest}",
+            f"  secret area        GPA {area.gpa:#x}, {area.size:#x} bytes"
+            if area
+            else "  secret area        none",
+        ]
+    elif isinstance(manifest, qemu.QemuManifest):
+        lines += [
+            f"{built.published / manifest.output.binary}{cached}",
+            f"  version            {manifest.output.version_line}",
+        ]
+    else:
+        lines.append(f"{built.component} installed in {built.published}{cached}")
+    lines.append(f"  manifest           {built.published / 'manifest.json'}")
+    return "\n".join(lines)
+
+
+def build_image(
+    cfg: Config,
+    recipe: str,
+    luks: str,
+    passphrase_file: Path | None,
+    out: str,
+    secret_only: bool,
+) -> image.Image:
+    """A guest image of *recipe* in *out* (default: the workspace's image directory).
+
+    Raises:
+        InputError, ConfigError: a refused passphrase, an unknown variant or recipe.
+        PrerequisiteError: a host tool is missing.
+    """
+    passphrase = image.image_passphrase(passphrase_file, secret_only)
+    variant = image.parse_variant(luks)
+    doctor.require(IMAGE_TOOLS, docker_engine=True)
+    dest = Path(out).resolve() if out else cfg.layout.image(recipe, variant)
+    tools = builder_image(registry.TOOLS_BUILDER, Workspace.of(cfg))
+    return image.build_image(recipe, variant, dest, cfg.layout.image_cache, tools.tag, passphrase)

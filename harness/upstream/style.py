@@ -1,0 +1,78 @@
+"""Upstream's own style checkers, run on one applied patch of a series.
+
+Each takes the source tree being patched and the applied patch, and returns the
+problems found (empty: clean). The checkers come from the very tree being patched,
+as a maintainer would run them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import run
+from harness.errors import CommandError
+from harness.upstream.patchset import Applied, git
+
+#: Style checker per component: (source tree, the applied patch) -> problems found.
+StyleChecker = Callable[[Path, Applied], list[str]]
+
+
+def edk2_patchcheck(tree: Path, applied: Applied) -> list[str]:
+    """edk2's ``BaseTools/Scripts/PatchCheck.py`` from the very tree being patched."""
+    script = tree / "BaseTools" / "Scripts" / "PatchCheck.py"
+    if not script.is_file():
+        return [f"{script.relative_to(tree)} is missing from the tree"]
+    proc = run.run(["python3", str(script), str(applied.patch.path)], cwd=tree, check=False)
+    if proc.returncode == 0:
+        return []
+    out = proc.stdout.decode(errors="replace")
+    return [ln.strip(" *") for ln in out.splitlines() if ln.startswith(" *")] or [
+        f"PatchCheck.py exited with status {proc.returncode}"
+    ]
+
+
+def qemu_checkpatch(tree: Path, applied: Applied) -> list[str]:
+    """QEMU's ``scripts/checkpatch.pl`` (errors only; warnings are advice)."""
+    script = tree / "scripts" / "checkpatch.pl"
+    if not script.is_file():
+        return [f"{script.relative_to(tree)} is missing from the tree"]
+    proc = run.run(
+        ["perl", str(script), "--no-color", str(applied.patch.path)], cwd=tree, check=False
+    )
+    if proc.returncode == 0:
+        return []
+    out = proc.stdout.decode(errors="replace")
+    return [ln.removeprefix("ERROR: ") for ln in out.splitlines() if ln.startswith("ERROR:")] or [
+        f"checkpatch.pl exited with status {proc.returncode}"
+    ]
+
+
+def grub_conventions(tree: Path, applied: Applied) -> list[str]:
+    """GRUB has no checker: ``git show --check`` (whitespace errors) plus what its
+    developer manual (docs/grub-dev.texi, "Coding style") asks of C: only ``/* */``
+    comments, and multi-line comments that open with a bare ``/*``."""
+    assert applied.commit is not None
+    problems = []
+    try:
+        git(tree, "show", "--check", "--format=", applied.commit)
+    except CommandError as err:
+        problems += [
+            ln for ln in err.output_tail.splitlines() if ln.strip() and not ln.startswith("+")
+        ][:5]
+    diff = git(tree, "show", "--format=", "--unified=0", applied.commit)
+    path = ""
+    for line in diff.splitlines():
+        if line.startswith("+++ "):
+            path = line[4:].removeprefix("b/")
+            continue
+        if not path.endswith((".c", ".h")) or not line.startswith("+"):
+            continue
+        code = line[1:]
+        if re.search(r"(?:^|[^:\"'])//", code) and not re.search(r"\"[^\"]*//", code):
+            problems.append(f"{path}: C++ comment (GRUB wants /* */): {code.strip()}")
+        stripped = code.strip()
+        if stripped.startswith("/*") and "*/" not in stripped and stripped != "/*":
+            problems.append(f"{path}: a multi-line comment must open with a bare /*: {stripped}")
+    return problems
