@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import email
 import email.policy
-import enum
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness import run
 from harness.boots import matrix, scenarios
@@ -27,18 +27,20 @@ from harness.components import grub as grub_build
 from harness.components import ovmf
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import PATCHES, Component, Workspace, follow_upstream, prepare_tree
-from harness.errors import CommandError, ConfigError, PatchError
+from harness.errors import CommandError, ConfigError, InputError, PatchError
 from harness.host import containers, qemu
+from harness.records import Fields
 from harness.upstream import patchset, sources
 from harness.upstream.patchset import Applied, Patch, git
+from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
 
-class Outcome(enum.StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    SKIP = "skip"
+#: Format of a check line's JSON; ``check.schema.json`` beside this module describes it.
+CHECK_SCHEMA = "harness-check/1"
+#: The verdicts a check line can have (a check that cannot run raises instead).
+CHECK_VERDICTS = (Verdict.PASSED, Verdict.FAILED, Verdict.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -47,16 +49,38 @@ class Check:
 
     name: str
     subject: str
-    outcome: Outcome
+    outcome: Verdict
     reason: str = ""
 
     @property
     def failed(self) -> bool:
-        return self.outcome is Outcome.FAIL
+        return self.outcome.failed
 
     def line(self) -> str:
-        text = f"{self.outcome.upper():4}  {self.name:<13} {self.subject}"
+        text = f"{self.outcome.short:4}  {self.name:<13} {self.subject}"
         return f"{text}: {self.reason}" if self.reason else text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": CHECK_SCHEMA,
+            "name": self.name,
+            "subject": self.subject,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "check") -> Check:
+        """Raises: InputError: a field is missing or wrong (the message names it)."""
+        f = Fields(data, where)
+        if (schema := f.text("schema")) != CHECK_SCHEMA:
+            raise InputError(f"{where}: schema {schema!r} is not {CHECK_SCHEMA}.")
+        return cls(
+            f.text("name"),
+            f.text("subject"),
+            f.choice("outcome", Verdict, CHECK_VERDICTS),
+            f.text("reason", ""),
+        )
 
 
 #: edk2 and QEMU both ask for subjects of at most 72 characters; GRUB follows suit.
@@ -81,15 +105,15 @@ def check_signoff(patch: Patch) -> Check:
     emails = [m.group(2).strip().lower() for m in TRAILER.finditer(body)]
     name = patch.path.name
     if not emails:
-        return Check("signed-off-by", name, Outcome.FAIL, "no Signed-off-by line (DCO)")
+        return Check("signed-off-by", name, Verdict.FAILED, "no Signed-off-by line (DCO)")
     if author.lower() not in emails:
         return Check(
             "signed-off-by",
             name,
-            Outcome.FAIL,
+            Verdict.FAILED,
             f"no Signed-off-by from the author <{author}> (found {', '.join(emails)})",
         )
-    return Check("signed-off-by", name, Outcome.PASS)
+    return Check("signed-off-by", name, Verdict.PASSED)
 
 
 def check_subject(patch: Patch) -> Check:
@@ -106,8 +130,8 @@ def check_subject(patch: Patch) -> Check:
     elif subject and not SUBJECT_FORM.match(subject):
         problems.append("the subject does not start with the area it changes ('area: Summary')")
     if problems:
-        return Check("subject", name, Outcome.FAIL, "; ".join(problems))
-    return Check("subject", name, Outcome.PASS, repr(subject))
+        return Check("subject", name, Verdict.FAILED, "; ".join(problems))
+    return Check("subject", name, Verdict.PASSED, repr(subject))
 
 
 # -- upstream style checkers -------------------------------------------------------
@@ -187,8 +211,8 @@ def check_style(component: str, tree: Path, applied: Applied) -> Check:
     problems = checker(tree, applied)
     name = applied.patch.path.name
     if problems:
-        return Check("style", name, Outcome.FAIL, f"{what}: " + "; ".join(problems))
-    return Check("style", name, Outcome.PASS, what)
+        return Check("style", name, Verdict.FAILED, f"{what}: " + "; ".join(problems))
+    return Check("style", name, Verdict.PASSED, what)
 
 
 # -- the whole check -------------------------------------------------------------
@@ -234,14 +258,14 @@ def run_checks(
             if blocked:
                 why = f"{blocked.subject} failed {blocked.name}"
                 for name in UNIT_TESTS[component]:
-                    add(Check("unit-test", name, Outcome.SKIP, why))
+                    add(Check("unit-test", name, Verdict.SKIPPED, why))
             else:
                 _unit_tests(component, ws, builder, local_tree, add)
             blocked = next((c for c in checks if c.failed), None)
         if blocked or quick:
             why = f"{blocked.subject} failed {blocked.name}" if blocked else "--quick"
-            add(Check("build", component, Outcome.SKIP, why))
-            add(Check("boot", component, Outcome.SKIP, why))
+            add(Check("build", component, Verdict.SKIPPED, why))
+            add(Check("boot", component, Verdict.SKIPPED, why))
             return checks
         _build_and_boot(component, ws, builder.tag, local_tree, jobs, add)
     return checks
@@ -260,12 +284,14 @@ def _series_checks(
     base = f"{comp.pin.name} {comp.pin.version}" if local_tree is None else str(local_tree)
     applied = patchset.try_series(tree.path, list(comp.patches))
     if not applied:
-        add(Check("applies", component, Outcome.PASS, f"empty series, nothing to apply on {base}"))
+        add(
+            Check("applies", component, Verdict.PASSED, f"empty series, nothing to apply on {base}")
+        )
     for result in applied:
         if result.ok:
-            add(Check("applies", result.patch.path.name, Outcome.PASS, f"on {base}"))
+            add(Check("applies", result.patch.path.name, Verdict.PASSED, f"on {base}"))
         else:
-            add(Check("applies", result.patch.path.name, Outcome.FAIL, result.reason))
+            add(Check("applies", result.patch.path.name, Verdict.FAILED, result.reason))
     for result in applied:
         if result.ok:
             add(check_style(component, tree.path, result))
@@ -302,14 +328,14 @@ def _unit_tests(
         test = seen.get(name)
         if test is None:
             why = f"the build failed before it ran: {broken}" if broken else "it did not run"
-            add(Check("unit-test", name, Outcome.FAIL, why))
+            add(Check("unit-test", name, Verdict.FAILED, why))
         elif test.verdict is grub_build.UnitVerdict.ABSENT:
-            add(Check("unit-test", name, Outcome.FAIL, "the tree does not define it"))
+            add(Check("unit-test", name, Verdict.FAILED, "the tree does not define it"))
         elif test.verdict is grub_build.UnitVerdict.FAIL:
             why = "; ".join(test.failures[:3]) or "it failed (see the GRUB build log)"
-            add(Check("unit-test", name, Outcome.FAIL, why))
+            add(Check("unit-test", name, Verdict.FAILED, why))
         else:
-            add(Check("unit-test", name, Outcome.PASS, f"built and run in the {component} build"))
+            add(Check("unit-test", name, Verdict.PASSED, f"built and run in the {component} build"))
 
 
 def _build_and_boot(
@@ -322,7 +348,7 @@ def _build_and_boot(
 ) -> None:
     built = _build(component, ws, local_tree, add)
     if built is None:
-        add(Check("boot", component, Outcome.SKIP, "the build failed"))
+        add(Check("boot", component, Verdict.SKIPPED, "the build failed"))
         return
     firmware, emulator = built
     accel = qemu.working_accelerator(ws.root / "cache", qemu.DEBIAN_OVMF, emulator)
@@ -330,8 +356,7 @@ def _build_and_boot(
     images = matrix.build_images(runs / "images", ws.root / "cache" / "images", builder)
 
     def booted(r: scenarios.Result) -> None:  # reported as each boot ends
-        outcome = Outcome.PASS if r.passed else Outcome.FAIL
-        add(Check("boot", matrix.case_id(r.scenario, r.variant), outcome, r.detail))
+        add(Check("boot", matrix.case_id(r.scenario, r.variant), r.outcome, r.detail))
 
     matrix.run_matrix(
         firmware, images, accel, runs / "boot", jobs=jobs, emulator=emulator, on_result=booted
@@ -348,9 +373,9 @@ def _build(
         try:
             emulator = qemu_build.build_qemu(ws, local_tree=local_tree).qemu
         except (CommandError, PatchError) as err:
-            add(Check("build", component, Outcome.FAIL, err.message))
+            add(Check("build", component, Verdict.FAILED, err.message))
             return None
-        add(Check("build", component, Outcome.PASS, f"{emulator.version()}"))
+        add(Check("build", component, Verdict.PASSED, f"{emulator.version()}"))
     try:
         built = ovmf.build_ovmf(
             ws,
@@ -358,12 +383,12 @@ def _build(
             tree_edk2=local_tree if component == "ovmf" else None,
         )
     except (CommandError, PatchError) as err:
-        add(Check("build", component, Outcome.FAIL, err.message))
+        add(Check("build", component, Verdict.FAILED, err.message))
         return None
     out = built.manifest["output"]
     digest = out["sev_launch_digest"]
     what = f"OVMF.fd sha256 {out['sha256'][:16]}…, launch digest {digest[:16]}…"
-    add(Check("build", "ovmf" if component == "qemu" else component, Outcome.PASS, what))
+    add(Check("build", "ovmf" if component == "qemu" else component, Verdict.PASSED, what))
     return matrix.Firmware(built.firmware, bytes.fromhex(digest)), emulator
 
 
@@ -380,11 +405,13 @@ def rebase(component: str, version: str, root: Path, patches_root: Path = PATCHE
         applied = patchset.try_series(tree.path, list(comp.patches), keep_going=True)
     where = f"{pin.name} {pin.version} (Debian {sources.debian_version(pin)})"
     if not applied:
-        return [Check("applies", component, Outcome.PASS, f"empty series; {where}")]
+        return [Check("applies", component, Verdict.PASSED, f"empty series; {where}")]
     return [
-        Check("applies", r.patch.path.name, Outcome.PASS, f"on {where}")
+        Check("applies", r.patch.path.name, Verdict.PASSED, f"on {where}")
         if r.ok
-        else Check("applies", r.patch.path.name, Outcome.FAIL, f"needs work on {where}: {r.reason}")
+        else Check(
+            "applies", r.patch.path.name, Verdict.FAILED, f"needs work on {where}: {r.reason}"
+        )
         for r in applied
     ]
 
