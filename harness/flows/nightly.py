@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from harness import run
 from harness.boots import matrix, scenarios
@@ -32,10 +32,31 @@ from harness.components import grub as grub_build
 from harness.components import ovmf
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import Component, Workspace, follow_upstream, prepare_tree
-from harness.errors import CommandError, ConfigError, HarnessError, InfrastructureError, PatchError
+from harness.errors import (
+    CommandError,
+    ConfigError,
+    HarnessError,
+    InfrastructureError,
+    InputError,
+    PatchError,
+)
 from harness.flows import report
+from harness.flows.results import (
+    CaseResult,
+    ComponentInputs,
+    FirmwareBuilt,
+    HostInfo,
+    LinkKind,
+    Night,
+    PatchInput,
+    Published,
+    Suite,
+    night_verdict,
+)
 from harness.guest.image import LuksVariant
 from harness.host import containers, doctor, qemu
+from harness.records import load_json
+from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +77,10 @@ class Run:
     started: str
     upstream: str
     emulator: str  # "system" or "built"
-    cases: list[dict[str, Any]] = field(default_factory=list)
-    components: dict[str, dict[str, Any]] = field(default_factory=dict)
-    firmware: dict[str, Any] | None = None
-    host: dict[str, str] = field(default_factory=dict)
+    cases: list[CaseResult] = field(default_factory=list)
+    components: dict[str, ComponentInputs] = field(default_factory=dict)
+    firmware: FirmwareBuilt | None = None
+    host: HostInfo = field(default_factory=HostInfo)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -70,27 +91,19 @@ class Run:
 
     def case(
         self,
-        suite: str,
+        suite: Suite,
         name: str,
-        outcome: str,
+        outcome: Verdict,
         seconds: float,
         detail: str,
         output: str = "",
-        links: dict[str, str] | None = None,
+        links: dict[LinkKind, str] | None = None,
     ) -> None:
         self.cases.append(
-            {
-                "suite": suite,
-                "name": name,
-                "outcome": outcome,
-                "seconds": round(seconds, 1),
-                "detail": detail,
-                "output": output,
-                "links": links or {},
-            }
+            CaseResult(suite, name, outcome, round(seconds, 1), detail, output, links or {})
         )
         # Boots were reported live by the matrix as they finished.
-        level = logging.DEBUG if suite == "boot" else logging.INFO
+        level = logging.DEBUG if suite is Suite.BOOT else logging.INFO
         log.log(level, "%-7s %s: %s", outcome.upper(), f"{suite}/{name}", detail)
 
     def keep(self, source: Path, relative: str) -> str | None:
@@ -156,13 +169,13 @@ def nightly(
         results = _publish(night, out, history, started)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(report.summary(results))
-    for line in results["changes_lines"]:
+    print(report.summary(results.night))
+    for line in results.changes.lines():
         print(f"  {line}")
     print(f"  report: {out / 'index.html'}")
     if night.error:
         return EXIT_INFRASTRUCTURE
-    return EXIT_FAILED if report.counts(results)["failed"] else EXIT_OK
+    return EXIT_FAILED if results.night.count(Verdict.FAILED) else EXIT_OK
 
 
 def _run(
@@ -202,15 +215,15 @@ def _night(
     if firmware is None or emulator is None:
         why = "no firmware was built" if firmware is None else "no QEMU was built"
         for name, variant in cases:
-            night.case("boot", matrix.case_id(name, variant), "skipped", 0, why)
+            night.case(Suite.BOOT, matrix.case_id(name, variant), Verdict.SKIPPED, 0, why)
         return
     t1 = time.monotonic()
     accel = qemu.working_accelerator(out_root / "cache", qemu.DEBIAN_OVMF, emulator)
-    night.host = {
-        "qemu": f"{emulator.version()} ({night.emulator})",
-        "accelerator": str(accel),
-        "kernel": os.uname().release,
-    }
+    night.host = HostInfo(
+        qemu=f"{emulator.version()} ({night.emulator})",
+        accelerator=str(accel),
+        kernel=os.uname().release,
+    )
     work = ws.root / RUNS  # not under the report directory, which is replaced whole
     try:
         images = matrix.build_images(
@@ -222,8 +235,8 @@ def _night(
     t2 = time.monotonic()
 
     def booted(r: scenarios.Result) -> None:  # progress, as each boot ends
-        verdict = "PASSED " if r.passed else "FAILED "
-        log.info("%s boot/%s in %.1f s", verdict, matrix.case_id(r.scenario, r.variant), r.seconds)
+        case = matrix.case_id(r.scenario, r.variant)
+        log.info("%-7s boot/%s in %.1f s", r.outcome.upper(), case, r.seconds)
 
     results = matrix.run_matrix(
         firmware,
@@ -239,34 +252,35 @@ def _night(
         case = matrix.case_id(result.scenario, result.variant)
         link = night.keep(result.transcript, f"transcripts/{case}.log")
         night.case(
-            "boot",
+            Suite.BOOT,
             case,
-            "passed" if result.passed else "failed",
+            result.outcome,
             result.seconds,
             result.detail,
             "" if result.passed else _tail(result.transcript),
-            {"transcript": link} if link else {},
+            {LinkKind.TRANSCRIPT: link} if link else {},
         )
     night.timings["boots"] = time.monotonic() - t2
 
 
 def _series(night: Run, ws: Workspace, comp: Component, builder: str) -> bool:
     pin = comp.pin
-    night.components[comp.name] = {
-        "version": pin.version,
-        "source": next((r.describe() for r in pin.routes), ""),
-        "archive": pin.archive,
-        "sha256": pin.sha256,
-        "patches": [{"file": p.path.name, "sha256": p.sha256} for p in comp.patches],
-    }
+    night.components[comp.name] = ComponentInputs(
+        version=pin.version,
+        source=next((r.describe() for r in pin.routes), ""),
+        archive=pin.archive,
+        sha256=pin.sha256,
+        patches=tuple(PatchInput(p.path.name, p.sha256) for p in comp.patches),
+    )
     started = time.monotonic()
     try:
         prepare_tree(comp, ws, builder)  # applies the series (at once if already applied)
     except PatchError as err:
-        night.case("series", f"{comp.name}: series applies", "failed", 0, err.message)
+        night.case(Suite.SERIES, f"{comp.name}: series applies", Verdict.FAILED, 0, err.message)
         return False
     what = f"{len(comp.patches)} patch(es) on {pin.name} {pin.version}"
-    night.case("series", f"{comp.name}: series applies", "passed", time.monotonic() - started, what)
+    took = time.monotonic() - started
+    night.case(Suite.SERIES, f"{comp.name}: series applies", Verdict.PASSED, took, what)
     return True
 
 
@@ -274,18 +288,18 @@ def _builds(
     night: Run, ws: Workspace, builder: containers.BuilderImage, applies: dict[str, bool]
 ) -> matrix.Firmware | None:
     if not applies["grub"]:
-        night.case("build", "grub", "skipped", 0, "the GRUB series does not apply")
-        night.case("build", "ovmf", "skipped", 0, "no GRUB to build OVMF with")
+        night.case(Suite.BUILD, "grub", Verdict.SKIPPED, 0, "the GRUB series does not apply")
+        night.case(Suite.BUILD, "ovmf", Verdict.SKIPPED, 0, "no GRUB to build OVMF with")
         return None
     grub = _build_step(
         night, ws, "grub", lambda: grub_build.build_grub(ws, builder),
         lambda b: (b.cached, {"log": b.install / "build.log"}),
     )  # fmt: skip
     if grub is None:
-        night.case("build", "ovmf", "skipped", 0, "no GRUB to build OVMF with")
+        night.case(Suite.BUILD, "ovmf", Verdict.SKIPPED, 0, "no GRUB to build OVMF with")
         return None
     if not applies["ovmf"]:
-        night.case("build", "ovmf", "skipped", 0, "the edk2 series does not apply")
+        night.case(Suite.BUILD, "ovmf", Verdict.SKIPPED, 0, "the edk2 series does not apply")
         return None
     built = _build_step(
         night, ws, "ovmf", lambda: ovmf.build_ovmf(ws),
@@ -295,20 +309,20 @@ def _builds(
     if built is None:
         return None
     o = built.manifest["output"]
-    night.firmware = {
-        "sha256": o["sha256"],
-        "sev_launch_digest": o["sev_launch_digest"],
-        "cache_key": built.manifest["cache_key"],
-        "cached": built.cached,
-        "manifest": "manifest.json",
-    }
+    night.firmware = FirmwareBuilt(
+        sha256=o["sha256"],
+        sev_launch_digest=o["sev_launch_digest"],
+        cache_key=built.manifest["cache_key"],
+        cached=built.cached,
+        manifest="manifest.json",
+    )
     return matrix.Firmware(built.firmware, bytes.fromhex(o["sev_launch_digest"]))
 
 
 def _build_qemu(night: Run, ws: Workspace, applies: bool) -> qemu.Qemu | None:
     """QEMU from its pin and series (``--qemu built``); None when it could not be built."""
     if not applies:
-        night.case("build", "qemu", "skipped", 0, "the QEMU series does not apply")
+        night.case(Suite.BUILD, "qemu", Verdict.SKIPPED, 0, "the QEMU series does not apply")
         return None
     built = _build_step(
         night, ws, "qemu", lambda: qemu_build.build_qemu(ws),
@@ -318,7 +332,7 @@ def _build_qemu(night: Run, ws: Workspace, applies: bool) -> qemu.Qemu | None:
 
 
 #: Where a build's files go in the report.
-REPORT_PATHS = {"log": "logs/{name}.log", "manifest": "manifest.json"}
+REPORT_PATHS = {LinkKind.LOG: "logs/{name}.log", LinkKind.MANIFEST: "manifest.json"}
 
 
 def _build_step(
@@ -334,66 +348,61 @@ def _build_step(
     try:
         result = build()
     except CommandError as err:
-        link = night.keep(ws.log(name), REPORT_PATHS["log"].format(name=name))
-        night.case("build", name, "failed", time.monotonic() - started, err.message,
-                   _tail(ws.log(name)), {"log": link} if link else {})  # fmt: skip
+        link = night.keep(ws.log(name), REPORT_PATHS[LinkKind.LOG].format(name=name))
+        night.case(Suite.BUILD, name, Verdict.FAILED, time.monotonic() - started, err.message,
+                   _tail(ws.log(name)), {LinkKind.LOG: link} if link else {})  # fmt: skip
         return None
     cached, files = outputs(result)
     links = {
-        kind: link
+        LinkKind(kind): link
         for kind, path in files.items()
-        if (link := night.keep(path, REPORT_PATHS[kind].format(name=name)))
+        if (link := night.keep(path, REPORT_PATHS[LinkKind(kind)].format(name=name)))
     }
     took = time.monotonic() - started
     detail = "from the build cache" if cached else f"built in {took:.0f} s"
-    night.case("build", name, "passed", took, detail, links=links)
+    night.case(Suite.BUILD, name, Verdict.PASSED, took, detail, links=links)
     return result
 
 
-def _previous(history: Path) -> dict[str, Any] | None:
-    """The newest complete run in *history* (runs that could not complete don't count)."""
+def _previous(history: Path) -> Night | None:
+    """The newest complete run in *history* (runs that could not complete don't count,
+    nor files that are not a harness-nightly/1 results.json)."""
     for path in sorted(history.glob("results-*.json"), reverse=True):
         try:
-            data: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
+            night = Night.from_json(load_json(path), str(path))
+        except InputError as err:
+            log.debug("not comparing with %s: %s", path, err.message)
             continue
-        if data.get("schema") == report.SCHEMA and data.get("verdict") != "infrastructure":
-            return data
+        if night.verdict is not Verdict.ERROR:
+            return night
     return None
 
 
-def _publish(night: Run, out: Path, history: Path, started: float) -> dict[str, Any]:
-    verdict = (
-        "infrastructure"
-        if night.error
-        else "fail"
-        if any(c["outcome"] == "failed" for c in night.cases)
-        else "pass"
+def _publish(night: Run, out: Path, history: Path, started: float) -> Published:
+    cases = tuple(night.cases)
+    record = Night(
+        started=night.started,
+        finished=_now(),
+        upstream=night.upstream,
+        verdict=night_verdict(night.error, cases),
+        infrastructure_error=night.error,
+        host=night.host,
+        components=dict(night.components),
+        firmware=night.firmware,
+        cases=cases,
+        timings={k: round(v, 1) for k, v in night.timings.items()},
+        notes=tuple(night.notes),
     )
-    results: dict[str, Any] = {
-        "schema": report.SCHEMA,
-        "started": night.started,
-        "finished": _now(),
-        "upstream": night.upstream,
-        "verdict": verdict,
-        "infrastructure_error": night.error,
-        "host": night.host,
-        "components": night.components,
-        "firmware": night.firmware,
-        "cases": night.cases,
-        "timings": {k: round(v, 1) for k, v in night.timings.items()},
-        "notes": night.notes,
-    }
     history.mkdir(parents=True, exist_ok=True)
-    changes = report.compare(_previous(history), results)
-    results["changes"] = changes.as_json()
-    results["changes_lines"] = changes.lines()
+    results = Published(record, report.compare(_previous(history), record))
     staging = night.out
-    (staging / "junit.xml").write_bytes(report.junit(results))
+    (staging / "junit.xml").write_bytes(report.junit(record))
     (staging / "index.html").write_text(report.page(results))
     # Reporting times itself, so only results.json (written last) carries that figure.
-    results["timings"]["reporting"] = round(time.monotonic() - started, 3)
-    text = json.dumps(results, indent=2) + "\n"
+    reporting = round(time.monotonic() - started, 3)
+    record = dataclasses.replace(record, timings={**record.timings, "reporting": reporting})
+    results = dataclasses.replace(results, night=record)
+    text = json.dumps(results.to_json(), indent=2) + "\n"
     (staging / "results.json").write_text(text)
     # Named to sort by time, runs within the same second included.
     stamp = night.started.replace(":", "").replace("-", "")
