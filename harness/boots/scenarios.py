@@ -281,7 +281,7 @@ class Result:
             "variant": self.variant,
             "outcome": self.outcome.value,
             "detail": self.detail,
-            "seconds": round(self.seconds, 1),
+            "seconds": self.seconds,
             "transcript": str(self.transcript),
             "notes": list(self.notes),
         }
