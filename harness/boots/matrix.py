@@ -125,9 +125,7 @@ def run_matrix(
             emulator=emulator,
             host_disk=images.host_disk() if scenario.host is verdicts.Host.FOREIGN_DISK else None,
         )
-        log.debug(
-            "%s %s in %.1f s", "PASS" if result.passed else "FAIL", case_id(*case), result.seconds
-        )
+        log.debug("%s %s in %.1f s", result.outcome.short, case_id(*case), result.seconds)
         if on_result is not None:
             on_result(result)
         return result

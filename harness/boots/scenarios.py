@@ -19,17 +19,25 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.boots import verdicts
 from harness.boots.verdicts import Ending, Host
-from harness.errors import ConfigError, FirmwareFormatError, GuestVerdict, VerificationError
+from harness.errors import (
+    ConfigError,
+    FirmwareFormatError,
+    GuestVerdict,
+    InputError,
+    VerificationError,
+)
 from harness.files import write_private
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.host import qemu
 from harness.passphrase import Passphrase
+from harness.records import Fields
 from harness.sev.malformed import malformed_tables
 from harness.sev.measure import LaunchMeasure, PlatformInfo, verify_measurement
 from harness.sev.packet import TransportKeys, build_packet
@@ -40,6 +48,7 @@ from harness.sev.secret import (
     disk_passphrase_entry,
 )
 from harness.sev.simulated import SimulatedSecureElement
+from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -241,15 +250,61 @@ class HostDisk:
     passphrase: Passphrase
 
 
-@dataclass
+#: Format of a boot result's JSON; ``result.schema.json`` beside this module describes it.
+RESULT_SCHEMA = "harness-boot/1"
+
+
+@dataclass(frozen=True)
 class Result:
+    """How one boot of a scenario ended: its verdict, why, and where its transcript is.
+
+    A boot has a verdict of passed or failed; it never is skipped or an error (a boot
+    that could not run raises instead).
+    """
+
     scenario: str
     variant: str
-    passed: bool
+    outcome: Verdict
     detail: str
     seconds: float
     transcript: Path
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome.ok
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": RESULT_SCHEMA,
+            "scenario": self.scenario,
+            "variant": self.variant,
+            "outcome": self.outcome.value,
+            "detail": self.detail,
+            "seconds": self.seconds,
+            "transcript": str(self.transcript),
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "boot result") -> Result:
+        """Raises: InputError: a field is missing or wrong (the message names it)."""
+        f = Fields(data, where)
+        if (schema := f.text("schema")) != RESULT_SCHEMA:
+            raise InputError(f"{where}: schema {schema!r} is not {RESULT_SCHEMA}.")
+        return cls(
+            scenario=f.text("scenario"),
+            variant=f.text("variant"),
+            outcome=f.choice("outcome", Verdict, BOOT_VERDICTS),
+            detail=f.text("detail"),
+            seconds=f.number("seconds"),
+            transcript=Path(f.text("transcript")),
+            notes=f.texts("notes"),
+        )
+
+
+#: The verdicts a boot can have.
+BOOT_VERDICTS = (Verdict.PASSED, Verdict.FAILED)
 
 
 def tamper(firmware: bytes) -> bytes:
@@ -389,7 +444,13 @@ def run_scenario(
         except (GuestVerdict, VerificationError) as err:
             passed, detail = False, str(err)
     return Result(
-        scenario.name, variant, passed, detail, time.monotonic() - started, transcript, notes
+        scenario.name,
+        variant,
+        Verdict.of(passed),
+        detail,
+        time.monotonic() - started,
+        transcript,
+        tuple(notes),
     )
 
 

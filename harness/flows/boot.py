@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from harness.boots import matrix, scenarios
 from harness.boots.verdicts import Host
@@ -59,30 +58,45 @@ def boot(
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
     scenario = scenarios.SCENARIOS[name]
-    disk, pass_file, meta = image.load(image_dir)
-    recipe = meta.get("recipe", "minimal")
-    if recipe != scenario.recipe:
+    img = image.load(image_dir)
+    if img.metadata.recipe != scenario.recipe:
         raise ConfigError(
             f"{name} boots an image of the {scenario.recipe} recipe; {image_dir} holds "
-            f"one of the {recipe} recipe.",
+            f"one of the {img.metadata.recipe} recipe.",
             hint=f"./inv build-image --recipe {scenario.recipe} --out DIR, then --image DIR",
         )
     accel = qemu.working_accelerator(cfg.layout.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
-    common: dict[str, Any] = {
-        "firmware": firmware.resolve(),
-        "expected_digest": expected_digest(firmware),
-        "disk": disk,
-        "passphrase": Passphrase.read(pass_file),
-        "workdir": cfg.layout.boots / f"{name}-{meta['luks']}",
-        "accel": accel,
-        "emulator": emulator,
-        "host_disk": _host_disk(cfg) if scenario.host is Host.FOREIGN_DISK else None,
-    }
+    digest = expected_digest(firmware)
+    passphrase = Passphrase.read(img.passphrase_file)
+    workdir = cfg.layout.boots / f"{name}-{img.variant}"
+    host_disk = _host_disk(cfg) if scenario.host is Host.FOREIGN_DISK else None
     if not interactive:
-        return scenarios.run_scenario(scenario, token=meta["token"], variant=meta["luks"], **common)
+        return scenarios.run_scenario(
+            scenario,
+            firmware=firmware.resolve(),
+            expected_digest=digest,
+            disk=img.disk,
+            passphrase=passphrase,
+            token=img.token,
+            variant=img.variant.value,
+            workdir=workdir,
+            accel=accel,
+            emulator=emulator,
+            host_disk=host_disk,
+        )
     # The same launch as the scenario (secret injected or not), then the terminal
     # belongs to the person watching.
-    with scenarios.prepared(scenario, **common) as launch:
+    with scenarios.prepared(
+        scenario,
+        firmware=firmware.resolve(),
+        expected_digest=digest,
+        disk=img.disk,
+        passphrase=passphrase,
+        workdir=workdir,
+        accel=accel,
+        emulator=emulator,
+        host_disk=host_disk,
+    ) as launch:
         for note in launch.notes:
             print(note)
         print("serial console follows; Ctrl-] leaves")
@@ -104,8 +118,7 @@ def _host_disk(cfg: Config) -> scenarios.HostDisk:
 
 
 def render(result: scenarios.Result) -> str:
-    verdict = "PASS" if result.passed else "FAIL"
     return (
-        f"{verdict} {result.scenario} ({result.variant}) in {result.seconds:.1f} s: "
+        f"{result.outcome.short} {result.scenario} ({result.variant}) in {result.seconds:.1f} s: "
         f"{result.detail}\n  transcript: {result.transcript}"
     )

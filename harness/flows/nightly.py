@@ -33,10 +33,31 @@ from harness.components.pipeline import MANIFEST, Built, Role, Spec, build, buil
 from harness.components.trees import follow_upstream, prepare_tree
 from harness.components.workspace import Component, Workspace
 from harness.config import Config, QemuChoice, Upstream
-from harness.errors import CommandError, ConfigError, HarnessError, InfrastructureError, PatchError
+from harness.errors import (
+    CommandError,
+    ConfigError,
+    HarnessError,
+    InfrastructureError,
+    InputError,
+    PatchError,
+)
 from harness.flows import report
+from harness.flows.results import (
+    CaseResult,
+    ComponentInputs,
+    FirmwareBuilt,
+    HostInfo,
+    LinkKind,
+    Night,
+    PatchInput,
+    Published,
+    Suite,
+    night_verdict,
+)
 from harness.guest.image import LuksVariant
 from harness.host import containers, doctor, qemu
+from harness.records import load_json
+from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +76,29 @@ class Run:
     started: str
     upstream: str
     emulator: str  # "system" or "built"
-    cases: list[dict[str, Any]] = field(default_factory=list)
-    components: dict[str, dict[str, Any]] = field(default_factory=dict)
-    firmware: dict[str, Any] | None = None
-    host: dict[str, str] = field(default_factory=dict)
+    cases: list[CaseResult] = field(default_factory=list)
+    components: dict[str, ComponentInputs] = field(default_factory=dict)
+    firmware: FirmwareBuilt | None = None
+    host: HostInfo = field(default_factory=HostInfo)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
     def case(
         self,
-        suite: str,
+        suite: Suite,
         name: str,
-        outcome: str,
+        outcome: Verdict,
         seconds: float,
         detail: str,
         output: str = "",
-        links: dict[str, str] | None = None,
+        links: dict[LinkKind, str] | None = None,
     ) -> None:
         self.cases.append(
-            {
-                "suite": suite,
-                "name": name,
-                "outcome": outcome,
-                "seconds": round(seconds, 1),
-                "detail": detail,
-                "output": output,
-                "links": links or {},
-            }
+            CaseResult(suite, name, outcome, round(seconds, 1), detail, output, links or {})
         )
         # Boots were reported live by the matrix as they finished.
-        level = logging.DEBUG if suite == "boot" else logging.INFO
+        level = logging.DEBUG if suite is Suite.BOOT else logging.INFO
         log.log(level, "%-7s %s: %s", outcome.upper(), f"{suite}/{name}", detail)
 
     def keep(self, source: Path, relative: str) -> str | None:
@@ -149,13 +162,13 @@ def nightly(
         results = _publish(night, out, history, started)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(report.summary(results))
-    for line in results["changes_lines"]:
+    print(report.summary(results.night))
+    for line in results.changes.lines():
         print(f"  {line}")
     print(f"  report: {out / 'index.html'}")
     if night.error:
         return EXIT_INFRASTRUCTURE
-    return EXIT_FAILED if report.counts(results)["failed"] else EXIT_OK
+    return EXIT_FAILED if results.night.count(Verdict.FAILED) else EXIT_OK
 
 
 def _run(
@@ -202,24 +215,24 @@ def _night(
     if fw is None or emulator is None:
         why = "no firmware was built" if fw is None else "no QEMU was built"
         for name, variant in cases:
-            night.case("boot", matrix.case_id(name, variant), "skipped", 0, why)
+            night.case(Suite.BOOT, matrix.case_id(name, variant), Verdict.SKIPPED, 0, why)
         return
     manifest: ovmf.OvmfManifest = fw.manifest
-    night.firmware = {
-        "sha256": manifest.output.sha256,
-        "sev_launch_digest": manifest.output.sev_launch_digest,
-        "cache_key": manifest.cache_key,
-        "cached": fw.cached,
-        "manifest": "manifest.json",
-    }
+    night.firmware = FirmwareBuilt(
+        sha256=manifest.output.sha256,
+        sev_launch_digest=manifest.output.sev_launch_digest,
+        cache_key=manifest.cache_key,
+        cached=fw.cached,
+        manifest="manifest.json",
+    )
     firmware = matrix.Firmware(ovmf.firmware(fw), manifest.launch_digest)
     t1 = time.monotonic()
     accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
-    night.host = {
-        "qemu": f"{emulator.version()} ({night.emulator})",
-        "accelerator": str(accel),
-        "kernel": os.uname().release,
-    }
+    night.host = HostInfo(
+        qemu=f"{emulator.version()} ({night.emulator})",
+        accelerator=str(accel),
+        kernel=os.uname().release,
+    )
     work = ws.layout.runs / RUN_DIR  # not under the report directory, which is replaced whole
     try:
         images = matrix.build_images(work / "images", ws.layout.image_cache, tools.tag, cases)
@@ -229,8 +242,8 @@ def _night(
     t2 = time.monotonic()
 
     def booted(r: scenarios.Result) -> None:  # progress, as each boot ends
-        verdict = "PASSED " if r.passed else "FAILED "
-        log.info("%s boot/%s in %.1f s", verdict, matrix.case_id(r.scenario, r.variant), r.seconds)
+        case = matrix.case_id(r.scenario, r.variant)
+        log.info("%-7s boot/%s in %.1f s", r.outcome.upper(), case, r.seconds)
 
     results = matrix.run_matrix(
         firmware,
@@ -246,35 +259,36 @@ def _night(
         case = matrix.case_id(result.scenario, result.variant)
         link = night.keep(result.transcript, f"transcripts/{case}.log")
         night.case(
-            "boot",
+            Suite.BOOT,
             case,
-            "passed" if result.passed else "failed",
+            result.outcome,
             result.seconds,
             result.detail,
             "" if result.passed else _tail(result.transcript),
-            {"transcript": link} if link else {},
+            {LinkKind.TRANSCRIPT: link} if link else {},
         )
     night.timings["boots"] = time.monotonic() - t2
 
 
 def _series(night: Run, ws: Workspace, comp: Component) -> bool:
     pin = comp.pin
-    night.components[comp.name] = {
-        "version": pin.version,
-        "source": next((r.describe() for r in pin.routes), ""),
-        "archive": pin.archive,
-        "sha256": pin.sha256,
-        "patches": [{"file": p.path.name, "sha256": p.sha256} for p in comp.patches],
-    }
+    night.components[comp.name] = ComponentInputs(
+        version=pin.version,
+        source=next((r.describe() for r in pin.routes), ""),
+        archive=pin.archive,
+        sha256=pin.sha256,
+        patches=tuple(PatchInput(p.path.name, p.sha256) for p in comp.patches),
+    )
     started = time.monotonic()
     builder = builder_image(registry.get(comp.name).builder, ws)
     try:
         prepare_tree(comp, ws, builder.tag)  # applies the series (at once if already applied)
     except PatchError as err:
-        night.case("series", f"{comp.name}: series applies", "failed", 0, err.message)
+        night.case(Suite.SERIES, f"{comp.name}: series applies", Verdict.FAILED, 0, err.message)
         return False
     what = f"{len(comp.patches)} patch(es) on {pin.name} {pin.version}"
-    night.case("series", f"{comp.name}: series applies", "passed", time.monotonic() - started, what)
+    took = time.monotonic() - started
+    night.case(Suite.SERIES, f"{comp.name}: series applies", Verdict.PASSED, took, what)
     return True
 
 
@@ -290,23 +304,25 @@ def _build_stage(
     pin = ws.component(spec.name).pin
     if not applies[spec.name]:
         why = f"the {pin.name} series does not apply"
-        night.case("build", spec.name, "skipped", 0, why)
+        night.case(Suite.BUILD, spec.name, Verdict.SKIPPED, 0, why)
         return
     missing = next((d.name for d in spec.depends if d.name not in built), None)
     if missing is not None:
-        night.case("build", spec.name, "skipped", 0, f"no {missing} to build {spec.name} with")
+        why = f"no {missing} to build {spec.name} with"
+        night.case(Suite.BUILD, spec.name, Verdict.SKIPPED, 0, why)
         return
     started = time.monotonic()
     try:
         result = build(spec, ws)
     except CommandError as err:
-        link = night.keep(ws.log(spec.name), REPORT_PATHS["log"].format(name=spec.name))
-        night.case("build", spec.name, "failed", time.monotonic() - started, err.message,
-                   _tail(ws.log(spec.name)), {"log": link} if link else {})  # fmt: skip
+        link = night.keep(ws.log(spec.name), REPORT_PATHS[LinkKind.LOG].format(name=spec.name))
+        night.case(Suite.BUILD, spec.name, Verdict.FAILED, time.monotonic() - started,
+                   err.message, _tail(ws.log(spec.name)),
+                   {LinkKind.LOG: link} if link else {})  # fmt: skip
         return
-    files = {"log": result.log}
+    files = {LinkKind.LOG: result.log}
     if spec.role is Role.FIRMWARE:
-        files["manifest"] = result.entry / MANIFEST
+        files[LinkKind.MANIFEST] = result.entry / MANIFEST
     links = {
         kind: link
         for kind, path in files.items()
@@ -314,58 +330,53 @@ def _build_stage(
     }
     took = time.monotonic() - started
     detail = "from the build cache" if result.cached else f"built in {took:.0f} s"
-    night.case("build", spec.name, "passed", took, detail, links=links)
+    night.case(Suite.BUILD, spec.name, Verdict.PASSED, took, detail, links=links)
     built[spec.name] = result
 
 
 #: Where a build's files go in the report.
-REPORT_PATHS = {"log": "logs/{name}.log", "manifest": "manifest.json"}
+REPORT_PATHS = {LinkKind.LOG: "logs/{name}.log", LinkKind.MANIFEST: "manifest.json"}
 
 
-def _previous(history: Path) -> dict[str, Any] | None:
-    """The newest complete run in *history* (runs that could not complete don't count)."""
+def _previous(history: Path) -> Night | None:
+    """The newest complete run in *history* (runs that could not complete don't count,
+    nor files that are not a harness-nightly/1 results.json)."""
     for path in sorted(history.glob("results-*.json"), reverse=True):
         try:
-            data: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
+            night = Night.from_json(load_json(path), str(path))
+        except InputError as err:
+            log.debug("not comparing with %s: %s", path, err.message)
             continue
-        if data.get("schema") == report.SCHEMA and data.get("verdict") != "infrastructure":
-            return data
+        if night.verdict is not Verdict.ERROR:
+            return night
     return None
 
 
-def _publish(night: Run, out: Path, history: Path, started: float) -> dict[str, Any]:
-    verdict = (
-        "infrastructure"
-        if night.error
-        else "fail"
-        if any(c["outcome"] == "failed" for c in night.cases)
-        else "pass"
+def _publish(night: Run, out: Path, history: Path, started: float) -> Published:
+    cases = tuple(night.cases)
+    record = Night(
+        started=night.started,
+        finished=_now(),
+        upstream=night.upstream,
+        verdict=night_verdict(night.error, cases),
+        infrastructure_error=night.error,
+        host=night.host,
+        components=dict(night.components),
+        firmware=night.firmware,
+        cases=cases,
+        timings={k: round(v, 1) for k, v in night.timings.items()},
+        notes=tuple(night.notes),
     )
-    results: dict[str, Any] = {
-        "schema": report.SCHEMA,
-        "started": night.started,
-        "finished": _now(),
-        "upstream": night.upstream,
-        "verdict": verdict,
-        "infrastructure_error": night.error,
-        "host": night.host,
-        "components": night.components,
-        "firmware": night.firmware,
-        "cases": night.cases,
-        "timings": {k: round(v, 1) for k, v in night.timings.items()},
-        "notes": night.notes,
-    }
     history.mkdir(parents=True, exist_ok=True)
-    changes = report.compare(_previous(history), results)
-    results["changes"] = changes.as_json()
-    results["changes_lines"] = changes.lines()
+    results = Published(record, report.compare(_previous(history), record))
     staging = night.out
-    (staging / "junit.xml").write_bytes(report.junit(results))
+    (staging / "junit.xml").write_bytes(report.junit(record))
     (staging / "index.html").write_text(report.page(results))
     # Reporting times itself, so only results.json (written last) carries that figure.
-    results["timings"]["reporting"] = round(time.monotonic() - started, 3)
-    text = json.dumps(results, indent=2) + "\n"
+    reporting = round(time.monotonic() - started, 3)
+    record = dataclasses.replace(record, timings={**record.timings, "reporting": reporting})
+    results = dataclasses.replace(results, night=record)
+    text = json.dumps(results.to_json(), indent=2) + "\n"
     (staging / "results.json").write_text(text)
     # Named to sort by time, runs within the same second included.
     stamp = night.started.replace(":", "").replace("-", "")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import enum
 import logging
 import re
 from collections.abc import Callable
@@ -30,18 +29,20 @@ from harness.components.pipeline import Request, Role, Spec, build, builder_imag
 from harness.components.trees import follow_upstream, prepare_tree
 from harness.components.workspace import Component, Workspace
 from harness.config import Config, resolve
-from harness.errors import CommandError, ConfigError, PatchError
+from harness.errors import CommandError, ConfigError, InputError, PatchError
 from harness.host import qemu
+from harness.records import Fields
 from harness.upstream import patchset, sources
 from harness.upstream.patchset import Applied, Patch
+from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
 
-class Outcome(enum.StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    SKIP = "skip"
+#: Format of a check line's JSON; ``check.schema.json`` beside this module describes it.
+CHECK_SCHEMA = "harness-check/1"
+#: The verdicts a check line can have (a check that cannot run raises instead).
+CHECK_VERDICTS = (Verdict.PASSED, Verdict.FAILED, Verdict.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -50,16 +51,38 @@ class Check:
 
     name: str
     subject: str
-    outcome: Outcome
+    outcome: Verdict
     reason: str = ""
 
     @property
     def failed(self) -> bool:
-        return self.outcome is Outcome.FAIL
+        return self.outcome.failed
 
     def line(self) -> str:
-        text = f"{self.outcome.upper():4}  {self.name:<13} {self.subject}"
+        text = f"{self.outcome.short:4}  {self.name:<13} {self.subject}"
         return f"{text}: {self.reason}" if self.reason else text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": CHECK_SCHEMA,
+            "name": self.name,
+            "subject": self.subject,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "check") -> Check:
+        """Raises: InputError: a field is missing or wrong (the message names it)."""
+        f = Fields(data, where)
+        if (schema := f.text("schema")) != CHECK_SCHEMA:
+            raise InputError(f"{where}: schema {schema!r} is not {CHECK_SCHEMA}.")
+        return cls(
+            f.text("name"),
+            f.text("subject"),
+            f.choice("outcome", Verdict, CHECK_VERDICTS),
+            f.text("reason", ""),
+        )
 
 
 #: edk2 and QEMU both ask for subjects of at most 72 characters; GRUB follows suit.
@@ -84,15 +107,15 @@ def check_signoff(patch: Patch) -> Check:
     emails = [m.group(2).strip().lower() for m in TRAILER.finditer(body)]
     name = patch.path.name
     if not emails:
-        return Check("signed-off-by", name, Outcome.FAIL, "no Signed-off-by line (DCO)")
+        return Check("signed-off-by", name, Verdict.FAILED, "no Signed-off-by line (DCO)")
     if author.lower() not in emails:
         return Check(
             "signed-off-by",
             name,
-            Outcome.FAIL,
+            Verdict.FAILED,
             f"no Signed-off-by from the author <{author}> (found {', '.join(emails)})",
         )
-    return Check("signed-off-by", name, Outcome.PASS)
+    return Check("signed-off-by", name, Verdict.PASSED)
 
 
 def check_subject(patch: Patch) -> Check:
@@ -109,8 +132,8 @@ def check_subject(patch: Patch) -> Check:
     elif subject and not SUBJECT_FORM.match(subject):
         problems.append("the subject does not start with the area it changes ('area: Summary')")
     if problems:
-        return Check("subject", name, Outcome.FAIL, "; ".join(problems))
-    return Check("subject", name, Outcome.PASS, repr(subject))
+        return Check("subject", name, Verdict.FAILED, "; ".join(problems))
+    return Check("subject", name, Verdict.PASSED, repr(subject))
 
 
 def check_style(spec: Spec[Any], tree: Path, applied: Applied) -> Check:
@@ -118,8 +141,8 @@ def check_style(spec: Spec[Any], tree: Path, applied: Applied) -> Check:
     problems = spec.style.check(tree, applied)
     name = applied.patch.path.name
     if problems:
-        return Check("style", name, Outcome.FAIL, f"{spec.style.name}: " + "; ".join(problems))
-    return Check("style", name, Outcome.PASS, spec.style.name)
+        return Check("style", name, Verdict.FAILED, f"{spec.style.name}: " + "; ".join(problems))
+    return Check("style", name, Verdict.PASSED, spec.style.name)
 
 
 # -- the whole check -------------------------------------------------------------
@@ -166,14 +189,14 @@ def run_checks(
             if blocked:
                 why = f"{blocked.subject} failed {blocked.name}"
                 for name in spec.unit_tests:
-                    add(Check("unit-test", name, Outcome.SKIP, why))
+                    add(Check("unit-test", name, Verdict.SKIPPED, why))
             else:
                 _unit_tests(spec, ws, local_tree, add)
             blocked = next((c for c in checks if c.failed), None)
         if blocked or quick:
             why = f"{blocked.subject} failed {blocked.name}" if blocked else "--quick"
-            add(Check("build", component, Outcome.SKIP, why))
-            add(Check("boot", component, Outcome.SKIP, why))
+            add(Check("build", component, Verdict.SKIPPED, why))
+            add(Check("boot", component, Verdict.SKIPPED, why))
             return checks
         _build_and_boot(cfg, spec, ws, local_tree, jobs, add)
     return checks
@@ -192,12 +215,14 @@ def _series_checks(
     base = f"{comp.pin.name} {comp.pin.version}" if local_tree is None else str(local_tree)
     applied = patchset.try_series(tree.path, list(comp.patches))
     if not applied:
-        add(Check("applies", spec.name, Outcome.PASS, f"empty series, nothing to apply on {base}"))
+        add(
+            Check("applies", spec.name, Verdict.PASSED, f"empty series, nothing to apply on {base}")
+        )
     for result in applied:
         if result.ok:
-            add(Check("applies", result.patch.path.name, Outcome.PASS, f"on {base}"))
+            add(Check("applies", result.patch.path.name, Verdict.PASSED, f"on {base}"))
         else:
-            add(Check("applies", result.patch.path.name, Outcome.FAIL, result.reason))
+            add(Check("applies", result.patch.path.name, Verdict.FAILED, result.reason))
     for result in applied:
         if result.ok:
             add(check_style(spec, tree.path, result))
@@ -224,14 +249,14 @@ def _unit_tests(
         test = seen.get(name)
         if test is None:
             why = f"the build failed before it ran: {broken}" if broken else "it did not run"
-            add(Check("unit-test", name, Outcome.FAIL, why))
+            add(Check("unit-test", name, Verdict.FAILED, why))
         elif test.verdict is grub_build.UnitVerdict.ABSENT:
-            add(Check("unit-test", name, Outcome.FAIL, "the tree does not define it"))
+            add(Check("unit-test", name, Verdict.FAILED, "the tree does not define it"))
         elif test.verdict is grub_build.UnitVerdict.FAIL:
             why = "; ".join(test.failures[:3]) or f"it failed (see the {spec.name} build log)"
-            add(Check("unit-test", name, Outcome.FAIL, why))
+            add(Check("unit-test", name, Verdict.FAILED, why))
         else:
-            add(Check("unit-test", name, Outcome.PASS, f"built and run in the {spec.name} build"))
+            add(Check("unit-test", name, Verdict.PASSED, f"built and run in the {spec.name} build"))
 
 
 def _build_and_boot(
@@ -244,7 +269,7 @@ def _build_and_boot(
 ) -> None:
     built = _build(spec, ws, local_tree, add)
     if built is None:
-        add(Check("boot", spec.name, Outcome.SKIP, "the build failed"))
+        add(Check("boot", spec.name, Verdict.SKIPPED, "the build failed"))
         return
     firmware, emulator = built
     accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
@@ -253,8 +278,7 @@ def _build_and_boot(
     images = matrix.build_images(runs / "images", ws.layout.image_cache, tools.tag)
 
     def booted(r: scenarios.Result) -> None:  # reported as each boot ends
-        outcome = Outcome.PASS if r.passed else Outcome.FAIL
-        add(Check("boot", matrix.case_id(r.scenario, r.variant), outcome, r.detail))
+        add(Check("boot", matrix.case_id(r.scenario, r.variant), r.outcome, r.detail))
 
     matrix.run_matrix(
         firmware, images, accel, runs / "boot", jobs=jobs, emulator=emulator, on_result=booted
@@ -272,19 +296,19 @@ def _build(
         try:
             emulator = qemu_build.emulator(build(qemu_build.SPEC, ws, Request(trees)))
         except (CommandError, PatchError) as err:
-            add(Check("build", spec.name, Outcome.FAIL, err.message))
+            add(Check("build", spec.name, Verdict.FAILED, err.message))
             return None
-        add(Check("build", spec.name, Outcome.PASS, f"{emulator.version()}"))
+        add(Check("build", spec.name, Verdict.PASSED, f"{emulator.version()}"))
         trees = {}
     try:
         built = build(ovmf.SPEC, ws, Request(trees))
     except (CommandError, PatchError) as err:
-        add(Check("build", spec.name, Outcome.FAIL, err.message))
+        add(Check("build", spec.name, Verdict.FAILED, err.message))
         return None
     out = built.manifest.output
     what = f"OVMF.fd sha256 {out.sha256[:16]}…, launch digest {out.sev_launch_digest[:16]}…"
     name = ovmf.SPEC.name if spec.role is Role.EMULATOR else spec.name
-    add(Check("build", name, Outcome.PASS, what))
+    add(Check("build", name, Verdict.PASSED, what))
     return matrix.Firmware(ovmf.firmware(built), built.manifest.launch_digest), emulator
 
 
@@ -306,11 +330,13 @@ def rebase(component: str, version: str, cfg: Config) -> list[Check]:
         applied = patchset.try_series(tree.path, list(comp.patches), keep_going=True)
     where = f"{pin.name} {pin.version} (Debian {sources.debian_version(pin)})"
     if not applied:
-        return [Check("applies", component, Outcome.PASS, f"empty series; {where}")]
+        return [Check("applies", component, Verdict.PASSED, f"empty series; {where}")]
     return [
-        Check("applies", r.patch.path.name, Outcome.PASS, f"on {where}")
+        Check("applies", r.patch.path.name, Verdict.PASSED, f"on {where}")
         if r.ok
-        else Check("applies", r.patch.path.name, Outcome.FAIL, f"needs work on {where}: {r.reason}")
+        else Check(
+            "applies", r.patch.path.name, Verdict.FAILED, f"needs work on {where}: {r.reason}"
+        )
         for r in applied
     ]
 

@@ -28,11 +28,12 @@ from typing import Any
 
 from harness import run
 from harness.config import RECIPES
-from harness.errors import ConfigError, InfrastructureError
+from harness.errors import ConfigError, InfrastructureError, InputError
 from harness.files import write_private
 from harness.guest import cpio, xts
 from harness.host import containers
 from harness.passphrase import Passphrase
+from harness.records import Fields, load_json
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +141,88 @@ class Recipe:
         raise ConfigError(f"Image recipe {self.name!r} has no {name}.")
 
 
+#: Format of ``image.json``; ``image.schema.json`` beside this module describes it.
+IMAGE_SCHEMA = "harness-image/1"
+#: Recipe of images made before image.json named its recipe.
+DEFAULT_RECIPE = "minimal"
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """``image.json`` (harness-image/1): how an image was made. No secret in here.
+
+    A boot needs the LUKS variant and the token; the rest describes the build and is
+    optional when read, so images made before a key existed (``recipe``: then the
+    minimal one; ``kernel``) and hand-written image.json files still load.
+    :func:`build_image` always writes every key.
+    """
+
+    variant: LuksVariant  # "luks" in the file
+    token: str
+    recipe: str = DEFAULT_RECIPE
+    luks_format: tuple[str, ...] = ()
+    payload_offset: int | None = None
+    partition_start: int = PARTITION_START  # where every image has had it
+    disk_sha256: str | None = None
+    kernel: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The keys in the order image.json has always had them; unknown ones left out."""
+        data: dict[str, Any] = {
+            "schema": IMAGE_SCHEMA,
+            "recipe": self.recipe,
+            "luks": self.variant.value,
+            "luks_format": list(self.luks_format),
+            "payload_offset": self.payload_offset,
+            "partition_start": self.partition_start,
+            "token": self.token,
+            "disk_sha256": self.disk_sha256,
+            "kernel": self.kernel,
+        }
+        return {key: value for key, value in data.items() if value is not None}
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "image.json") -> ImageMetadata:
+        """Raises: InputError: a field is missing or wrong (the message names it)."""
+        f = Fields(data, where)
+        schema = f.text("schema", IMAGE_SCHEMA)
+        if schema != IMAGE_SCHEMA:
+            raise InputError(f"{where}: schema {schema!r} is not {IMAGE_SCHEMA}.")
+        return cls(
+            variant=f.choice("luks", LuksVariant),
+            token=f.text("token"),
+            recipe=f.text("recipe", DEFAULT_RECIPE),
+            luks_format=f.texts("luks_format", ()),
+            payload_offset=f.optional_integer("payload_offset"),
+            partition_start=f.integer("partition_start", PARTITION_START),
+            disk_sha256=f.optional_text("disk_sha256"),
+            kernel=f.optional_text("kernel"),
+        )
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ImageMetadata:
+        """Raises: InputError: *path* is missing, not JSON, or breaks the format."""
+        return cls.from_json(load_json(path, hint="./inv build-image first"), str(path))
+
+
 @dataclass(frozen=True)
 class Image:
     """A built image and what a boot needs to know about it (no secret in here)."""
 
     disk: Path
     passphrase_file: Path
-    token: str
-    variant: LuksVariant
-    metadata: dict[str, Any]
+    metadata: ImageMetadata
+
+    @property
+    def token(self) -> str:
+        return self.metadata.token
+
+    @property
+    def variant(self) -> LuksVariant:
+        return self.metadata.variant
 
 
 def fetch_packages(recipe: Recipe, cache: Path, builder: str) -> Path:
@@ -319,21 +393,20 @@ def build_image(
                  str(fs), f"{recipe.filesystem_mib}M"])  # fmt: skip
         luks, offset = _luks_volume(fs.read_bytes(), variant, pass_path, work)
         disk = _gpt_disk(luks, work)
-        metadata = {
-            "schema": "harness-image/1",
-            "recipe": recipe.name,
-            "luks": variant.value,
-            "luks_format": variant.format_args,
-            "payload_offset": offset,
-            "partition_start": PARTITION_START,
-            "token": token,
-            "disk_sha256": hashlib.sha256(disk.read_bytes()).hexdigest(),
-            "kernel": kernel.name,
-        }
-        (work / "image.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        metadata = ImageMetadata(
+            variant=variant,
+            token=token,
+            recipe=recipe.name,
+            luks_format=tuple(variant.format_args),
+            payload_offset=offset,
+            partition_start=PARTITION_START,
+            disk_sha256=hashlib.sha256(disk.read_bytes()).hexdigest(),
+            kernel=kernel.name,
+        )
+        metadata.dump(work / "image.json")
         for name in ("disk.img", "image.json", "passphrase"):
             os.replace(work / name, out / name)
-        return Image(out / "disk.img", out / "passphrase", token, variant, metadata)
+        return Image(out / "disk.img", out / "passphrase", metadata)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -365,13 +438,14 @@ def parse_variant(text: str) -> LuksVariant:
         raise ConfigError(f"--luks {text!r} is not one of {choices}.") from err
 
 
-def load(directory: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """(disk, passphrase file, metadata) of an image directory made by build_image."""
+def load(directory: Path) -> Image:
+    """The image in *directory*, made by :func:`build_image`.
+
+    Raises:
+        ConfigError: *directory* holds no image.json.
+        InputError: its image.json breaks the format (the message names the field).
+    """
     meta_path = directory / "image.json"
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except FileNotFoundError as err:
-        raise ConfigError(
-            f"{directory} holds no image.json.", hint="./inv build-image first"
-        ) from err
-    return directory / "disk.img", directory / "passphrase", metadata
+    if not meta_path.is_file():
+        raise ConfigError(f"{directory} holds no image.json.", hint="./inv build-image first")
+    return Image(directory / "disk.img", directory / "passphrase", ImageMetadata.load(meta_path))

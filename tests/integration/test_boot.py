@@ -44,9 +44,9 @@ def images() -> matrix.Images:
 def test_images_are_real_luks(images: matrix.Images, tmp_path: Path) -> None:
     for (_, variant), img in [*images.owner.items(), ((None, matrix.HOST_VARIANT), images.host)]:
         assert stat.S_IMODE(img.passphrase_file.stat().st_mode) == 0o600
-        assert img.metadata["luks"] == variant.value
+        assert img.metadata.variant == variant.value
         part = tmp_path / f"{variant}.luks"
-        start = img.metadata["partition_start"]
+        start = img.metadata.partition_start
         with open(img.disk, "rb") as src:
             src.seek(start)
             part.write_bytes(src.read())
@@ -62,7 +62,7 @@ def test_images_are_real_luks(images: matrix.Images, tmp_path: Path) -> None:
         )
         key = volume_key(part, img.passphrase_file, tmp_path)
         offset = payload_offset(part)
-        assert offset == img.metadata["payload_offset"]
+        assert offset == img.metadata.payload_offset
         with open(part, "rb") as f:
             f.seek(offset)
             head = xts.decrypt(key, f.read(4096))

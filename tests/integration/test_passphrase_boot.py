@@ -57,7 +57,7 @@ def test_passwordless_boot_from_a_passphrase_file(
     assert img.passphrase_file.read_bytes() == held
     part = tmp_path / "part.luks"
     with open(img.disk, "rb") as disk:
-        disk.seek(img.metadata["partition_start"])
+        disk.seek(img.metadata.partition_start)
         part.write_bytes(disk.read())
     # cryptsetup takes a key file whole: the user's file, line end and all, is not the key.
     raw = run.run(

@@ -20,8 +20,9 @@ from harness.components.workspace import Workspace
 from harness.config import resolve
 from harness.errors import InputError
 from harness.flows import patchcheck
-from harness.flows.patchcheck import Check, Outcome
+from harness.flows.patchcheck import Check
 from harness.upstream import patchset
+from harness.verdict import Verdict
 from tests.conftest import ROOT, workspace
 
 pytestmark = [
@@ -72,8 +73,8 @@ def test_our_grub_series_passes(ws_root: Path, tmp_path: Path) -> None:
     checks = check(ws_root, root, "grub")
     # Four checks per patch, then GRUB's unit tests, which run with --quick too.
     patches = len(patchset.read_series(root / "grub"))
-    ran = [c.outcome for c in checks if c.outcome is not Outcome.SKIP]
-    assert ran == [Outcome.PASS] * (4 * patches + len(registry.get("grub").unit_tests))
+    ran = [c.outcome for c in checks if c.outcome is not Verdict.SKIPPED]
+    assert ran == [Verdict.PASSED] * (4 * patches + len(registry.get("grub").unit_tests))
     assert {c.name for c in checks} == {
         "signed-off-by",
         "subject",
@@ -84,7 +85,7 @@ def test_our_grub_series_passes(ws_root: Path, tmp_path: Path) -> None:
         "boot",
     }
     unit = by_name(checks)["unit-test"]
-    assert unit.subject == "efisecret_test" and unit.outcome is Outcome.PASS
+    assert unit.subject == "efisecret_test" and unit.outcome is Verdict.PASSED
 
 
 def test_a_broken_parser_fails_its_unit_test(ws_root: Path, tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_a_broken_parser_fails_its_unit_test(ws_root: Path, tmp_path: Path) -> N
     unit = by_name(checks)["unit-test"]
     assert unit.failed and unit.subject == "efisecret_test"
     assert "two passphrase entries: accepted" in unit.reason
-    assert by_name(checks)["build"].outcome is Outcome.SKIP
+    assert by_name(checks)["build"].outcome is Verdict.SKIPPED
     assert "efisecret_test failed unit-test" in by_name(checks)["build"].reason
 
 
@@ -112,7 +113,7 @@ def test_a_hunk_that_no_longer_applies(ws_root: Path, tmp_path: Path) -> None:
     applies = checks["applies"]
     assert applies.failed and applies.subject == GRUB_PATCH
     assert "patch failed: grub-core/Makefile.core.def" in applies.reason
-    assert checks["build"].outcome is Outcome.SKIP
+    assert checks["build"].outcome is Verdict.SKIPPED
     assert f"{GRUB_PATCH} failed applies" in checks["build"].reason
 
 
@@ -125,7 +126,7 @@ def test_a_patch_without_signed_off_by(ws_root: Path, tmp_path: Path) -> None:
     assert dco.failed and dco.subject == GRUB_PATCH
     assert dco.reason == "no Signed-off-by line (DCO)"
     assert not checks["applies"].failed  # the rest is still checked
-    assert checks["build"].outcome is Outcome.SKIP
+    assert checks["build"].outcome is Verdict.SKIPPED
 
 
 def test_a_signed_off_by_from_someone_else(ws_root: Path, tmp_path: Path) -> None:
@@ -272,9 +273,9 @@ def test_check_against_a_local_tree(ws_root: Path, tmp_path: Path) -> None:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     checks = by_name(patchcheck.run_checks("grub", ws, local_tree=tree, quick=True))
-    assert checks["applies"].outcome is Outcome.PASS
+    assert checks["applies"].outcome is Verdict.PASSED
     assert checks["applies"].reason == f"on {tree}"
-    assert checks["unit-test"].outcome is Outcome.PASS  # built from the local tree
+    assert checks["unit-test"].outcome is Verdict.PASSED  # built from the local tree
     # The same tree with the hunk's context changed no longer takes the patch.
     makefile = tree / "grub-core" / "Makefile.core.def"
     makefile.write_text(makefile.read_text().replace("module = {\n", "module = {  \n"))

@@ -23,6 +23,7 @@ FLOORS = {
     "records": 1,
     "passphrase": 2,
     "config": 2,
+    "verdict": 2,
     "cli": 2,
     "host": 3,
     "upstream": 3,

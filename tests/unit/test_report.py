@@ -7,12 +7,14 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from harness.flows import report
+from harness.flows.results import Changes, Night, Published
 
 
 def results(**changes: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "schema": report.SCHEMA,
         "started": "2026-11-27T01:00:00Z",
+        "finished": "2026-11-27T02:00:00Z",
         "upstream": "pinned",
         "verdict": "pass",
         "infrastructure_error": None,
@@ -45,33 +47,37 @@ def fail(res: dict[str, Any], index: int, output: str = "kernel panic <&>") -> d
     return res
 
 
+def load(res: dict[str, Any]) -> Night:
+    return Night.from_json(res)
+
+
 def test_a_first_run_has_nothing_to_compare() -> None:
-    changes = report.compare(None, results())
+    changes = report.compare(None, load(results()))
     assert changes.previous is None and not changes.none
     assert changes.lines() == ["first run: nothing to compare with"]
 
 
 def test_the_same_results_twice_is_no_change() -> None:
-    changes = report.compare(results(), results(started="2026-11-28T01:00:00Z"))
+    changes = report.compare(load(results()), load(results(started="2026-11-28T01:00:00Z")))
     assert changes.none
     assert changes.lines() == ["no change since the run of 2026-11-27T01:00:00Z"]
 
 
 def test_newly_failing_and_newly_passing() -> None:
     good, bad = results(), fail(results(), 1)
-    forward = report.compare(good, bad)
+    forward = report.compare(load(good), load(bad))
     assert forward.newly_failing == ["boot/passwordless-luks1"] and not forward.none
-    back = report.compare(bad, good)
+    back = report.compare(load(bad), load(good))
     assert back.newly_passing == ["boot/passwordless-luks1"] and not back.newly_failing
     # failing two nights running is a failure, but not a new one
-    assert report.compare(bad, bad).none
+    assert report.compare(load(bad), load(bad)).none
 
 
 def test_digest_and_upstream_moves_are_changes() -> None:
     moved = results()
     moved["firmware"] = {**moved["firmware"], "sev_launch_digest": "ff" * 32}
     moved["components"]["grub"] = {**moved["components"]["grub"], "version": "2.16"}
-    changes = report.compare(results(), moved)
+    changes = report.compare(load(results()), load(moved))
     assert changes.digest == ("dd" * 32, "ff" * 32)
     assert changes.upstream == {"grub": ("2.14", "2.16")}
     assert any(line.startswith("upstream moved: grub 2.14 -> 2.16") for line in changes.lines())
@@ -80,12 +86,12 @@ def test_digest_and_upstream_moves_are_changes() -> None:
 def test_cases_that_appear_or_go_are_reported() -> None:
     fewer = results()
     fewer["cases"] = fewer["cases"][:1]
-    assert report.compare(results(), fewer).gone_cases == ["boot/passwordless-luks1"]
-    assert report.compare(fewer, results()).new_cases == ["boot/passwordless-luks1"]
+    assert report.compare(load(results()), load(fewer)).gone_cases == ["boot/passwordless-luks1"]
+    assert report.compare(load(fewer), load(results())).new_cases == ["boot/passwordless-luks1"]
 
 
 def test_junit_has_a_testcase_per_case_and_failures_carry_the_tail() -> None:
-    root = ET.fromstring(report.junit(fail(results(), 1)))
+    root = ET.fromstring(report.junit(load(fail(results(), 1))))
     assert root.tag == "testsuites" and root.get("tests") == "2" and root.get("failures") == "1"
     cases = root.findall("./testsuite/testcase")
     assert [c.get("name") for c in cases] == ["grub: series applies", "passwordless-luks1"]
@@ -97,7 +103,7 @@ def test_junit_has_a_testcase_per_case_and_failures_carry_the_tail() -> None:
 
 
 def test_the_page_escapes_what_it_shows() -> None:
-    page = report.page(fail(results(verdict="fail"), 1))
+    page = report.page(Published(load(fail(results(verdict="fail"), 1)), Changes(None)))
     assert "guest did &lt;b&gt;not&lt;/b&gt; boot" in page
     assert "kernel panic &lt;&amp;&gt;" in page
     assert 'href="transcripts/passwordless-luks1.log"' in page
@@ -106,7 +112,7 @@ def test_the_page_escapes_what_it_shows() -> None:
 
 def test_an_incomplete_run_says_why() -> None:
     res = results(verdict="infrastructure", infrastructure_error="Docker is not running.")
-    assert report.summary(res).endswith("the run could not complete: Docker is not running.")
+    assert report.summary(load(res)).endswith("the run could not complete: Docker is not running.")
 
 
 def test_a_changed_series_is_a_change() -> None:
@@ -119,9 +125,9 @@ def test_a_changed_series_is_a_change() -> None:
             {"file": "0002-y.patch", "sha256": "dd" * 32},
         ],
     }
-    changes = report.compare(results(), changed)
+    changes = report.compare(load(results()), load(changed))
     assert changes.series == {"grub": "added 0002-y.patch; changed 0001-x.patch"}
     assert "series changed: grub: added 0002-y.patch; changed 0001-x.patch" in changes.lines()
-    assert report.compare(changed, results()).series == {
+    assert report.compare(load(changed), load(results())).series == {
         "grub": "changed 0001-x.patch; removed 0002-y.patch"
     }
