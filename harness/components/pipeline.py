@@ -251,10 +251,17 @@ class Plan:
 
 
 def plan(
-    spec: Spec[Any], ws: Workspace, builder: containers.BuilderImage, request: Request
+    spec: Spec[Any],
+    ws: Workspace,
+    builder: containers.BuilderImage,
+    request: Request,
+    builders: Callable[[str], containers.BuilderImage] | None = None,
 ) -> Plan:
-    """The inputs and cache key of building *spec* for *request*."""
-    deps = [plan(d, ws, builder_image(d.builder, ws), request) for d in spec.depends]
+    """The inputs and cache key of building *spec* for *request* in *builder*; the
+    builder images of what it is built with come from *builders* (default: made or
+    found in Docker)."""
+    builders = builders or (lambda name: builder_image(name, ws))
+    deps = [plan(d, ws, builders(d.builder), request, builders) for d in spec.depends]
     tree = request.trees.get(spec.name)
     inputs = {
         "component": ws.component(spec.name).inputs(),

@@ -8,8 +8,11 @@ Adding a component: its ``patches/<name>/`` (pin, series, licence), a Dockerfile
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
 
+from harness import records
 from harness.components import grub, ovmf, qemu
 from harness.components.pipeline import Role, Spec
 from harness.config import QemuChoice
@@ -49,3 +52,34 @@ def for_boots(qemu_choice: QemuChoice) -> tuple[Spec[Any], ...]:
     return tuple(
         s for s in COMPONENTS if s.role is not Role.EMULATOR or qemu_choice is QemuChoice.BUILT
     )
+
+
+#: The JSON Schemas of the manifests, derived from their dataclasses.
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+def manifest_schema(spec: Spec[Any]) -> dict[str, Any]:
+    """The JSON Schema of *spec*'s ``manifest.json``."""
+    (name,) = get_args(get_type_hints(spec.manifest_type)["schema"])
+    schema: dict[str, Any] = records.schema(
+        spec.manifest_type,
+        f"https://harness.invalid/schemas/{spec.name}-manifest.schema.json",
+        f"{spec.name} build manifest ({name})",
+    )
+    return schema
+
+
+def write_schemas() -> list[Path]:
+    """Write ``schemas/<component>-manifest.schema.json`` for every component (run after
+    changing a manifest: ``.venv/bin/python -m harness.components.registry``)."""
+    written = []
+    for spec in COMPONENTS:
+        path = SCHEMAS / f"{spec.name}-manifest.schema.json"
+        path.write_text(json.dumps(manifest_schema(spec), indent=2) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written in write_schemas():
+        print(f"wrote {written}")

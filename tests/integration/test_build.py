@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from uuid import UUID
 
+import jsonschema
 import pytest
 
-from harness.components import ovmf
+from harness.components import ovmf, registry
 from harness.components.workspace import Workspace
 from harness.errors import PatchError
 from harness.firmware.fv import SectionType, find_volumes
@@ -28,6 +29,8 @@ from harness.inspection import describe
 from tests.conftest import ROOT, workspace
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+SCHEMA_OVMF = registry.SCHEMAS / "ovmf-manifest.schema.json"
+SCHEMA_GRUB = registry.SCHEMAS / "grub-manifest.schema.json"
 
 
 def harness_containers(ws: Workspace) -> list[str]:
@@ -58,21 +61,26 @@ def test_cold_build_produces_firmware_with_our_grub(
     assert grub is not None and grub["pe"]["ok"]
     assert "efisecret" in [m["name"] for m in grub["modules"]]
     manifest = json.loads((ovmf.firmware(result).parent / "manifest.json").read_text())
+    jsonschema.validate(manifest, json.loads(SCHEMA_OVMF.read_text()))
     assert manifest["output"]["sha256"] == report["sha256"]
     assert manifest["output"]["sev_launch_digest"] == report["sev_launch_digest"]
-    assert manifest["inputs"]["edk2"]["sha256"] == ws.component("ovmf").pin.sha256
-    for name, comp in (("edk2", "ovmf"), ("grub", "grub")):
+    assert manifest["inputs"]["sources"]["ovmf"]["sha256"] == ws.component("ovmf").pin.sha256
+    for comp in ("ovmf", "grub"):
         pin = ws.component(comp).pin
-        assert pin.commit and manifest["inputs"][name]["commit"] == pin.commit
+        assert pin.commit and manifest["inputs"]["sources"][comp]["commit"] == pin.commit
         # The private workspace shares the download cache: archives checked by sha256.
-        assert manifest["inputs"]["sources"][name] == {
+        assert manifest["inputs"]["provenance"][comp] == {
             "route": "download cache",
             "sha256": pin.sha256,
             "commit": None,
         }
-    assert [p["file"] for p in manifest["inputs"]["grub"]["patches"]] == [
+    assert [p["file"] for p in manifest["inputs"]["sources"]["grub"]["patches"]] == [
         p.path.name for p in ws.component("grub").patches
     ]
+    grub_manifest = json.loads((ws.root / "grub" / "manifest.json").read_text())
+    jsonschema.validate(grub_manifest, json.loads(SCHEMA_GRUB.read_text()))
+    assert grub_manifest["output"]["unit_tests"] == {"efisecret_test": "PASS"}
+    assert "efisecret" in grub_manifest["output"]["modules"]
     assert any("gcc" in line for line in manifest["inputs"]["toolchain"])
     assert (ws.root / "grub" / "bin" / "grub-mkimage").is_file()
     assert os.stat(ovmf.firmware(result)).st_uid == os.getuid()

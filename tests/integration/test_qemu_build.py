@@ -9,15 +9,17 @@ again; the pin's build stays cached for later runs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from harness import run
 from harness.boots import scenarios
-from harness.components import ovmf
+from harness.components import ovmf, registry
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import Request, builder_image, plan
 from harness.components.trees import prepare_tree
@@ -56,7 +58,9 @@ def test_build_of_the_pin_runs_and_is_cached(built: qemu_build.QemuBuild) -> Non
     assert manifest.output.version == "10.0.13"
     assert manifest.inputs.sources["qemu"].patches == ()
     assert "kvmvapic.bin" in manifest.output.option_roms
-    assert (OUT / "qemu" / "manifest.json").is_file()
+    published_manifest = json.loads((OUT / "qemu" / "manifest.json").read_text())
+    schema = json.loads((registry.SCHEMAS / "qemu-manifest.schema.json").read_text())
+    jsonschema.validate(published_manifest, schema)
     again = qemu_build.build_qemu(Workspace(OUT))
     assert again.cached and again.manifest == manifest
 
