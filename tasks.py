@@ -11,6 +11,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from harness.cli import entry
+from harness.config import DEFAULT_BASE
 from harness.errors import ConfigError, PrerequisiteError
 
 
@@ -86,7 +87,7 @@ COMMON_HELP = {
     "(default out/, or $HARNESS_WORKSPACE)",
     "upstream": "pinned (default) or head: the newest upstream versions Debian has",
     "qemu": "system (qemu-system-x86_64 on PATH, the default) or built (./inv build-qemu)",
-    "base": "Docker image the builder images start FROM (default debian:bookworm)",
+    "base": f"Docker image the builder images start FROM (default {DEFAULT_BASE})",
 }
 BUILD_HELP = {
     "tree_edk2": "build this local edk2 tree instead of the pin",
