@@ -201,3 +201,34 @@ def test_config_resolves_once_with_one_meaning_per_option(tmp_path: Path) -> Non
         resolve(env={"HARNESS_ACCEL": "hvf"})
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.base = "x"  # type: ignore[misc]
+
+
+def test_a_cached_build_with_an_older_manifest_is_built_again(tmp_path: Path) -> None:
+    from harness.components.pipeline import _cached_manifest
+
+    entry = tmp_path / "ovmf-0123"
+    entry.mkdir()
+    assert _cached_manifest(ovmf.SPEC, entry) is None  # no manifest at all (GRUB before)
+    old = {"schema": "harness-ovmf-manifest/1", "output": {}, "inputs": {}}
+    (entry / "manifest.json").write_text(json.dumps(old))
+    assert _cached_manifest(ovmf.SPEC, entry) is None
+    (entry / "manifest.json").write_text(json.dumps(records.dump(sample_ovmf())))
+    assert _cached_manifest(ovmf.SPEC, entry) == sample_ovmf()
+
+
+def test_publishing_replaces_the_directory_with_what_the_component_shows(tmp_path: Path) -> None:
+    from harness.components.pipeline import _publish
+
+    entry = tmp_path / "entry"
+    (entry / "opt" / "qemu" / "bin").mkdir(parents=True)
+    (entry / "opt" / "qemu" / "bin" / "qemu-system-x86_64").write_text("binary")
+    (entry / "manifest.json").write_text("{}")
+    (entry / "toolchain.txt").write_text("gcc")  # not published
+    dest = tmp_path / "ws" / "qemu"
+    dest.mkdir(parents=True)
+    (dest / "stale").write_text("from the last build")
+    assert _publish(qemu.SPEC, entry, dest) == dest
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == [
+        "bin", "bin/qemu-system-x86_64", "manifest.json",
+    ]  # fmt: skip
+    assert not (tmp_path / "ws" / "qemu.new").exists()
