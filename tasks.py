@@ -101,6 +101,41 @@ def _build_help(*names: str) -> dict[str, str]:
     return {k: BUILD_HELP[k] for k in (*names, "series", "workspace", "upstream", "base")}
 
 
+def _components() -> str:
+    """The components, as their data under patches/ names them (cheap: no imports)."""
+    from harness.config import PATCHES
+
+    names = sorted(p.name for p in PATCHES.iterdir() if (p / "upstream.toml").is_file())
+    return ", ".join(names)
+
+
+COMPONENT_HELP = f"the component: {_components()}"
+
+
+@task(
+    name="build",
+    positional=["component"],
+    help={"component": COMPONENT_HELP, "tree": "build this local tree instead of the pin",
+          **_build_help()},
+)  # fmt: skip
+@entry
+def build_any(
+    c: Context,
+    component: str,
+    tree: str = "",
+    series: bool = True,
+    workspace: str = "",
+    upstream: str = "",
+    base: str = "",
+) -> None:
+    """Build any component of the registry into <workspace>/<component>."""
+    from harness.flows import builds
+
+    cfg = _config(workspace=workspace, upstream=upstream, base=base)
+    trees = {component: tree} if tree else {}
+    print(builds.render(builds.build_component(cfg, component, trees, apply=series)))
+
+
 @task(positional=[], help=_build_help("tree_grub"))
 @entry
 def build_grub(
@@ -438,7 +473,6 @@ for t in (digest, verify, secret, keys):
     sev.add_task(t)
 
 patches = Collection("patches")
-COMPONENT_HELP = "grub, ovmf or qemu"
 
 
 def _print_checks(checks: list[Any]) -> None:
@@ -608,6 +642,7 @@ ns = Collection(
     doctor,
     inspect,
     test,
+    build_any,
     build_grub,
     build_ovmf,
     build_qemu,

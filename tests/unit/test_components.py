@@ -49,6 +49,9 @@ def test_every_component_has_its_data_and_comes_after_what_it_is_built_with() ->
         assert spec.name in MANIFESTS
         seen.append(spec.name)
     assert len(set(seen)) == len(seen)
+    # ... and every pin under patches/ is a component (./inv build takes its names there).
+    pinned = {p.parent.name for p in (ROOT / "patches").glob("*/upstream.toml")}
+    assert pinned == set(seen)
     assert (BUILDERS / f"Dockerfile.{registry.TOOLS_BUILDER}").is_file()
     assert registry.with_role(Role.FIRMWARE) is ovmf.SPEC
     assert registry.with_role(Role.EMULATOR) is qemu.SPEC
