@@ -72,6 +72,7 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
     argv += ["-m", m] if m else []
     argv += ["-k", k] if k else []
     argv += ["-n", str(jobs)] if jobs else []
+    argv += [] if m == "unit" else ["--durations=25"]  # where a cold run spends its time
     proc = run.run(argv, check=False, capture=False)
     if proc.returncode:
         from invoke.exceptions import Exit
