@@ -450,9 +450,12 @@ def _archive(path: Path, pin: Pin, route: Route) -> Fetched:
 
 
 def unpack(fetched: Fetched, dest: Path) -> None:
-    """Unpack the archive (or copy the checkout) so that *dest* is the source root.
+    """Unpack the archive (or copy the checkout) so that *dest*, absent or empty, is the
+    source root.
 
-    The archive's single top-level directory is stripped.
+    The archive's single top-level directory becomes *dest*: it is unpacked beside
+    *dest* and renamed, so the archive is decompressed once (listing it first to check
+    its shape would decompress it twice).
 
     Raises:
         InputError: the archive does not have exactly one top-level directory.
@@ -463,14 +466,16 @@ def unpack(fetched: Fetched, dest: Path) -> None:
         shutil.rmtree(dest / ".git", ignore_errors=True)
         return
     assert fetched.archive is not None
-    tops = {
-        line.split("/", 1)[0]
-        for line in run.run(["tar", "-tf", str(fetched.archive)]).stdout.decode().splitlines()
-        if line.strip()
-    }
-    if len(tops) != 1:
-        raise InputError(f"{fetched.archive.name} does not unpack into one directory.")
-    run.run(["tar", "-xf", str(fetched.archive), "-C", str(dest), "--strip-components=1"])
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-unpack-", dir=dest.parent))
+    try:
+        run.run(["tar", "-xf", str(fetched.archive), "-C", str(staging)])
+        tops = list(staging.iterdir())
+        if len(tops) != 1 or not tops[0].is_dir() or tops[0].is_symlink():
+            raise InputError(f"{fetched.archive.name} does not unpack into one directory.")
+        tops[0].chmod(dest.stat().st_mode)
+        os.replace(tops[0], dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def apply_quirks(pin: Pin, tree: Path) -> list[str]:

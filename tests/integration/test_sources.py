@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ChecksumError, InfrastructureError, PatchError
+from harness.errors import ChecksumError, InfrastructureError, InputError, PatchError
 from harness.upstream import patchset, sources
 
 pytestmark = pytest.mark.tools
@@ -227,3 +227,27 @@ def test_local_tree_with_and_without_the_series(tmp_path: Path) -> None:
     assert "return 0;" in (repo / "src" / "main.c").read_text()  # the author's tree is untouched
     plain = prepare_tree(comp, ws, "unused", local_tree=repo, apply=False)
     assert "return 0;" in (plain.path / "src" / "main.c").read_text()
+
+
+def test_archive_of_two_directories_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    tarball = tmp_path / "two.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        tar.add(tmp_path / "a", arcname="a")
+        tar.add(tmp_path / "b", arcname="b")
+    tree = tmp_path / "tree"
+    with pytest.raises(InputError, match="one directory"):
+        sources.unpack(sources.Fetched(archive=tarball), tree)
+    assert list(tmp_path.glob(".tree-unpack-*")) == []
+
+
+def test_archive_top_directory_becomes_the_tree(tmp_path: Path) -> None:
+    _, tarball = make_upstream(tmp_path)
+    tree = tmp_path / "work" / "src"
+    tree.mkdir(parents=True)
+    mode = tree.stat().st_mode
+    sources.unpack(sources.Fetched(archive=tarball), tree)
+    assert sorted(p.name for p in tree.iterdir()) == ["README", "src"]
+    assert tree.stat().st_mode == mode
+    assert [p.name for p in tree.parent.iterdir()] == ["src"]
