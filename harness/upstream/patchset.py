@@ -93,7 +93,9 @@ def git(tree: Path, *args: str) -> str:
 def commit_base(tree: Path, label: str) -> str:
     """Make *tree* a git repository whose first commit is the pristine source."""
     run.run(["git", "init", "--quiet", str(tree)], env=GIT_ENV)
-    git(tree, "add", "--all", "--force")
+    # Objects stored without zlib: the edk2 base (39,000 files) is added in 5 s instead
+    # of 8 s, for 150 MB more in .git. Object ids, so the commit, are the same.
+    git(tree, "-c", "core.looseCompression=0", "add", "--all", "--force")
     git(tree, "commit", "--quiet", "--no-verify", "-m", label)
     git(tree, "tag", "-f", "harness-base")
     return git(tree, "rev-parse", "HEAD").strip()
