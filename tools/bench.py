@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import run
+from harness import run, timing
 from harness.components import ovmf, registry
 from harness.components.pipeline import builder_image
 from harness.components.workspace import Workspace
@@ -136,7 +136,8 @@ def build(cfg: Config, keep: bool = False) -> str:
     builder = builder_image(ovmf.SPEC.builder, ws)
 
     start = time.perf_counter()
-    ovmf.build_ovmf(ws)
+    with timing.recording() as stages:
+        ovmf.build_ovmf(ws)
     cold = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -172,11 +173,30 @@ def build(cfg: Config, keep: bool = False) -> str:
             "build-ovmf benchmark (GRUB 2.14 + edk2 2025.02 AmdSevX64 RELEASE, 2 cores)",
             f"{'step':44} {'seconds':>8} {'ratio':>8}",
             f"{'raw commands by hand, same container':44} {raw:8.1f} {1.0:8.2f}",
-            f"{'./inv build-ovmf, cold (target <= 1.10 x raw)':44} {cold:8.1f} {cold / raw:8.2f}",
+            f"{'./inv build-ovmf, cold (target <= 1.05 x raw)':44} {cold:8.1f} {cold / raw:8.2f}",
             f"{'warm rerun, from cache (target <= 3 s)':44} {warm:8.1f} {'':>8}",
             f"{'grub.cfg touched (target <= 0.15 x cold)':44} {touch:8.1f} {touch / cold:8.2f}",
+            "",
+            *stage_table(stages, cold, raw),
         ]
     )
+
+
+def stage_table(stages: timing.StageTimes, wall: float, raw: float) -> list[str]:
+    """Each stage of the cold build: its seconds, its share of the cold build's wall
+    time, and the same against the raw baseline. The stages run one after the other and
+    "the rest" (the wall time no stage covers) add up to the wall time; those that ran
+    alongside them in a worker thread are marked and overlap the others."""
+
+    def row(name: str, sec: float) -> str:
+        label = f"{name} (alongside)" if name in stages.alongside else name
+        return f"{label:44} {sec:8.1f} {sec / wall:8.1%} {sec / raw:8.3f}"
+
+    return [
+        f"{'stage of the cold build':44} {'seconds':>8} {'share':>8} {'x raw':>8}",
+        *(row(name, sec) for name, sec in stages.seconds.items()),
+        row("the rest (cache lookups, keys, threads)", wall - stages.in_line),
+    ]
 
 
 def _bare_boot(argv: list[str], passphrase: str | None, timeout: float = 120) -> float:

@@ -31,6 +31,7 @@ from harness.components.trees import SourceTree, prepare_tree, work_tree_provena
 from harness.components.workspace import BuildCache, Component, Workspace, digest
 from harness.errors import InputError
 from harness.host import containers
+from harness.timing import stage
 from harness.upstream.sources import Provenance, Quirk
 from harness.upstream.style import StyleChecker
 
@@ -292,7 +293,8 @@ def build(spec: Spec[M], ws: Workspace, request: Request | None = None) -> Built
 
 def _build(spec: Spec[M], ws: Workspace, request: Request) -> Built[M]:
     started = time.monotonic()
-    builder = builder_image(spec.builder, ws)
+    with stage("builder image"):
+        builder = builder_image(spec.builder, ws)
     the_plan = plan(spec, ws, builder, request)
     cache = BuildCache(ws.builds)
     hit = None if the_plan.local else cache.lookup(the_plan.entry_name)
@@ -317,13 +319,15 @@ def _build(spec: Spec[M], ws: Workspace, request: Request) -> Built[M]:
             finished = Finished(
                 out, inputs, the_plan.key, time.monotonic() - started, deps, request
             )
-            manifest = spec.manifest(finished)
-            (out / MANIFEST).write_text(json.dumps(records.dump(manifest), indent=2) + "\n")
+            with stage(f"{spec.name} manifest"):
+                manifest = spec.manifest(finished)
+                (out / MANIFEST).write_text(json.dumps(records.dump(manifest), indent=2) + "\n")
         hit = ws.builds / the_plan.entry_name
     else:
         log.info("%s: cached build %s", spec.name, the_plan.entry_name)
     assert hit is not None and manifest is not None
-    published = _publish(spec, hit, ws.published(spec.name))
+    with stage("publish"):
+        published = _publish(spec, hit, ws.published(spec.name))
     return Built(spec.name, hit, published, manifest, cached=tree is None)
 
 
@@ -452,15 +456,16 @@ def run_build(
         CommandError: the script failed (last lines and the log path in the message).
     """
     line = Progress(component, progress)
-    containers.run_logged(
-        image,
-        ["bash", "-c", script],
-        mounts=mounts,
-        env=env,
-        log_path=ws.log(component),
-        on_line=line,
-        what=f"{component} build",
-        labels=ws.labels,
-    )
+    with stage(f"{component} build"):
+        containers.run_logged(
+            image,
+            ["bash", "-c", script],
+            mounts=mounts,
+            env=env,
+            log_path=ws.log(component),
+            on_line=line,
+            what=f"{component} build",
+            labels=ws.labels,
+        )
     line.done()
     shutil.copy2(ws.log(component), out / "build.log")

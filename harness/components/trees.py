@@ -16,6 +16,7 @@ from harness.components.workspace import Component, Workspace
 from harness.config import PATCHES
 from harness.errors import InfrastructureError, InputError
 from harness.host import containers
+from harness.timing import stage
 from harness.upstream import patchset, sources
 
 log = logging.getLogger(__name__)
@@ -188,17 +189,23 @@ def prepare_tree(
         shutil.rmtree(work, ignore_errors=True)
         src.mkdir(parents=True)
         if local_tree is not None:
-            sources.unpack(sources.Fetched(checkout=local_tree, route="local tree"), src)
+            with stage(f"{component.name} unpack"):
+                sources.unpack(sources.Fetched(checkout=local_tree, route="local tree"), src)
             origin = f"local tree {local_tree}"
         else:
-            fetched = sources.fetch(component.pin, ws.downloads, debian_fetcher(builder))
+            with stage(f"{component.name} fetch"):
+                fetched = sources.fetch(component.pin, ws.downloads, debian_fetcher(builder))
             log.info("unpacking %s (%s)", component.pin.archive, fetched.route)
-            sources.unpack(fetched, src)
-            for line in sources.apply_quirks(component.pin, src):
-                log.info("quirk: %s", line)
+            with stage(f"{component.name} unpack"):
+                sources.unpack(fetched, src)
+                for line in sources.apply_quirks(component.pin, src):
+                    log.info("quirk: %s", line)
             origin = fetched.route
             provenance = fetched.provenance
-        base = patchset.commit_base(src, f"{component.pin.name} {component.pin.version} ({origin})")
+        with stage(f"{component.name} base commit"):
+            base = patchset.commit_base(
+                src, f"{component.pin.name} {component.pin.version} ({origin})"
+            )
         # The provenance rides along in the stamp, but is no part of the comparison:
         # the same pin is the same tree, whichever route delivered it.
         stamp.write_text(
@@ -208,10 +215,8 @@ def prepare_tree(
         base = patchset.git(src, "rev-parse", "harness-base").strip()
         origin = "work tree"
         provenance = sources.Provenance.from_json(have.get("provenance"))
-    if apply:
-        patchset.apply_series(src, list(component.patches))
-    else:
-        patchset.apply_series(src, [])
+    with stage(f"{component.name} git am"):
+        patchset.apply_series(src, list(component.patches) if apply else [])
     return SourceTree(src, base, origin, apply, provenance)
 
 

@@ -20,6 +20,7 @@ FLOORS = {
     "errors": 0,
     "run": 1,
     "files": 1,
+    "timing": 1,
     "records": 1,
     "passphrase": 2,
     "config": 2,
