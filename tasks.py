@@ -607,13 +607,17 @@ def bench_inspect(c: Context, runs: int = 10) -> None:
     print(bench_mod.inspect(_config(), runs))
 
 
-@task(positional=[], name="build", help={"keep": "keep the raw baseline's trees"})
+@task(
+    positional=[],
+    name="build",
+    help={"keep": "keep the raw baseline's trees", "runs": "cold builds beside raw ones"},
+)
 @entry
-def bench_build(c: Context, keep: bool = False) -> None:
+def bench_build(c: Context, keep: bool = False, runs: int = 3) -> None:
     """Cold build-ovmf, warm rerun and grub.cfg rebuild next to the raw build commands."""
     from tools import bench as bench_mod
 
-    print(bench_mod.build(_config(), keep))
+    print(bench_mod.build(_config(), keep, runs))
 
 
 @task(positional=[], name="boot", help={"runs": "boots per scenario and variant"})
