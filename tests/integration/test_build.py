@@ -28,7 +28,13 @@ from harness.host import engine
 from harness.inspection import describe
 from tests.conftest import ROOT, workspace
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.slow,
+    # A cold GRUB + OVMF build takes 7 minutes alone on two cores, longer beside another
+    # worker's builds.
+    pytest.mark.timeout(1800),
+]
 SCHEMA_OVMF = registry.SCHEMAS / "ovmf-manifest.schema.json"
 SCHEMA_GRUB = registry.SCHEMAS / "grub-manifest.schema.json"
 
@@ -200,7 +206,7 @@ def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
 def test_ctrl_c_mid_build_leaves_no_container_and_no_cache_entry(tmp_path: Path) -> None:
     ws = workspace(tmp_path / "out")
     proc = subprocess.Popen(
-        [str(ROOT / "inv"), "build-grub", "--out", str(ws.root)],
+        [str(ROOT / "inv"), "build-grub", "--workspace", str(ws.root)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
