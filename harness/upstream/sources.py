@@ -468,7 +468,9 @@ def unpack(fetched: Fetched, dest: Path) -> None:
     assert fetched.archive is not None
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-unpack-", dir=dest.parent))
     try:
-        run.run(["tar", "-xf", str(fetched.archive), "-C", str(staging)])
+        # As root, tar would give the files (and the top directory that becomes *dest*)
+        # the archive's owners, and git refuses a tree another user owns.
+        run.run(["tar", "-xf", str(fetched.archive), "--no-same-owner", "-C", str(staging)])
         tops = list(staging.iterdir())
         if len(tops) != 1 or not tops[0].is_dir() or tops[0].is_symlink():
             raise InputError(f"{fetched.archive.name} does not unpack into one directory.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -251,3 +252,25 @@ def test_archive_top_directory_becomes_the_tree(tmp_path: Path) -> None:
     assert sorted(p.name for p in tree.iterdir()) == ["README", "src"]
     assert tree.stat().st_mode == mode
     assert [p.name for p in tree.parent.iterdir()] == ["src"]
+
+
+def test_an_archive_of_another_owner_unpacks_as_ours(tmp_path: Path) -> None:
+    """Release tarballs carry their maker's uid (QEMU's: 1000). Unpacked by root as they
+    are, the tree would belong to that user and git would refuse it ("dubious
+    ownership"); the tree must be the unpacking user's, and a git repository."""
+    top = tmp_path / "pkg-1.0"
+    (top / "src").mkdir(parents=True)
+    (top / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    tarball = tmp_path / "pkg-1.0.tar.gz"
+
+    def foreign(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid, info.uname, info.gname = 4242, 4242, "maker", "maker"
+        return info
+
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(top, arcname=top.name, filter=foreign)
+    tree = tmp_path / "work" / "src"
+    sources.unpack(sources.Fetched(archive=tarball), tree)
+    owners = {p.stat().st_uid for p in [tree, *tree.rglob("*")]}
+    assert owners == {os.getuid()}
+    assert patchset.commit_base(tree, "pkg 1.0")
