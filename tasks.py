@@ -130,11 +130,7 @@ def build_any(
     base: str = "",
 ) -> None:
     """Build any component of the registry into <workspace>/<component>."""
-    from harness.flows import builds
-
-    cfg = _config(workspace=workspace, upstream=upstream, base=base)
-    trees = {component: tree} if tree else {}
-    print(builds.render(builds.build_component(cfg, component, trees, apply=series)))
+    _build(component, {component: tree}, series, workspace, upstream, base)
 
 
 @task(positional=[], help=_build_help("tree_grub"))
@@ -148,11 +144,7 @@ def build_grub(
     base: str = "",
 ) -> None:
     """Build GRUB (x86_64-efi) with patches/grub into <workspace>/grub."""
-    from harness.flows import builds
-
-    cfg = _config(workspace=workspace, upstream=upstream, base=base)
-    trees = {"grub": tree_grub} if tree_grub else {}
-    print(builds.render(builds.build_component(cfg, "grub", trees, apply=series)))
+    _build("grub", {"grub": tree_grub}, series, workspace, upstream, base)
 
 
 @task(positional=[], help={**_build_help("tree_edk2", "tree_grub"), "debug": "DEBUG build with "
@@ -169,11 +161,8 @@ def build_ovmf(
     base: str = "",
 ) -> None:
     """Build the AmdSev OVMF.fd with our GRUB inside: <workspace>/ovmf/OVMF.fd + manifest.json."""
-    from harness.flows import builds
-
-    cfg = _config(workspace=workspace, upstream=upstream, base=base)
-    trees = {k: v for k, v in (("ovmf", tree_edk2), ("grub", tree_grub)) if v}
-    print(builds.render(builds.build_component(cfg, "ovmf", trees, apply=series, debug=debug)))
+    trees = {"ovmf": tree_edk2, "grub": tree_grub}
+    _build("ovmf", trees, series, workspace, upstream, base, debug=debug)
 
 
 @task(positional=[], help=_build_help())
@@ -182,10 +171,25 @@ def build_qemu(
     c: Context, series: bool = True, workspace: str = "", upstream: str = "", base: str = ""
 ) -> None:
     """Build QEMU (x86_64-softmmu) with patches/qemu into <workspace>/qemu, for --qemu built."""
+    _build("qemu", {}, series, workspace, upstream, base)
+
+
+def _build(
+    component: str,
+    trees: dict[str, str],
+    series: bool,
+    workspace: str,
+    upstream: str,
+    base: str,
+    debug: bool = False,
+) -> None:
+    """What every build task does: resolve the configuration, build, say what was made.
+    *trees* maps components to local trees; empty paths are not given."""
     from harness.flows import builds
 
     cfg = _config(workspace=workspace, upstream=upstream, base=base)
-    print(builds.render(builds.build_component(cfg, "qemu", {}, apply=series)))
+    given = {name: path for name, path in trees.items() if path}
+    print(builds.render(builds.build_component(cfg, component, given, apply=series, debug=debug)))
 
 
 def _config(workspace: str = "", upstream: str = "", qemu: str = "", base: str = "") -> Any:
