@@ -1,7 +1,7 @@
 """Where a long task spends its time: named stages, timed and logged as they end.
 
 A stage is a ``with stage("edk2 unpack"):`` block. It always logs its wall time at
-INFO; when a caller (a benchmark) is :func:`recording`, the seconds also add up in that
+debug level; when a caller (a benchmark) is :func:`recording`, the seconds also add up in that
 caller's :class:`StageTimes`, so the pipeline reports without being handed a recorder
 through every call. A worker thread records into the same :class:`StageTimes` when it
 runs in a copy of the caller's context (:func:`contextvars.copy_context`).
@@ -63,13 +63,13 @@ def recording() -> Iterator[StageTimes]:
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Time the block as stage *name*: logged at INFO, recorded when someone records.
+    """Time the block as stage *name*: logged at debug level, recorded when someone records.
     A block that raises is recorded too (its time was spent all the same)."""
     start = time.perf_counter()
     try:
         yield
     finally:
         took = time.perf_counter() - start
-        log.info("%s: %.1f s", name, took)
+        log.debug("%s: %.1f s", name, took)
         if (times := _RECORDER.get()) is not None:
             times.add(name, took)
