@@ -29,7 +29,7 @@ def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
 
     checks = doctor_mod.ensure(fix=fix, probe=probe)
     print(doctor_mod.render(checks))
-    if not all(ch.ok for ch in checks):
+    if any(ch.fails for ch in checks):
         raise PrerequisiteError("Some prerequisites are missing (see above).")
 
 

@@ -18,7 +18,8 @@ import docker.errors
 from harness import run
 from harness.errors import CommandError, PrerequisiteError
 from harness.host import engine
-from harness.host.qemu import DEBIAN_OVMF, QEMU, pick_accelerator
+from harness.host.qemu import DEBIAN_OVMF, QEMU, parse_version, pick_accelerator, qemu_version
+from harness.host.sev import HostSev, LaunchMode, vmsa_model
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,21 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 
 @dataclass(frozen=True)
 class Check:
-    """One line of the doctor's report."""
+    """One line of the doctor's report.
+
+    Attributes:
+        required: the harness needs it; an optional feature the host lacks (SEV) is
+            reported but fails nothing.
+    """
 
     name: str
     ok: bool
     detail: str
+    required: bool = True
+
+    @property
+    def fails(self) -> bool:
+        return self.required and not self.ok
 
 
 def _can_apt() -> bool:
@@ -173,6 +184,34 @@ def ensure(fix: bool = True, probe: bool = True) -> list[Check]:
         checks.append(Check("docker engine", False, "dockerd is not installed"))
     if probe and not any(r.name in ("qemu", "ovmf") for r in missing):
         checks.append(accelerator_check(DEBIAN_OVMF))
+    return checks + sev_checks(HostSev.probe())
+
+
+def sev_checks(host: HostSev) -> list[Check]:
+    """What the host offers of SEV, SEV-ES and SNP, and why a mode is unavailable.
+
+    Optional: a host without SEV runs every scenario against the simulated element.
+    """
+    modes = [host.support(LaunchMode.SEV), host.support(LaunchMode.SEV_ES), host.snp()]
+    checks = [Check(m.mode, m.available, m.reason, required=False) for m in modes]
+    if host.kvm_amd:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(host.kvm_amd.items()))
+        checks.append(Check("kvm_amd", True, params, required=False))
+    model = "?"
+    try:
+        version = parse_version(qemu_version()) or "0"
+        model, why = vmsa_model(version, os.uname().release)
+    except (PrerequisiteError, CommandError) as err:
+        why = f"QEMU's version is unknown: {err.message}"
+    swap = "on" if host.debug_swap else "off"
+    checks.append(
+        Check(
+            "sev-es vmsa defaults",
+            True,
+            f"--vmsa-model {model} ({why}); --debug-swap {swap} (kvm_amd debug_swap)",
+            required=False,
+        )
+    )
     return checks
 
 
@@ -186,7 +225,13 @@ def accelerator_check(firmware: Path) -> Check:
 
 
 def render(checks: list[Check]) -> str:
-    return "\n".join(f"{'ok' if c.ok else 'MISSING':8} {c.name:24} {c.detail}" for c in checks)
+    return "\n".join(f"{_status(c):8} {c.name:24} {c.detail}" for c in checks)
+
+
+def _status(check: Check) -> str:
+    if check.ok:
+        return "ok"
+    return "MISSING" if check.required else "n/a"
 
 
 def require_all(fix: bool = True, probe: bool = True) -> list[Check]:
@@ -196,7 +241,7 @@ def require_all(fix: bool = True, probe: bool = True) -> list[Check]:
         PrerequisiteError: listing every failed check.
     """
     checks = ensure(fix=fix, probe=probe)
-    failed = [c for c in checks if not c.ok]
+    failed = [c for c in checks if c.fails]
     if failed:
         raise PrerequisiteError(
             "Host prerequisites are missing:\n" + render(failed),

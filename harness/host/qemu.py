@@ -23,9 +23,10 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness import run
-from harness.errors import InfrastructureError, PrerequisiteError
+from harness.errors import ConfigError, InfrastructureError, PrerequisiteError
 from harness.host import console as console_mod
 from harness.host.console import Console
+from harness.host.sev import SevGuestObject, start_refusal
 
 log = logging.getLogger(__name__)
 #: Debian's OVMF (package ovmf): the known-good firmware the accelerator probe boots.
@@ -116,11 +117,24 @@ def parse_version(line: str) -> str | None:
     return m.group(1) if m else None
 
 
-def base_argv(accel: Accel, firmware: Path, memory_mib: int, emulator: Qemu = SYSTEM) -> list[str]:
-    """q35 with *firmware* as -bios, no default devices, serial on stdio, no reboot."""
+def base_argv(
+    accel: Accel,
+    firmware: Path,
+    memory_mib: int,
+    emulator: Qemu = SYSTEM,
+    confidential: str | None = None,
+) -> list[str]:
+    """q35 with *firmware* as -bios, no default devices, serial on stdio, no reboot.
+
+    Args:
+        confidential: the id of a confidential-guest-support object (``sev-guest``).
+    """
+    machine = f"q35,accel={accel}"
+    if confidential:
+        machine += f",confidential-guest-support={confidential}"
     return [
         *emulator.command(),
-        "-machine", f"q35,accel={accel}",
+        "-machine", machine,
         "-m", str(memory_mib),
         "-bios", str(firmware),
         "-nodefaults",
@@ -239,6 +253,8 @@ class LaunchConfig:
         no_shutdown: keep QEMU (and guest memory) after the guest powers off.
         extra_disks: more virtio disks after the first (a hostile host's own).
         emulator: the QEMU binary that runs the guest.
+        sev: the sev-guest object of a launch on SEV hardware; QEMU then starts paused
+            (-S) and the owner's flow runs over QMP before ``cont``.
     """
 
     firmware: Path
@@ -250,10 +266,25 @@ class LaunchConfig:
     secret: tuple[Path, int] | None = None
     no_shutdown: bool = False
     emulator: Qemu = SYSTEM
+    sev: SevGuestObject | None = None
+
+    def __post_init__(self) -> None:
+        if self.sev is not None and self.secret is not None:
+            raise ConfigError(
+                "An SEV guest gets its secret from the secure element over QMP, not from "
+                "QEMU's loader."
+            )
 
     def argv(self) -> list[str]:
+        sev = self.sev
         argv = [
-            *base_argv(self.accel, self.firmware, self.memory_mib, self.emulator),
+            *base_argv(
+                self.accel,
+                self.firmware,
+                self.memory_mib,
+                self.emulator,
+                sev.object_id if sev else None,
+            ),
             "-drive", f"file={self.disk},if=virtio,format=raw,snapshot=on",
             *(
                 arg
@@ -262,6 +293,8 @@ class LaunchConfig:
             ),
             "-qmp", f"unix:{self.qmp},server=on,wait=off",
         ]  # fmt: skip
+        if sev is not None:
+            argv += [*sev.argv(), "-S"]
         if self.no_shutdown:
             argv.append("-no-shutdown")
         if self.secret is not None:
@@ -274,6 +307,8 @@ class LaunchConfig:
 QMP_CONNECT_TIMEOUT = 10.0
 #: Time a guest gets to quit on QMP before it is killed.
 QUIT_GRACE = 5.0
+#: QEMU that refuses a sev-guest exits within a second; read its last words for this long.
+REFUSAL_DRAIN = 5.0
 
 
 @dataclass
@@ -314,6 +349,12 @@ def running(
                     time.sleep(0.1)
             else:
                 time.sleep(0.05)
+        if qmp is None and cfg.sev is not None:
+            con.wait_exit(REFUSAL_DRAIN)
+            raise start_refusal(con.text()) or InfrastructureError(
+                "QEMU stopped before its QMP socket answered, so the SEV launch could not start.",
+                hint=f"its output is in {transcript}",
+            )
         yield Guest(con, qmp)
     finally:
         if qmp is not None:
