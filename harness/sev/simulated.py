@@ -12,6 +12,9 @@ computed here a second time, from the AMD SEV API and QEMU's ``target/i386/sev.c
 bug on either side then shows in every simulated boot instead of cancelling out. Its
 interface is the one QMP gives a host: LAUNCH_MEASURE comes back as base64, and
 LAUNCH_SECRET takes the packet header and payload as bytes.
+
+The platform around it (the PDH key pair, its certificate chain, LAUNCH_START with the
+owner's GODH certificate and session) is ``simplatform.py``, written on the same terms.
 """
 
 from __future__ import annotations
