@@ -296,3 +296,16 @@ def verify_chain(chain: PlatformChain, roots: Roots, generation: str = "auto") -
     _check_role("PDH", chain.pdh)
     links.append(_by_sev_key("PDH", chain.pdh, "PEK", chain.pek))
     return VerifiedChain(trusted.name, tuple(links), chain.pdh)
+
+
+def verify_directory(
+    directory: str | Path, generation: str = "auto", roots: Roots | None = None
+) -> VerifiedChain:
+    """Load a chain directory and verify it against *roots* (AMD's by default).
+
+    Raises:
+        InputError: a missing or malformed certificate.
+        ConfigError: an unknown generation.
+        VerificationError: a broken link.
+    """
+    return verify_chain(PlatformChain.load(directory), roots or Roots.amd(), generation)
