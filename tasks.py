@@ -474,7 +474,57 @@ def keys(c: Context, out: str) -> None:
     print(f"wrote {out}")
 
 
-for t in (digest, verify, secret, keys):
+GENERATION_HELP = "naples, rome, milan, genoa, or auto (the one whose ASK signs the CEK)"
+
+
+@task(
+    positional=[],
+    help={
+        "certs": "directory with pdh, pek, oca, cek.cert (and optionally ask, ark.cert)",
+        "generation": GENERATION_HELP,
+    },
+)
+@entry
+def chain(c: Context, certs: str, generation: str = "auto") -> None:
+    """Verify a platform's SEV certificate chain up to AMD's root key; exit 1 if broken."""
+    from harness.sev.chain import verify_directory
+
+    verified = verify_directory(certs, generation)
+    print(f"generation: {verified.generation}")
+    for link in verified.links:
+        print(link)
+
+
+@task(
+    positional=[],
+    help={
+        "certs": "the platform's chain directory (verified first)",
+        "generation": GENERATION_HELP,
+        "pdh": "a lone PDH certificate instead of a chain (needs --trust-pdh)",
+        "trust_pdh": "use --pdh without a chain: you got it over a channel you trust",
+        "policy": PLATFORM_HELP["policy"],
+        "out": "directory for godh.cert/.b64, session.bin/.b64 and tmp_tk.bin (0600)",
+    },
+)
+@entry
+def session(
+    c: Context,
+    policy: str,
+    out: str,
+    certs: str = "",
+    generation: str = "auto",
+    pdh: str = "",
+    trust_pdh: bool = False,
+) -> None:
+    """Open a LAUNCH_START session to the platform's PDH: GODH certificate, session, keys."""
+    from harness.sev.session import open_session
+
+    opened = open_session(certs or None, pdh or None, trust_pdh, generation, policy, out)
+    for line in opened.lines():
+        print(line)
+
+
+for t in (digest, verify, secret, keys, chain, session):
     sev.add_task(t)
 
 patches = Collection("patches")
