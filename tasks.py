@@ -336,6 +336,7 @@ VCPU_HELP = {
     "vcpu_stepping": "CPU stepping",
     "vmsa_model": "legacy (KVM_SEV_INIT; SEV-ES default) or init2 (KVM_SEV_INIT2; SNP)",
     "debug_swap": "KVM set SEV_FEATURES.DebugSwap in the VMSAs",
+    "no_debug_swap": "it did not (the default, stated)",
 }
 
 
@@ -364,6 +365,7 @@ def digest(
     vcpu_stepping: str = "",
     vmsa_model: str = "",
     debug_swap: bool = False,
+    no_debug_swap: bool = False,
 ) -> None:
     """Print the expected launch digest (hex) of a firmware (+ measured kernel); for
     seves and snp, followed by the vCPU and VMSA model it assumed."""
@@ -381,6 +383,7 @@ def digest(
         vcpu_stepping,
         vmsa_model,
         debug_swap,
+        no_debug_swap,
     )
     boot = owner.MeasuredBoot(
         firmware, kernel or None, initrd or None, append, raw, mode=launch, vcpus=cpus
@@ -425,6 +428,7 @@ def verify(
     vcpu_stepping: str = "",
     vmsa_model: str = "",
     debug_swap: bool = False,
+    no_debug_swap: bool = False,
 ) -> None:
     """Check a launch's policy and measurement against the firmware; exit 1 if refused.
     The policy's ES bit selects SEV-ES, whose digest covers the --vcpu* vCPUs."""
@@ -442,6 +446,7 @@ def verify(
         vcpu_stepping,
         vmsa_model,
         debug_swap,
+        no_debug_swap,
     )
     expected = owner.expected_launch(
         owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw, vcpus=cpus),
@@ -510,6 +515,7 @@ def secret(
     vcpu_stepping: str = "",
     vmsa_model: str = "",
     debug_swap: bool = False,
+    no_debug_swap: bool = False,
 ) -> None:
     """Verify the launch, then build the encrypted LAUNCH_SECRET packet with the passphrase.
     The policy's ES bit selects SEV-ES, whose digest covers the --vcpu* vCPUs."""
@@ -529,6 +535,7 @@ def secret(
             vcpu_stepping,
             vmsa_model,
             debug_swap,
+            no_debug_swap,
         )
         expected = owner.expected_launch(
             owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw, vcpus=cpus),

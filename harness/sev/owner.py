@@ -96,18 +96,22 @@ def vcpu_config(
     stepping: str = "",
     vmsa_model: str = "",
     debug_swap: bool = False,
+    no_debug_swap: bool = False,
 ) -> VcpuConfig:
     """The vCPUs as the --vcpu* options name them.
 
     The CPU is a QEMU model (--vcpu-type, default EPYC-v4), a raw CPUID signature
     (--vcpu-sig) or --vcpu-family/--vcpu-model/--vcpu-stepping, exactly one of them.
     The VMSA model defaults to legacy (KVM_SEV_INIT) for SEV-ES and to init2 for SNP,
-    which KVM always sets up with KVM_SEV_INIT2.
+    which KVM always sets up with KVM_SEV_INIT2. DebugSwap is off unless
+    --debug-swap; --no-debug-swap states the default.
 
     Raises:
         ConfigError: conflicting or incomplete CPU options, bad numbers, an unknown
-            type or VMSA model.
+            type or VMSA model, --debug-swap with --no-debug-swap.
     """
+    if debug_swap and no_debug_swap:
+        raise ConfigError("--debug-swap and --no-debug-swap contradict each other.")
     fms = {"--vcpu-family": family, "--vcpu-model": model, "--vcpu-stepping": stepping}
     given = [
         name

@@ -254,10 +254,11 @@ def test_vcpu_three_ways() -> None:
         ({"signature": "twelve"}, "vCPU signature 'twelve' is not a number"),
         ({"vmsa_model": "kvm"}, "'kvm' is not legacy or init2"),
         ({"count": 0}, "count must be 1-4096"),
+        ({"debug_swap": True, "no_debug_swap": True}, "contradict each other"),
     ],
 )
 def test_conflicting_vcpu_options_are_one_config_error(
-    options: dict[str, str | int], words: str
+    options: dict[str, str | int | bool], words: str
 ) -> None:
     with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
         vcpu_config(LaunchMode.SEV_ES, **options)  # type: ignore[arg-type]
