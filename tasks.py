@@ -327,9 +327,27 @@ PLATFORM_HELP = {
     "min_api": "refuse a platform older than SEV API MAJOR.MINOR",
     "min_build": "refuse a platform firmware build below N",
 }
+VCPU_HELP = {
+    "vcpus": "number of vCPUs (SEV-ES/SNP: one VMSA each; default 1)",
+    "vcpu_type": "QEMU CPU model, e.g. EPYC-v4 (the default), EPYC-Milan, EPYC-Genoa",
+    "vcpu_sig": "raw CPUID signature instead of a type (0x...)",
+    "vcpu_family": "CPU family instead of a type (with --vcpu-model and --vcpu-stepping)",
+    "vcpu_model": "CPU model number",
+    "vcpu_stepping": "CPU stepping",
+    "vmsa_model": "legacy (KVM_SEV_INIT; SEV-ES default) or init2 (KVM_SEV_INIT2; SNP)",
+    "debug_swap": "KVM set SEV_FEATURES.DebugSwap in the VMSAs",
+    "no_debug_swap": "it did not (the default, stated)",
+}
 
 
-@task(positional=[], help=MEASURED_BOOT_HELP)
+@task(
+    positional=[],
+    help={
+        **MEASURED_BOOT_HELP,
+        "mode": "sev (default), seves or snp (the SNP measurement, SHA-384)",
+        **VCPU_HELP,
+    },
+)
 @entry
 def digest(
     c: Context,
@@ -338,12 +356,40 @@ def digest(
     initrd: str = "",
     append: str | None = None,
     raw: bool = False,
+    mode: str = "sev",
+    vcpus: int = 1,
+    vcpu_type: str = "",
+    vcpu_sig: str = "",
+    vcpu_family: str = "",
+    vcpu_model: str = "",
+    vcpu_stepping: str = "",
+    vmsa_model: str = "",
+    debug_swap: bool = False,
+    no_debug_swap: bool = False,
 ) -> None:
-    """Print the expected SEV launch digest (hex) of a firmware (+ measured kernel)."""
+    """Print the expected launch digest (hex) of a firmware (+ measured kernel); for
+    seves and snp, followed by the vCPU and VMSA model it assumed."""
     from harness.sev import owner
+    from harness.sev.policy import LaunchMode
 
-    boot = owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw)
-    print(boot.digest().hex())
+    launch = LaunchMode.parse(mode)
+    cpus = owner.vcpu_config(
+        launch,
+        vcpus,
+        vcpu_type,
+        vcpu_sig,
+        vcpu_family,
+        vcpu_model,
+        vcpu_stepping,
+        vmsa_model,
+        debug_swap,
+        no_debug_swap,
+    )
+    boot = owner.MeasuredBoot(
+        firmware, kernel or None, initrd or None, append, raw, mode=launch, vcpus=cpus
+    )
+    note = boot.describe()
+    print(boot.digest().hex() + (f"  ({note})" if note else ""))
 
 
 @task(
@@ -354,6 +400,7 @@ def digest(
         "launch_measure": "base64 from QMP query-sev-launch-measure",
         "tik": "file with the 16-byte TIK",
         **PLATFORM_HELP,
+        **VCPU_HELP,
     },
 )
 @entry
@@ -373,18 +420,43 @@ def verify(
     allow_debug: bool = False,
     min_api: str = "",
     min_build: str = "",
+    vcpus: int = 1,
+    vcpu_type: str = "",
+    vcpu_sig: str = "",
+    vcpu_family: str = "",
+    vcpu_model: str = "",
+    vcpu_stepping: str = "",
+    vmsa_model: str = "",
+    debug_swap: bool = False,
+    no_debug_swap: bool = False,
 ) -> None:
-    """Check a launch's policy and measurement against the firmware; exit 1 if refused."""
+    """Check a launch's policy and measurement against the firmware; exit 1 if refused.
+    The policy's ES bit selects SEV-ES, whose digest covers the --vcpu* vCPUs."""
     from harness.sev import owner
+    from harness.sev.policy import LaunchMode
 
+    platform = owner.platform_info(api_major, api_minor, build, policy)
+    cpus = owner.vcpu_config(
+        LaunchMode.SEV_ES,
+        vcpus,
+        vcpu_type,
+        vcpu_sig,
+        vcpu_family,
+        vcpu_model,
+        vcpu_stepping,
+        vmsa_model,
+        debug_swap,
+        no_debug_swap,
+    )
     expected = owner.expected_launch(
-        owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw),
+        owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw, vcpus=cpus),
         None,
-        owner.platform_info(api_major, api_minor, build, policy),
+        platform,
         owner.launch_rules(allow_debug, min_api, min_build),
     )
     found = owner.verify(expected, launch_measure, tik)
-    print(f"measurement verified: launch digest {found.hex()}")
+    note = expected.boot.describe() if expected.boot else ""
+    print(f"measurement verified: launch digest {found.hex()}" + (f"  ({note})" if note else ""))
 
 
 @task(
@@ -406,6 +478,7 @@ def verify(
         "manifest": "verify against this build manifest's launch digest instead",
         **PLATFORM_HELP,
         "no_verify": "build the packet without checking the measurement (warns)",
+        **VCPU_HELP,
     },
 )
 @entry
@@ -434,15 +507,38 @@ def secret(
     min_api: str = "",
     min_build: str = "",
     no_verify: bool = False,
+    vcpus: int = 1,
+    vcpu_type: str = "",
+    vcpu_sig: str = "",
+    vcpu_family: str = "",
+    vcpu_model: str = "",
+    vcpu_stepping: str = "",
+    vmsa_model: str = "",
+    debug_swap: bool = False,
+    no_debug_swap: bool = False,
 ) -> None:
-    """Verify the launch, then build the encrypted LAUNCH_SECRET packet with the passphrase."""
+    """Verify the launch, then build the encrypted LAUNCH_SECRET packet with the passphrase.
+    The policy's ES bit selects SEV-ES, whose digest covers the --vcpu* vCPUs."""
     from harness.sev import owner
+    from harness.sev.policy import LaunchMode
 
     keys = owner.load_keys(tek or None, tik or None, tiktek or None)
     expected = None
     if not no_verify:
+        cpus = owner.vcpu_config(
+            LaunchMode.SEV_ES,
+            vcpus,
+            vcpu_type,
+            vcpu_sig,
+            vcpu_family,
+            vcpu_model,
+            vcpu_stepping,
+            vmsa_model,
+            debug_swap,
+            no_debug_swap,
+        )
         expected = owner.expected_launch(
-            owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw),
+            owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw, vcpus=cpus),
             manifest or None,
             owner.platform_info(api_major, api_minor, build, policy),
             owner.launch_rules(allow_debug, min_api, min_build),

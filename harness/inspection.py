@@ -23,10 +23,16 @@ from harness.firmware.guidtable import (
     parse_sev_metadata,
     parse_tdx_metadata,
 )
-from harness.sev.measure import launch_digest
+from harness.sev.measure import launch_digest, seves_launch_digest
+from harness.sev.snp import snp_launch_digest
+from harness.sev.vmsa import VcpuConfig, VmsaModel
 
 SCHEMA = "harness-inspect/1"
 Json = dict[str, Any]
+#: The vCPUs inspect assumes for the SEV-ES and SNP digests: one EPYC-v4, the VMSA
+#: model each mode gets by default (``./inv sev.digest`` takes others).
+SEVES_VCPUS = VcpuConfig()
+SNP_VCPUS = VcpuConfig(model=VmsaModel.INIT2)
 
 
 def describe(path: Path) -> Json:
@@ -51,11 +57,40 @@ def describe(path: Path) -> Json:
         "size": len(image),
         "sha256": hashlib.sha256(image).hexdigest(),
         "sev_launch_digest": launch_digest(image).hex(),
+        "sev_es_reset_eip": None if table is None else table.sev_es_reset_eip,
+        "seves_launch_digest": _vmsa_digest_json(image, table, SEVES_VCPUS, snp=False),
+        "snp_launch_digest": _vmsa_digest_json(image, table, SNP_VCPUS, snp=True),
         "guid_table": None if table is None else _table_json(image, table),
         "secret_area": _block_json(table.secret_block if table else None),
         "hash_table_area": _block_json(table.hash_table_block if table else None),
         "volumes": [_volume_json(v) for v in volumes],
         "grub": None if grub is None else _grub_json(grub),
+    }
+
+
+def _vmsa_digest_json(
+    image: bytes, table: GuidTable | None, vcpus: VcpuConfig, snp: bool
+) -> Json | None:
+    """The SEV-ES or SNP digest for *vcpus*, or None when the image cannot launch so
+    (no GUID table; for SNP no SEV metadata or not whole pages)."""
+    if table is None:
+        return None
+    if not snp:
+        digest = seves_launch_digest(image, vcpus)
+    elif parse_sev_metadata(image, table) is None:
+        return None
+    else:
+        try:
+            digest = snp_launch_digest(image, vcpus)
+        except FirmwareFormatError:  # metadata SNP cannot launch (odd sizes, unknown types)
+            return None
+    return {
+        "digest": digest.hex(),
+        "vcpus": vcpus.count,
+        "vcpu_type": vcpus.type_name,
+        "vcpu_signature": vcpus.signature.value,
+        "vmsa_model": vcpus.model.value,
+        "sev_features": int(vcpus.sev_features(snp)),
     }
 
 
@@ -74,7 +109,8 @@ def _entry_json(entry: GuidTableEntry) -> Json:
         value = struct.unpack_from("<I", entry.data)[0]
         decoded = {"ip": value & 0xFFFF, "cs_base": value & 0xFFFF0000}
     elif (
-        entry.guid in (guids.SEV_METADATA_OFFSET, guids.TDX_METADATA_OFFSET)
+        entry.guid
+        in (guids.SEV_METADATA_OFFSET, guids.TDX_METADATA_OFFSET, guids.IGVM_METADATA_OFFSET)
         and len(entry.data) >= 4
     ):
         decoded = {"offset_from_end": struct.unpack_from("<I", entry.data)[0]}
@@ -197,6 +233,7 @@ def render_text(report: Json) -> str:
         f"  sha256             {report['sha256']}",
         f"  SEV launch digest  {report['sev_launch_digest']}  (firmware only, no kernel hashes)",
     ]
+    out += _vmsa_text(report)
     secret = report["secret_area"]
     if secret is None:
         out.append(
@@ -219,6 +256,31 @@ def render_text(report: Json) -> str:
     out.append("")
     out += _grub_text(report["grub"])
     return "\n".join(out) + "\n"
+
+
+def _vmsa_text(report: Json) -> list[str]:
+    eip = report["sev_es_reset_eip"]
+    out = [
+        "  SEV-ES AP reset    none: no SEV-ES reset block, one vCPU at most"
+        if eip is None
+        else f"  SEV-ES AP reset    EIP {eip:#x} "
+        f"(CS base {eip & 0xFFFF0000:#x}, IP {eip & 0xFFFF:#06x})"
+    ]
+    for key, label in (
+        ("seves_launch_digest", "SEV-ES digest"),
+        ("snp_launch_digest", "SNP digest"),
+    ):
+        found = report[key]
+        if found is None:
+            out.append(f"  {label:18} none: not an image that launches this way")
+            continue
+        plural = "s" if found["vcpus"] > 1 else ""
+        out.append(f"  {label:18} {found['digest']}")
+        out.append(
+            f"  {'':18} ({found['vcpus']} vCPU{plural} {found['vcpu_type']}, VMSA "
+            f"{found['vmsa_model']}, sev_features {found['sev_features']:#x}, no kernel hashes)"
+        )
+    return out
 
 
 def _table_text(table: Json | None) -> list[str]:

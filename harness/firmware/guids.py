@@ -18,6 +18,9 @@ SEV_HASH_TABLE_BLOCK = UUID("7255371f-3a3b-4b04-927b-1da6efa8d454")
 SEV_ES_RESET_BLOCK = UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
 SEV_METADATA_OFFSET = UUID("dc886566-984a-4798-a75e-5585a7bf67cc")
 TDX_METADATA_OFFSET = UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")
+#: edk2 2025 (OvmfPkg/igvm): offset from the end of the image of the ``IGVM`` parameter
+#: and HOB region descriptor.
+IGVM_METADATA_OFFSET = UUID("784fa70e-3176-4677-8a20-04b68699e374")
 SVSM_INFO = UUID("a789a612-0597-4c4b-a49f-cbb1fe9d1ddd")
 
 # SEV kernel-hashes table (OvmfPkg/AmdSev/BlobVerifierLib, QEMU target/i386/sev.c).
@@ -51,6 +54,7 @@ NAMES: dict[UUID, str] = {
     SEV_ES_RESET_BLOCK: "SEV-ES reset block",
     SEV_METADATA_OFFSET: "SEV metadata offset",
     TDX_METADATA_OFFSET: "TDX metadata offset",
+    IGVM_METADATA_OFFSET: "IGVM metadata offset",
     SVSM_INFO: "SVSM information",
     SEV_HASH_TABLE_HEADER: "SEV kernel hashes table",
     SEV_KERNEL_ENTRY: "SEV kernel hash",

@@ -201,6 +201,12 @@ class GuidTable:
     def hash_table_block(self) -> MemoryBlock | None:
         return self.block(guids.SEV_HASH_TABLE_BLOCK)
 
+    @property
+    def sev_es_reset_eip(self) -> int | None:
+        """Where SEV-ES/SNP application processors start: ``UINT32`` with the IP in
+        bits 0-15 and the CS base in bits 16-31 (the SEV-ES reset block)."""
+        return self.u32(guids.SEV_ES_RESET_BLOCK)
+
     def u32(self, guid: UUID) -> int | None:
         """Decode an entry whose data is one UINT32 (offsets, the SEV-ES reset block)."""
         entry = self.get(guid)

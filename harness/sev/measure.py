@@ -1,8 +1,10 @@
-"""SEV launch digest and launch measurement.
+"""SEV and SEV-ES launch digests and the launch measurement.
 
 * Launch digest (what LAUNCH_UPDATE_DATA hashes for a plain SEV guest under QEMU):
   SHA-256 over the firmware image, followed by the padded kernel-hashes table when
   QEMU measures a direct kernel boot (``kernel-hashes=on``).
+* SEV-ES: the same, followed by LAUNCH_UPDATE_VMSA's 4096-byte VMSA page per vCPU
+  (see :mod:`harness.sev.vmsa`). The measurement formula below is unchanged.
 * Launch measurement (AMD SEV API, LAUNCH_MEASURE)::
 
       HMAC-SHA256(TIK, 0x04 || API_MAJOR u8 || API_MINOR u8 || BUILD u8 ||
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 
 from harness.errors import ConfigError, FirmwareFormatError, InputError, VerificationError
 from harness.firmware import guids
-from harness.firmware.guidtable import parse_guid_table
+from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.sev.policy import LaunchRules
+from harness.sev.vmsa import VcpuConfig, vmsa_pages
 
 MEASUREMENT_CONTEXT = 0x04
 MNONCE_SIZE = 16
@@ -70,12 +73,67 @@ def launch_digest(
         FirmwareFormatError: a kernel is given but the firmware reserves no hash table
             block, or the table would not fit in it.
     """
+    return _launch_hash(firmware, kernel, initrd, cmdline).digest()
+
+
+def seves_launch_digest(
+    firmware: bytes,
+    vcpus: VcpuConfig,
+    kernel: bytes | None = None,
+    initrd: bytes | None = None,
+    cmdline: str | None = None,
+) -> bytes:
+    """The SEV-ES launch digest: the SEV digest's input, then one VMSA page per vCPU
+    (LAUNCH_UPDATE_VMSA, boot CPU first).
+
+    Raises:
+        ConfigError: initrd or cmdline given without a kernel.
+        FirmwareFormatError: not an OVMF image with a GUID table, more than one vCPU
+            without an SEV-ES reset block, or a kernel the firmware cannot measure.
+    """
+    h = _launch_hash(firmware, kernel, initrd, cmdline)
+    for page in vmsa_pages(ap_reset_eip(firmware), vcpus):
+        h.update(page)
+    return h.digest()
+
+
+def ap_reset_eip(firmware: bytes) -> int | None:
+    """The firmware's SEV-ES reset address (None: no reset block).
+
+    Raises:
+        FirmwareFormatError: the image has no reset-vector GUID table at all.
+    """
+    table = parse_guid_table(firmware)
+    if table is None:
+        raise FirmwareFormatError(
+            "This firmware has no reset-vector GUID table, so the SEV-ES start address "
+            "of its vCPUs is unknown.",
+            hint="an SEV-ES or SNP guest needs an OVMF image",
+        )
+    return table.sev_es_reset_eip
+
+
+def _launch_hash(
+    firmware: bytes, kernel: bytes | None, initrd: bytes | None, cmdline: str | None
+) -> hashlib._Hash:
+    """SHA-256 over the firmware and, for a measured kernel, the kernel-hashes table."""
     h = hashlib.sha256(firmware)
     if kernel is None:
         if initrd is not None or cmdline is not None:
             raise ConfigError("An initrd or kernel command line needs a kernel as well.")
-        return h.digest()
+        return h
     table = kernel_hashes_table(kernel, initrd, cmdline)
+    check_hash_table_fits(firmware, len(table))
+    h.update(table)
+    return h
+
+
+def check_hash_table_fits(firmware: bytes, table_size: int) -> MemoryBlock:
+    """The firmware's SEV hash table block, checked to hold a *table_size*-byte table.
+
+    Raises:
+        FirmwareFormatError: no block (stock OVMF), or one too small.
+    """
     gt = parse_guid_table(firmware)
     block = gt.hash_table_block if gt is not None else None
     if block is None or not block.present:
@@ -84,13 +142,12 @@ def launch_digest(
             "direct kernel boot.",
             hint="build OvmfPkg/AmdSev/AmdSevX64.dsc, which carries one",
         )
-    if len(table) > block.size:
+    if table_size > block.size:
         raise FirmwareFormatError(
-            f"The kernel hashes table ({len(table)} bytes) does not fit the firmware's "
+            f"The kernel hashes table ({table_size} bytes) does not fit the firmware's "
             f"{block.size}-byte hash table block."
         )
-    h.update(table)
-    return h.digest()
+    return block
 
 
 @dataclass(frozen=True)
@@ -171,11 +228,12 @@ def verify_measurement(
     """Check that *platform* is one the owner accepts and *measure* attests *digest* on it.
 
     The policy and platform are judged first (*rules*: NODBG unless debugging is allowed,
-    no reserved bits, no SEV-ES, minimum API and build); the measurement then proves
-    that the platform really launched with them.
+    no reserved bits, minimum API and build); the measurement then proves that the
+    platform really launched with them. *digest* must be the one for the policy's mode
+    (with the VMSAs when it sets ES: :func:`seves_launch_digest`).
 
     Raises:
-        ConfigError: the policy sets a reserved bit or ES.
+        ConfigError: the policy sets a reserved bit.
         VerificationError: *rules* refuse the policy or platform, or the measurement
             does not match; either way the guest must not get a secret.
     """

@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.errors import ConfigError, FirmwareFormatError, InputError
@@ -19,10 +19,18 @@ from harness.files import read_input, write_private
 from harness.firmware.fv import read_firmware
 from harness.firmware.guidtable import parse_guid_table
 from harness.passphrase import Passphrase
-from harness.sev.measure import LaunchMeasure, PlatformInfo, launch_digest, verify_measurement
+from harness.sev.measure import (
+    LaunchMeasure,
+    PlatformInfo,
+    launch_digest,
+    seves_launch_digest,
+    verify_measurement,
+)
 from harness.sev.packet import TransportKeys, build_packet
-from harness.sev.policy import LaunchRules, parse_version
+from harness.sev.policy import LaunchMode, LaunchRules, parse_version
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
+from harness.sev.snp import snp_launch_digest
+from harness.sev.vmsa import DEFAULT_CPU_TYPE, CpuSignature, VcpuConfig, VmsaModel, cpu_type
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,8 @@ class MeasuredBoot:
 
     Attributes:
         raw: the firmware file need not be an OVMF image (no reset-vector GUID table).
+        mode: SEV, SEV-ES or SNP; the digest of the last two covers the vCPUs.
+        vcpus: the vCPUs, for SEV-ES and SNP.
     """
 
     firmware: str
@@ -40,13 +50,17 @@ class MeasuredBoot:
     initrd: str | None = None
     append: str | None = None
     raw: bool = False
+    mode: LaunchMode = LaunchMode.SEV
+    vcpus: VcpuConfig = field(default_factory=VcpuConfig)
 
     def digest(self) -> bytes:
-        """The expected SEV launch digest.
+        """The expected launch digest for :attr:`mode` (SNP: the 48-byte measurement).
 
         Raises:
-            FirmwareFormatError: not an OVMF image (without *raw*), or no hash table
-                block for a measured kernel.
+            FirmwareFormatError: not an OVMF image (without *raw*), no hash table
+                block for a measured kernel, or (SEV-ES, SNP) no reset block for the
+                APs or no SNP metadata.
+            ConfigError: the legacy VMSA model for SNP.
         """
         image = read_firmware(Path(self.firmware))
         if not self.raw and parse_guid_table(image) is None:
@@ -54,12 +68,84 @@ class MeasuredBoot:
                 f"{self.firmware} is not an OVMF image: it has no reset-vector GUID table.",
                 hint="--raw digests the file as it is, if that is what you mean",
             )
-        return launch_digest(
-            image,
-            kernel=read_input(self.kernel, "kernel") if self.kernel else None,
-            initrd=read_input(self.initrd, "initrd") if self.initrd else None,
-            cmdline=self.append,
+        kernel = read_input(self.kernel, "kernel") if self.kernel else None
+        initrd = read_input(self.initrd, "initrd") if self.initrd else None
+        match self.mode:
+            case LaunchMode.SEV:
+                return launch_digest(image, kernel, initrd, self.append)
+            case LaunchMode.SEV_ES:
+                return seves_launch_digest(image, self.vcpus, kernel, initrd, self.append)
+            case LaunchMode.SNP:
+                return snp_launch_digest(image, self.vcpus, kernel, initrd, self.append)
+
+    def describe(self) -> str:
+        """What the digest was computed for, beyond the files ("" for plain SEV)."""
+        if not self.mode.has_vmsa:
+            return ""
+        label = {LaunchMode.SEV_ES: "SEV-ES", LaunchMode.SNP: "SNP"}[self.mode]
+        return f"{label}: {self.vcpus.describe(snp=self.mode is LaunchMode.SNP)}"
+
+
+def vcpu_config(
+    mode: LaunchMode,
+    count: int = 1,
+    type_name: str = "",
+    signature: str = "",
+    family: str = "",
+    model: str = "",
+    stepping: str = "",
+    vmsa_model: str = "",
+    debug_swap: bool = False,
+    no_debug_swap: bool = False,
+) -> VcpuConfig:
+    """The vCPUs as the --vcpu* options name them.
+
+    The CPU is a QEMU model (--vcpu-type, default EPYC-v4), a raw CPUID signature
+    (--vcpu-sig) or --vcpu-family/--vcpu-model/--vcpu-stepping, exactly one of them.
+    The VMSA model defaults to legacy (KVM_SEV_INIT) for SEV-ES and to init2 for SNP,
+    which KVM always sets up with KVM_SEV_INIT2. DebugSwap is off unless
+    --debug-swap; --no-debug-swap states the default.
+
+    Raises:
+        ConfigError: conflicting or incomplete CPU options, bad numbers, an unknown
+            type or VMSA model, --debug-swap with --no-debug-swap.
+    """
+    if debug_swap and no_debug_swap:
+        raise ConfigError("--debug-swap and --no-debug-swap contradict each other.")
+    fms = {"--vcpu-family": family, "--vcpu-model": model, "--vcpu-stepping": stepping}
+    given = [
+        name
+        for name, value in (
+            ("--vcpu-type", type_name),
+            ("--vcpu-sig", signature),
+            ("--vcpu-family/--vcpu-model/--vcpu-stepping", any(fms.values())),
         )
+        if value
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"Name the vCPU one way: {' and '.join(given)} were both given.")
+    name: str | None = type_name or None
+    if signature:
+        sig, name = CpuSignature.parse(parse_int(signature, "vCPU signature")), None
+    elif any(fms.values()):
+        if missing := [flag for flag, value in fms.items() if not value]:
+            raise ConfigError(
+                f"A vCPU given by family, model and stepping needs {', '.join(missing)} too."
+            )
+        sig, name = (
+            CpuSignature(*(parse_int(v, k[2:].replace("-", " ")) for k, v in fms.items())),
+            None,
+        )
+    else:
+        name = name or DEFAULT_CPU_TYPE
+        sig = cpu_type(name)
+    try:
+        chosen = VmsaModel(vmsa_model.lower()) if vmsa_model else None
+    except ValueError as err:
+        raise ConfigError(f"--vmsa-model {vmsa_model!r} is not legacy or init2.") from err
+    if chosen is None:
+        chosen = VmsaModel.INIT2 if mode is LaunchMode.SNP else VmsaModel.LEGACY
+    return VcpuConfig(count, sig, name, model=chosen, debug_swap=debug_swap)
 
 
 def parse_int(text: str, what: str) -> int:
@@ -114,17 +200,26 @@ def manifest_digest(path: str | Path) -> bytes:
 
 @dataclass(frozen=True)
 class Expected:
-    """What the owner verifies of a launch before it hands out anything."""
+    """What the owner verifies of a launch before it hands out anything.
+
+    Attributes:
+        boot: what the digest was computed for (None: a build manifest's digest).
+    """
 
     digest: bytes
     platform: PlatformInfo
     rules: LaunchRules
+    boot: MeasuredBoot | None = None
+
+    @property
+    def mode(self) -> LaunchMode:
+        return LaunchMode.SEV if self.boot is None else self.boot.mode
 
     def verify(self, tik: bytes, launch_measure: str) -> None:
         """The rules, then the measurement (the same check for sev.verify and sev.secret).
 
         Raises:
-            ConfigError: the policy sets a reserved bit or ES.
+            ConfigError: the policy sets a reserved bit.
             VerificationError: the rules refuse the launch, or the measurement does not
                 match.
         """
@@ -137,15 +232,25 @@ def expected_launch(
 ) -> Expected:
     """The expected launch: the digest of *boot*, or the one a build *manifest* records.
 
+    The policy decides the mode: SEV-ES when it sets ES (bit 2), whose digest covers
+    *boot*'s vCPUs, else SEV.
+
     Raises:
-        ConfigError: neither a firmware nor a manifest, or a measured kernel with a
-            manifest (which records the firmware's digest alone).
+        ConfigError: neither a firmware nor a manifest, a malformed policy, or a
+            measured kernel or SEV-ES policy with a manifest (which records the plain
+            SEV digest of the firmware alone).
     """
+    mode = LaunchMode.from_policy(platform.policy)
     if manifest:
         if boot.kernel or boot.initrd or boot.append is not None:
             raise ConfigError(
                 "A build manifest records the firmware's digest alone; a measured kernel "
                 "needs --firmware."
+            )
+        if mode is not LaunchMode.SEV:
+            raise ConfigError(
+                f"The policy {platform.policy:#x} asks for SEV-ES, whose digest covers the "
+                "vCPUs; a build manifest records the plain SEV digest, so give --firmware."
             )
         return Expected(manifest_digest(manifest), platform, rules)
     if not boot.firmware:
@@ -153,7 +258,8 @@ def expected_launch(
             "The launch measurement is checked first: give --firmware or --manifest "
             "(or --no-verify to skip the check)."
         )
-    return Expected(boot.digest(), platform, rules)
+    boot = replace(boot, mode=mode)
+    return Expected(boot.digest(), platform, rules, boot)
 
 
 def verify(expected: Expected, launch_measure: str, tik: str) -> bytes:

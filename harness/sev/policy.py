@@ -75,6 +75,45 @@ class GuestPolicy:
         )
 
 
+class LaunchMode(enum.StrEnum):
+    """What the guest is launched as, which decides how its launch digest is made."""
+
+    #: SEV: firmware (+ kernel hashes), SHA-256.
+    SEV = "sev"
+    #: SEV-ES: the same, then one VMSA page per vCPU.
+    SEV_ES = "seves"
+    #: SEV-SNP: the SHA-384 page-info chain (a different policy format, never chosen
+    #: from an SEV policy word).
+    SNP = "snp"
+
+    @classmethod
+    def from_policy(cls, policy: int) -> LaunchMode:
+        """SEV or SEV-ES, as the ES bit (2) of an SEV guest policy says.
+
+        Raises:
+            ConfigError: the policy is malformed (see :meth:`GuestPolicy.parse`).
+        """
+        return cls.SEV_ES if PolicyFlag.ES in GuestPolicy.parse(policy).flags else cls.SEV
+
+    @classmethod
+    def parse(cls, text: str) -> LaunchMode:
+        """--mode as typed (sev, seves or snp; sev-es and sev-snp are accepted too).
+
+        Raises:
+            ConfigError: none of these.
+        """
+        spelled = {"sev-es": cls.SEV_ES, "sev-snp": cls.SNP}
+        try:
+            return spelled.get(text.lower()) or cls(text.lower())
+        except ValueError as err:
+            raise ConfigError(f"--mode {text!r} is not one of sev, seves, snp.") from err
+
+    @property
+    def has_vmsa(self) -> bool:
+        """The digest covers the vCPUs' initial state."""
+        return self is not LaunchMode.SEV
+
+
 def parse_version(text: str) -> tuple[int, int]:
     """``MAJOR.MINOR`` as given to --min-api."""
     major, sep, minor = text.partition(".")
@@ -102,16 +141,10 @@ class LaunchRules:
         """Refuse a policy or platform the owner does not accept, saying why.
 
         Raises:
-            ConfigError: a reserved policy bit, or ES (this harness cannot compute an
-                SEV-ES launch digest yet).
+            ConfigError: a reserved policy bit.
             VerificationError: no NODBG without allow_debug, or an older platform.
         """
         parsed = GuestPolicy.parse(policy)
-        if PolicyFlag.ES in parsed.flags:
-            raise ConfigError(
-                f"The policy {policy:#x} sets bit 2 (ES): SEV-ES needs the VMSA digest, "
-                "which this harness does not compute yet."
-            )
         if PolicyFlag.NODBG not in parsed.flags and not self.allow_debug:
             raise VerificationError(
                 f"The policy {policy:#x} lacks bit 0 (NODBG): the host could debug the "

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+from sevsnpmeasure import guest
+from sevsnpmeasure.sev_mode import SevMode
+from sevsnpmeasure.vcpu_types import CPU_SIGS
+from sevsnpmeasure.vmsa import VMSA
 
 from harness import run
 from harness.firmware import guids
 from harness.firmware.pe import inspect_pe
-from harness.inspection import describe
+from harness.inspection import describe, render_text
 from tests import fvbuild
 from tests.conftest import ROOT
 from tests.unit.test_fv import _their_files
+from tests.unit.test_guidtable import make_tail
 
 pytestmark = pytest.mark.tools
 SCHEMA = json.loads((ROOT / "harness" / "inspect.schema.json").read_text())
@@ -98,6 +105,31 @@ def test_debian_ovmf_text_and_json(debian_ovmf: Path) -> None:
     jsonlib_valid(report)
     assert report["secret_area"] is None and report["grub"] is None
     assert report["sha256"] == report["sev_launch_digest"]
+    assert "SEV-ES AP reset    EIP 0x80b004 (CS base 0x800000, IP 0xb004)" in text.stdout
+    assert report["sev_es_reset_eip"] == 0x80B004
+    _check_vmsa_digests(debian_ovmf, report, text.stdout)
+
+
+def _check_vmsa_digests(path: Path, report: dict[str, Any], text: str) -> None:
+    """SNP against sev-snp-measure as is; SEV-ES against sev-snp-measure's VMSA with
+    MXCSR and FCW cleared (KVM_SEV_INIT, the default model)."""
+    snp = report["snp_launch_digest"]
+    assert snp["vmsa_model"] == "init2" and snp["sev_features"] == 1
+    expected_snp = guest.calc_launch_digest(
+        SevMode.SEV_SNP, 1, CPU_SIGS["EPYC-v4"], str(path), None, None, None, 0x1
+    )
+    assert snp["digest"] == expected_snp.hex()
+    es = report["seves_launch_digest"]
+    assert (es["vcpus"], es["vcpu_type"], es["vmsa_model"], es["sev_features"]) == (
+        1, "EPYC-v4", "legacy", 0
+    )  # fmt: skip
+    assert es["vcpu_signature"] == 0x800F12
+    legacy = VMSA.build_save_area(VMSA.BSP_EIP, 0, CPU_SIGS["EPYC-v4"])
+    legacy.mxcsr, legacy.x87_fcw = 0, 0
+    assert es["digest"] == hashlib.sha256(path.read_bytes() + bytes(legacy)).hexdigest()
+    assert f"SEV-ES digest      {es['digest']}" in text
+    assert f"SNP digest         {snp['digest']}" in text
+    assert "(1 vCPU EPYC-v4, VMSA legacy, sev_features 0x0, no kernel hashes)" in text
 
 
 def test_amdsev_fixture_json(amdsev_tail: bytes) -> None:
@@ -106,6 +138,32 @@ def test_amdsev_fixture_json(amdsev_tail: bytes) -> None:
     jsonlib_valid(report)
     assert report["secret_area"] == {"gpa": 0x80C000, "size": 0xC00}
     assert report["hash_table_area"] == {"gpa": 0x80CC00, "size": 0x400}
+
+
+def test_amdsev_2025_vmsa_digests() -> None:
+    path = ROOT / "tests" / "data" / "amdsev-2025.02-tail.bin"
+    text = inv("inspect", str(path)).stdout
+    report = json.loads(inv("inspect", "--json", str(path)).stdout)
+    jsonlib_valid(report)
+    _check_vmsa_digests(path, report, text)
+
+
+def test_igvm_entry_is_named_and_decoded(tmp_path: Path) -> None:
+    """edk2 2025's reset vector adds an IGVM metadata offset entry (OvmfPkg/igvm)."""
+    image = make_tail([(guids.IGVM_METADATA_OFFSET, struct.pack("<I", 0x5C0))])
+    path = tmp_path / "igvm.fd"
+    path.write_bytes(image)
+    report = describe(path)
+    jsonlib_valid(report)
+    (entry,) = report["guid_table"]["entries"]
+    assert entry["name"] == "IGVM metadata offset"
+    assert entry["decoded"] == {"offset_from_end": 0x5C0}
+    # No SEV metadata, no reset block: one vCPU for SEV-ES, no SNP launch.
+    assert report["sev_es_reset_eip"] is None and report["snp_launch_digest"] is None
+    assert report["seves_launch_digest"]["vcpus"] == 1
+    text = render_text(report)
+    assert "SEV-ES AP reset    none" in text and "SNP digest         none" in text
+    assert "IGVM metadata offset" in text
 
 
 def _bad_inputs(debian_ovmf: Path, tmp: Path) -> dict[str, Path]:

@@ -242,10 +242,9 @@ def test_verify_refuses_a_debuggable_guest_unless_allowed(
 
 
 @pytest.mark.parametrize(
-    ("policy", "words"),
-    [("0x41", "reserved bit 6"), ("0x8001", "reserved bit 15"), ("0x5", "SEV-ES needs the VMSA")],
+    ("policy", "words"), [("0x41", "reserved bit 6"), ("0x8001", "reserved bit 15")]
 )
-def test_verify_refuses_reserved_bits_and_es(
+def test_verify_refuses_reserved_bits(
     amdsev_tail: bytes, tik_file: Path, policy: str, words: str
 ) -> None:
     args = [a if a != "0x3" else policy for a in PLATFORM_ARGS]
@@ -643,11 +642,93 @@ def test_verify_accepts_sevctls_vectors(case: str) -> None:
     assert "does not match" in assert_clean_error(sevctl_verify(other, *SEVCTL_PLATFORM, *extra), 1)
 
 
-def test_verify_refuses_sevctls_sev_es_vector() -> None:
-    es = "/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny"
-    platform = ["--api-major", "1", "--api-minor", "49", "--build", "6", "--policy", "0x05"]
-    first = assert_clean_error(sevctl_verify(es, *platform), 2)
-    assert "SEV-ES needs the VMSA digest" in first
+SEVCTL_ES = "/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny"
+SEVCTL_ES_PLATFORM = ["--api-major", "1", "--api-minor", "49", "--build", "6", "--policy", "0x05"]
+
+
+def test_verify_accepts_sevctls_sev_es_vector() -> None:
+    """The ES bit selects SEV-ES; sevctl's VMSAs are 4 EPYC-Milan vCPUs, KVM_SEV_INIT."""
+    vcpus = ["--vcpus", "4", "--vcpu-type", "EPYC-Milan"]
+    proc = sevctl_verify(SEVCTL_ES, *SEVCTL_ES_PLATFORM, *vcpus)
+    assert proc.returncode == 0, proc.stderr
+    digest = inv("sev.digest", "--firmware", SEVCTL_FIRMWARE, "--mode", "seves", *vcpus)
+    assert digest.returncode == 0, digest.stderr
+    assert proc.stdout.strip() == f"measurement verified: launch digest {digest.stdout.strip()}"
+    assert "SEV-ES: 4 vCPUs EPYC-Milan (signature 0xa00f11)" in proc.stdout
+    assert "VMSA legacy (MXCSR 0x0, FCW 0x0), sev_features 0x0" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "vcpus",
+    [
+        ["--vcpus", "4"],
+        ["--vcpus", "2", "--vcpu-type", "EPYC-Milan"],
+        ["--vcpus", "4", "--vcpu-sig", "0xa00f11", "--vmsa-model", "init2"],
+        ["--vcpus", "4", "--vcpu-family", "25", "--vcpu-model", "1", "--vcpu-stepping", "1",
+         "--debug-swap"],
+    ],
+    ids=["epyc-v4", "2-vcpus", "init2", "debug-swap"],
+)  # fmt: skip
+def test_sevctls_sev_es_vector_needs_its_vcpus(vcpus: list[str]) -> None:
+    assert "does not match" in assert_clean_error(
+        sevctl_verify(SEVCTL_ES, *SEVCTL_ES_PLATFORM, *vcpus), 1
+    )
+
+
+def test_the_same_vcpu_named_three_ways_verifies() -> None:
+    for vcpu in (["--vcpu-sig", "0xA00F11"], ["--vcpu-family", "25", "--vcpu-model", "1",
+                 "--vcpu-stepping", "1"], ["--vcpu-type", "epyc-milan-v2"]):  # fmt: skip
+        proc = sevctl_verify(SEVCTL_ES, *SEVCTL_ES_PLATFORM, "--vcpus", "4", *vcpu)
+        assert proc.returncode == 0, (vcpu, proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--vcpu-type", "EPYC", "--vcpu-sig", "0x800f12"], "--vcpu-type and --vcpu-sig"),
+        (["--vcpu-family", "25", "--vcpu-model", "1"], "needs --vcpu-stepping"),
+        (["--vcpu-sig", "0x10a00f11"], "outside 0x0fff0fff"),
+        (["--vcpu-type", "EPYC-Bogus"], "Unknown vCPU type 'EPYC-Bogus'"),
+        (["--vmsa-model", "init3"], "not legacy or init2"),
+        (["--vcpus", "0"], "vCPU count must be"),
+    ],
+)
+def test_bad_vcpu_options_are_one_sentence(extra: list[str], words: str) -> None:
+    first = assert_clean_error(sevctl_verify(SEVCTL_ES, *SEVCTL_ES_PLATFORM, *extra), 2)
+    assert words in first
+    first = assert_clean_error(
+        inv("sev.digest", "--firmware", SEVCTL_FIRMWARE, "--mode", "seves", *extra), 2
+    )
+    assert words in first
+
+
+def test_a_manifest_cannot_verify_sev_es(tmp_path: Path, tik_file: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"output": {"sev_launch_digest": "00" * 32}}))
+    proc = inv(
+        "sev.secret", "--launch-measure", SEVCTL_ES, "--passphrase-file", str(manifest),
+        "--header-out", str(tmp_path / "h"), "--secret-out", str(tmp_path / "s"),
+        "--tek", str(tik_file), "--tik", str(tik_file), "--manifest", str(manifest),
+        *SEVCTL_ES_PLATFORM,
+    )  # fmt: skip
+    assert "asks for SEV-ES" in assert_clean_error(proc, 2)
+    assert not (tmp_path / "h").exists()
+
+
+@pytest.mark.parametrize("mode", ["seves", "snp"])
+def test_digest_matches_sev_snp_measure_for_vmsa_modes(tmp_path: Path, mode: str) -> None:
+    """sev-snp-measure 0.0.13 models KVM_SEV_INIT2 (and SNP's guest features 0x1)."""
+    (tmp_path / "vmlinuz").write_bytes(KERNEL)
+    kernel = ["--kernel", str(tmp_path / "vmlinuz"), "--append", CMDLINE]
+    fw = "tests/data/amdsev-2025.02-tail.bin"
+    vcpus = ["--vcpus", "3", "--vcpu-type", "EPYC-Genoa"]
+    ours = inv("sev.digest", "--firmware", fw, "--mode", mode, *vcpus, "--vmsa-model", "init2",
+               *kernel)  # fmt: skip
+    theirs = run([str(SSM), "--mode", mode, "--ovmf", fw, *vcpus, *kernel])
+    assert ours.returncode == 0 and theirs.returncode == 0, (ours.stderr, theirs.stderr)
+    digest, note = ours.stdout.strip().split("  ", 1)
+    assert digest == theirs.stdout.strip()
+    assert "VMSA init2 (MXCSR 0x1f80, FCW 0x37f)" in note and "EPYC-Genoa" in note
 
 
 # --- the passphrase file: the same rule as build-image -------------------------------

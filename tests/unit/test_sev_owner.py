@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from harness.errors import ConfigError, FirmwareFormatError, InputError
 from harness.sev import owner
 from harness.sev.measure import PlatformInfo
-from harness.sev.policy import LaunchRules
+from harness.sev.policy import LaunchMode, LaunchRules
 from tests.conftest import DATA
 
 PLATFORM = PlatformInfo(1, 55, 0, 0x1)
@@ -67,3 +68,32 @@ def test_launch_rules_from_options() -> None:
     assert owner.launch_rules(True, "1.49", "0x10") == LaunchRules(True, (1, 49), 16)
     with pytest.raises(ConfigError, match="not a number"):
         owner.launch_rules(False, "", "new")
+
+
+SEVCTL_FIRMWARE = str(
+    DATA / "sevctl" / "OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9"
+)
+
+
+def test_the_policy_picks_sev_or_sev_es(tmp_path: Path) -> None:
+    vcpus = owner.vcpu_config(LaunchMode.SEV_ES, 4, type_name="EPYC-Milan")
+    boot = owner.MeasuredBoot(SEVCTL_FIRMWARE, vcpus=vcpus)
+    plain = owner.expected_launch(boot, None, PLATFORM, LaunchRules())
+    assert plain.mode is LaunchMode.SEV and plain.digest == boot.digest()
+    es = owner.expected_launch(boot, None, PlatformInfo(1, 49, 6, 0x5), LaunchRules())
+    assert es.mode is LaunchMode.SEV_ES and es.boot is not None
+    assert es.digest == replace(boot, mode=LaunchMode.SEV_ES).digest() != plain.digest
+    assert es.boot.describe().startswith("SEV-ES: 4 vCPUs EPYC-Milan (signature 0xa00f11)")
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"output": {"sev_launch_digest": "00" * 32}}))
+    with pytest.raises(ConfigError, match="asks for SEV-ES"):
+        owner.expected_launch(boot, str(manifest), PlatformInfo(1, 49, 6, 0x5), LaunchRules())
+
+
+def test_measured_boot_modes_digest_differently() -> None:
+    boot = owner.MeasuredBoot(str(DATA / "amdsev-2025.02-tail.bin"))
+    snp = replace(boot, mode=LaunchMode.SNP, vcpus=owner.vcpu_config(LaunchMode.SNP))
+    digests = {boot.digest(), replace(boot, mode=LaunchMode.SEV_ES).digest(), snp.digest()}
+    assert [len(d) for d in sorted(digests, key=len)] == [32, 32, 48]
+    assert boot.describe() == ""
+    assert "SNP: 1 vCPU EPYC-v4" in snp.describe() and "sev_features 0x1" in snp.describe()

@@ -6,7 +6,7 @@ import pytest
 
 from harness.errors import ConfigError, VerificationError
 from harness.sev.measure import LaunchMeasure, PlatformInfo, measurement, verify_measurement
-from harness.sev.policy import GuestPolicy, LaunchRules, PolicyFlag, parse_version
+from harness.sev.policy import GuestPolicy, LaunchMode, LaunchRules, PolicyFlag, parse_version
 
 TIK = bytes(range(16))
 DIGEST = bytes(range(32))
@@ -46,10 +46,28 @@ def test_debuggable_guest_is_refused(policy: int) -> None:
     LaunchRules(allow_debug=True).check(policy, (1, 55), 0)
 
 
-def test_es_is_refused_until_vmsa_digests_exist() -> None:
-    for rules in (LaunchRules(), LaunchRules(allow_debug=True)):
-        with pytest.raises(ConfigError, match="SEV-ES needs the VMSA digest"):
-            rules.check(0x5, (1, 55), 0)
+def test_es_is_accepted_and_picks_the_sev_es_mode() -> None:
+    LaunchRules().check(0x5, (1, 55), 0)
+    with pytest.raises(VerificationError, match="NODBG"):
+        LaunchRules().check(0x4, (1, 55), 0)
+    assert LaunchMode.from_policy(0x5) is LaunchMode.SEV_ES
+    assert LaunchMode.from_policy(0x0131_0007) is LaunchMode.SEV_ES
+    assert LaunchMode.from_policy(0x3) is LaunchMode.SEV
+    with pytest.raises(ConfigError, match="reserved bit 6"):
+        LaunchMode.from_policy(0x45)
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [("sev", "sev"), ("SEVES", "seves"), ("sev-es", "seves"), ("snp", "snp"), ("SEV-SNP", "snp")],
+)
+def test_mode_spellings(text: str, mode: str) -> None:
+    assert LaunchMode.parse(text) == mode
+
+
+def test_unknown_mode_is_one_sentence() -> None:
+    with pytest.raises(ConfigError, match="not one of sev, seves, snp"):
+        LaunchMode.parse("tdx")
 
 
 def test_older_platforms_are_refused() -> None:
