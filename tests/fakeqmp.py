@@ -164,20 +164,25 @@ class Peer:
 
     def _serve(self) -> None:
         conn, _ = self._server.accept()
-        with conn, conn.makefile("rwb") as wire:
-            wire.write(json.dumps(GREETING).encode() + b"\r\n")
-            wire.flush()
-            for line in wire:
-                if not line.strip():
-                    continue
-                msg = json.loads(line)
-                reply = self.qemu.handle(msg["execute"], msg.get("arguments", {}))
-                if "id" in msg:
-                    reply = {**reply, "id": msg["id"]}
-                wire.write(json.dumps(reply).encode() + b"\r\n")
-                wire.flush()
-                if msg["execute"] == "quit":
-                    break
+        decoder = json.JSONDecoder()
+        with conn:
+            conn.sendall(json.dumps(GREETING).encode() + b"\r\n")
+            pending = ""
+            while chunk := conn.recv(65536):
+                # QMP is a stream of JSON objects; a client need not end one with a newline.
+                pending += chunk.decode()
+                while pending.strip():
+                    try:
+                        msg, used = decoder.raw_decode(pending.lstrip())
+                    except json.JSONDecodeError:
+                        break
+                    pending = pending.lstrip()[used:]
+                    reply = self.qemu.handle(msg["execute"], msg.get("arguments", {}))
+                    if "id" in msg:
+                        reply = {**reply, "id": msg["id"]}
+                    conn.sendall(json.dumps(reply).encode() + b"\r\n")
+                    if msg["execute"] == "quit":
+                        return
 
     def close(self) -> None:
         self._server.close()

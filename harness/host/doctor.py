@@ -19,7 +19,7 @@ from harness import run
 from harness.errors import CommandError, PrerequisiteError
 from harness.host import engine
 from harness.host.qemu import DEBIAN_OVMF, QEMU, parse_version, pick_accelerator, qemu_version
-from harness.host.sev import HostSev, LaunchMode, vmsa_model
+from harness.host.sev import HostSev, LaunchKind, vmsa_model
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def sev_checks(host: HostSev) -> list[Check]:
 
     Optional: a host without SEV runs every scenario against the simulated element.
     """
-    modes = [host.support(LaunchMode.SEV), host.support(LaunchMode.SEV_ES), host.snp()]
+    modes = [host.support(LaunchKind.SEV), host.support(LaunchKind.SEV_ES), host.snp()]
     checks = [Check(m.mode, m.available, m.reason, required=False) for m in modes]
     if host.kvm_amd:
         params = ", ".join(f"{k}={v}" for k, v in sorted(host.kvm_amd.items()))

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from harness.errors import InfrastructureError, PrerequisiteError, VerificationError
 
 
-class LaunchMode(enum.StrEnum):
+class LaunchKind(enum.StrEnum):
     """How a guest is launched: on SEV hardware, or against the simulated element."""
 
     SIMULATED = "simulated"
@@ -40,13 +40,13 @@ class LaunchMode(enum.StrEnum):
 
     @property
     def hardware(self) -> bool:
-        return self is not LaunchMode.SIMULATED
+        return self is not LaunchKind.SIMULATED
 
 
 #: The cpuinfo flag and kvm_amd parameter behind each hardware mode.
 FEATURES = {
-    LaunchMode.SEV: ("sev", "sev"),
-    LaunchMode.SEV_ES: ("sev_es", "sev_es"),
+    LaunchKind.SEV: ("sev", "sev"),
+    LaunchKind.SEV_ES: ("sev_es", "sev_es"),
 }
 SNP_FEATURE = ("sev_snp", "sev_snp")
 SEV_DEVICE = Path("/dev/sev")
@@ -125,13 +125,13 @@ class HostSev:
             return f"{SEV_DEVICE} is not readable and writable by this user"
         return None
 
-    def support(self, mode: LaunchMode) -> ModeSupport:
+    def support(self, mode: LaunchKind) -> ModeSupport:
         """Whether *mode* can run here; the simulated mode always can."""
         if not mode.hardware:
             return ModeSupport(mode.value, True, "no hardware needed")
         why = self._why_not(*FEATURES[mode])
-        if why is None and mode is LaunchMode.SEV_ES:
-            why = self._why_not(*FEATURES[LaunchMode.SEV])
+        if why is None and mode is LaunchKind.SEV_ES:
+            why = self._why_not(*FEATURES[LaunchKind.SEV])
         return ModeSupport(mode.value, why is None, why or "available")
 
     def snp(self) -> ModeSupport:
@@ -143,7 +143,7 @@ class HostSev:
         """kvm_amd's debug_swap: KVM then sets DebugSwap in every SEV-ES VMSA."""
         return _on(self.kvm_amd.get("debug_swap", "N"))
 
-    def require(self, mode: LaunchMode) -> None:
+    def require(self, mode: LaunchKind) -> None:
         """Raises: PrerequisiteError: *mode* cannot run here (one sentence why)."""
         found = self.support(mode)
         if not found.available:

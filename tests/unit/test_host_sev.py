@@ -18,7 +18,7 @@ from harness.errors import InfrastructureError, PrerequisiteError, VerificationE
 from harness.host import doctor
 from harness.host.sev import (
     HostSev,
-    LaunchMode,
+    LaunchKind,
     SevGuestObject,
     SevMonitor,
     start_refusal,
@@ -47,11 +47,11 @@ def _host(tmp_path: Path, flags: str, params: dict[str, str] | None, device: boo
 
 def test_an_epyc_host_offers_sev_and_sev_es(tmp_path: Path) -> None:
     host = _host(tmp_path, EPYC_FLAGS, {"sev": "Y", "sev_es": "Y", "debug_swap": "N"}, True)
-    assert host.support(LaunchMode.SEV).available
-    assert host.support(LaunchMode.SEV_ES).available
+    assert host.support(LaunchKind.SEV).available
+    assert host.support(LaunchKind.SEV_ES).available
     assert not host.snp().available
     assert not host.debug_swap
-    host.require(LaunchMode.SEV_ES)
+    host.require(LaunchKind.SEV_ES)
 
 
 @pytest.mark.parametrize(
@@ -67,18 +67,18 @@ def test_each_missing_piece_is_named(
     tmp_path: Path, flags: str, params: dict[str, str] | None, device: bool, reason: str
 ) -> None:
     host = _host(tmp_path, flags, params, device)
-    assert not host.support(LaunchMode.SEV).available
+    assert not host.support(LaunchKind.SEV).available
     with pytest.raises(PrerequisiteError, match="cannot launch an SEV guest") as err:
-        host.require(LaunchMode.SEV)
+        host.require(LaunchKind.SEV)
     assert reason in err.value.message
     assert err.value.exit_code == 3
-    assert host.support(LaunchMode.SIMULATED).available
+    assert host.support(LaunchKind.SIMULATED).available
 
 
 def test_sev_es_needs_its_own_parameter(tmp_path: Path) -> None:
     host = _host(tmp_path, EPYC_FLAGS, {"sev": "Y", "sev_es": "N"}, True)
-    assert host.support(LaunchMode.SEV).available
-    assert "kvm_amd.sev_es=1" in host.support(LaunchMode.SEV_ES).reason
+    assert host.support(LaunchKind.SEV).available
+    assert "kvm_amd.sev_es=1" in host.support(LaunchKind.SEV_ES).reason
 
 
 def test_this_host_has_no_sev_and_the_doctor_says_why_without_failing() -> None:
