@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.boots import launch as owner_flow
 from harness.boots import verdicts
+from harness.boots.launch import Attack
 from harness.boots.verdicts import Ending, Host
 from harness.errors import (
     ConfigError,
@@ -39,15 +41,12 @@ from harness.host import qemu
 from harness.passphrase import Passphrase
 from harness.records import Fields
 from harness.sev.malformed import malformed_tables
-from harness.sev.measure import LaunchMeasure, PlatformInfo, verify_measurement
-from harness.sev.packet import TransportKeys, build_packet
 from harness.sev.secret import (
     DEFAULT_SECRET_AREA,
     SecretEntry,
     SecretTable,
     disk_passphrase_entry,
 )
-from harness.sev.simulated import SimulatedSecureElement
 from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
@@ -55,8 +54,6 @@ log = logging.getLogger(__name__)
 #: A second secret beside the disk passphrase, to prove GRUB leaves it intact.
 EXTRA_SECRET_GUID = uuid.UUID("b2f94a13-42c5-4f6c-9d6b-6c4f7e1a0c55")
 EXTRA_SECRET = b"harness extra secret"
-#: What the simulated platform reports (SEV API 1.55, build 0, policy NODBG).
-PLATFORM = PlatformInfo(api_major=1, api_minor=55, build=0, policy=0x1)
 #: TCG boots OVMF -> GRUB -> kernel in ~5 s here (argon2id a little longer); a loaded
 #: CI host gets ten times that before a wait is called a hang.
 BOOT_TIMEOUT = 120.0
@@ -108,6 +105,8 @@ class Scenario:
         check_wipe: read the secret page after the boot and judge GRUB's wipe.
         recipe: the owner's image recipe this scenario boots.
         host: what the hostile host does besides launching.
+        attack: what the hostile host does to the launch itself.
+        expect_note: the refusal the launch must note (the defence that must hold).
     """
 
     name: str
@@ -121,11 +120,13 @@ class Scenario:
     recipe: str = "minimal"
     host: Host = Host.PASSIVE
     planted: str | None = None
+    attack: Attack = Attack.NONE
+    expect_note: str | None = None
 
     def __post_init__(self) -> None:
         if (self.secret is Secret.PLANTED) != (self.planted is not None):
             raise ConfigError(f"{self.name}: a planted page needs its name, and only then.")
-        if self.secret is Secret.GOOD and self.typed and not self.tamper:
+        if self.secret is Secret.GOOD and self.typed and not self.expects_prompt:
             raise ConfigError(f"{self.name}: a good secret never leads to a prompt.")
         boots = self.ending is Ending.BOOTS
         if boots and self.secret is not Secret.GOOD and not any(self.typed):
@@ -134,10 +135,14 @@ class Scenario:
             raise ConfigError(f"{self.name}: the wipe check needs an injected secret.")
         if self.host is not Host.PASSIVE and (self.secret is not Secret.GOOD or self.typed):
             raise ConfigError(f"{self.name}: the hostile host plays against a good secret.")
+        if self.attack is not Attack.NONE and (self.secret is not Secret.GOOD or not self.typed):
+            raise ConfigError(f"{self.name}: a launch attack defeats a good secret: prompt.")
+        if self.attack is not Attack.NONE and self.expect_note is None:
+            raise ConfigError(f"{self.name}: a launch attack names the refusal it expects.")
 
     @property
     def expects_prompt(self) -> bool:
-        return self.secret is not Secret.GOOD or self.tamper
+        return self.secret is not Secret.GOOD or self.tamper or self.attack is not Attack.NONE
 
     @property
     def allowed_errors(self) -> tuple[str, ...]:
@@ -199,6 +204,37 @@ SCENARIOS: dict[str, Scenario] = {
             typed=(True,),
             tamper=True,
             before_prompt=verdicts.NO_TABLE,
+            expect_note=owner_flow.REFUSED_MEASUREMENT,
+        ),
+        Scenario(
+            "replayed-secret",
+            "the host relaunches with the recorded session and injects the packet recorded "
+            "from the previous launch: the platform refuses it; prompt, then unlock",
+            Secret.GOOD,
+            typed=(True,),
+            before_prompt=verdicts.NO_TABLE,
+            attack=Attack.REPLAY,
+            expect_note=owner_flow.REFUSED_REPLAY,
+        ),
+        Scenario(
+            "wrong-policy",
+            "the host launches with a debuggable policy the session's policy MAC does not "
+            "cover: LAUNCH_START refused, no secret; prompt, then unlock",
+            Secret.GOOD,
+            typed=(True,),
+            before_prompt=verdicts.NO_TABLE,
+            attack=Attack.WRONG_POLICY,
+            expect_note=owner_flow.REFUSED_LAUNCH_START,
+        ),
+        Scenario(
+            "foreign-pdh",
+            "the host hands the owner another platform's chain, which the owner was not told "
+            "to trust: refused before any secret exists; prompt, then unlock",
+            Secret.GOOD,
+            typed=(True,),
+            before_prompt=verdicts.NO_TABLE,
+            attack=Attack.FOREIGN_PDH,
+            expect_note=owner_flow.REFUSED_CHAIN,
         ),
         Scenario(
             "foreign-disk",
@@ -440,6 +476,7 @@ def run_scenario(
                 )
                 if scenario.check_wipe:
                     notes.append(_check_wipe(scenario, guest, launch, passphrase, workdir))
+            _check_refusal(scenario, notes)
             passed, detail = True, "; ".join(notes) or "as expected"
         except (GuestVerdict, VerificationError) as err:
             passed, detail = False, str(err)
@@ -452,6 +489,20 @@ def run_scenario(
         transcript,
         tuple(notes),
     )
+
+
+def _check_refusal(scenario: Scenario, notes: list[str]) -> None:
+    """The defence the scenario plays against must be the one that held.
+
+    Raises:
+        VerificationError: the launch did not note the expected refusal (the guest may
+            still have prompted, for another reason).
+    """
+    wanted = scenario.expect_note
+    if wanted is not None and not any(note.startswith(wanted) for note in notes):
+        raise VerificationError(
+            f"The launch did not end with '{wanted}'; it noted: {'; '.join(notes) or 'nothing'}."
+        )
 
 
 def _check_wipe(
@@ -478,33 +529,27 @@ def _launch(
     workdir: Path,
     notes: list[str],
 ) -> Path | None:
-    """The guest-owner flow; returns the decrypted secret table file, or None."""
-    keys = TransportKeys.generate()
-    psp = SimulatedSecureElement(keys, PLATFORM)
-    psp.launch_update_data(fw)
-    measure = LaunchMeasure.from_base64(psp.launch_measure())
-    try:
-        verify_measurement(keys.tik, PLATFORM, expected, measure)
-    except VerificationError:
-        notes.append("guest owner refused: the launch measurement does not match the manifest")
-        return None
-    if scenario.secret is Secret.NONE:
-        return None
+    """The guest-owner flow against the simulated platform; the secret page file, or None."""
     table = parse_guid_table(fw)
     size = table.secret_block.size if table and table.secret_block else None
     path = workdir / "secret.bin"
     if scenario.secret is Secret.PLANTED:
+        owner_flow.simulated_launch(fw, expected, None, scenario.attack, notes)
         # The host writes the page itself (on SEV hardware it cannot; the page is
         # encrypted): this checks GRUB's parser, whatever produced the bytes.
         pages = dict(malformed_tables(passphrase.value, size or DEFAULT_SECRET_AREA))
         write_private({path: pages[str(scenario.planted)]})
         notes.append(f"a malformed secret page was planted: {scenario.planted}")
         return path
-    injected = passphrase if scenario.secret is Secret.GOOD else wrong
-    entries = [disk_passphrase_entry(injected.value)]
-    if scenario.check_wipe:
-        entries.append(SecretEntry(EXTRA_SECRET_GUID, EXTRA_SECRET))
-    packet = build_packet(SecretTable(tuple(entries)).serialize(size), keys, measure.measurement)
-    plain = psp.launch_secret(packet.header, packet.payload)
-    write_private({path: plain})
+    plain = None
+    if scenario.secret is not Secret.NONE:
+        injected = passphrase if scenario.secret is Secret.GOOD else wrong
+        entries = [disk_passphrase_entry(injected.value)]
+        if scenario.check_wipe:
+            entries.append(SecretEntry(EXTRA_SECRET_GUID, EXTRA_SECRET))
+        plain = SecretTable(tuple(entries)).serialize(size)
+    page = owner_flow.simulated_launch(fw, expected, plain, scenario.attack, notes)
+    if page is None:
+        return None
+    write_private({path: page})
     return path

@@ -88,6 +88,9 @@ def test_scenario_table_is_consistent() -> None:
         "foreign-disk",
         "console-keys",
         "broken-kernel",
+        "replayed-secret",
+        "wrong-policy",
+        "foreign-pdh",
     } == {name for name in SCENARIOS if not name.startswith("planted-")}
     assert {f"planted-{n}" for n, _ in malformed_tables(b"x")} == {
         name for name in SCENARIOS if name.startswith("planted-")
