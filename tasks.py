@@ -241,6 +241,8 @@ def build_image(
         "firmware": "OVMF.fd to boot, with its manifest (default <workspace>/ovmf/OVMF.fd)",
         "image": "image directory from build-image (default <workspace>/images/minimal-luks1)",
         "interactive": "just boot with the serial console on this terminal",
+        "launch": "simulated (the default: the owner flow against the simulated secure "
+        "element), sev or sev-es (SEV hardware; exit 3 where the host has none)",
         "qemu": COMMON_HELP["qemu"],
         "workspace": COMMON_HELP["workspace"],
     },
@@ -252,6 +254,7 @@ def boot(
     firmware: str = "",
     image: str = "",
     interactive: bool = False,
+    launch: str = "simulated",
     qemu: str = "",
     workspace: str = "",
 ) -> None:
@@ -264,7 +267,8 @@ def boot(
     cfg = _config(workspace=workspace, qemu=qemu)
     fw = Path(firmware) if firmware else cfg.layout.firmware
     img = Path(image) if image else cfg.layout.image("minimal", "luks1")
-    result = boot_mod.boot(cfg, scenario, fw, img, interactive)
+    kind = boot_mod.launch_kind(launch)
+    result = boot_mod.boot(cfg, scenario, fw, img, interactive, kind)
     if result is not None:
         print(boot_mod.render(result))
         if not result.passed:

@@ -10,9 +10,11 @@ the secret page (QEMU's generic loader, before the CPU starts).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import enum
 import logging
+import os
 import secrets as random
 import shutil
 import tempfile
@@ -31,6 +33,7 @@ from harness.errors import (
     ConfigError,
     FirmwareFormatError,
     GuestVerdict,
+    InfrastructureError,
     InputError,
     VerificationError,
 )
@@ -38,15 +41,23 @@ from harness.files import write_private
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.host import qemu
+from harness.host import sev as host_sev
+from harness.host.sev import LaunchKind, SevGuestObject, SevMonitor
 from harness.passphrase import Passphrase
 from harness.records import Fields
+from harness.sev.certs import SevCertificate
+from harness.sev.chain import PlatformChain, Roots
 from harness.sev.malformed import malformed_tables
+from harness.sev.measure import seves_launch_digest
+from harness.sev.policy import PolicyFlag
 from harness.sev.secret import (
     DEFAULT_SECRET_AREA,
     SecretEntry,
     SecretTable,
     disk_passphrase_entry,
 )
+from harness.sev.session import Session
+from harness.sev.vmsa import DEFAULT_CPU_TYPE, VcpuConfig, VmsaModel
 from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
@@ -363,6 +374,19 @@ class Launch:
     wrong: Passphrase
     area: MemoryBlock
     notes: list[str]
+    hardware: HardwarePlan | None = None
+
+
+@dataclass(frozen=True)
+class HardwarePlan:
+    """What the owner does over QMP once QEMU is up, paused, on SEV hardware."""
+
+    owner: owner_flow.Owner
+    session: Session
+    table: bytes | None
+
+    def __repr__(self) -> str:  # the table holds the passphrase
+        return "HardwarePlan(<secret redacted>)"
 
 
 @contextlib.contextmanager
@@ -377,6 +401,7 @@ def prepared(
     accel: qemu.Accel,
     emulator: qemu.Qemu = qemu.SYSTEM,
     host_disk: HostDisk | None = None,
+    kind: LaunchKind = LaunchKind.SIMULATED,
 ) -> Iterator[Launch]:
     """Do the guest owner's part of the launch and configure QEMU (*emulator*) for it.
 
@@ -406,7 +431,14 @@ def prepared(
         loaded = private / "OVMF.fd"
         loaded.write_bytes(fw_bytes)
         wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
-        secret = _launch(scenario, fw_bytes, expected_digest, passphrase, wrong, private, notes)
+        plan, sev = None, None
+        if kind.hardware:
+            plan, sev = _hardware(
+                scenario, fw_bytes, expected_digest, passphrase, wrong, private, emulator, kind
+            )
+            secret = None
+        else:
+            secret = _launch(scenario, fw_bytes, expected_digest, passphrase, wrong, private, notes)
         cfg = qemu.LaunchConfig(
             firmware=loaded,
             disk=disk,
@@ -418,8 +450,10 @@ def prepared(
             secret=(secret, area.base) if secret else None,
             no_shutdown=scenario.check_wipe,
             emulator=emulator,
+            sev=sev,
+            cpu=SEV_ES_CPU if kind is LaunchKind.SEV_ES else None,
         )
-        yield Launch(cfg, wrong, area, notes)
+        yield Launch(cfg, wrong, area, notes, plan)
     finally:
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
@@ -439,6 +473,7 @@ def run_scenario(
     timeout: float = BOOT_TIMEOUT,
     emulator: qemu.Qemu = qemu.SYSTEM,
     host_disk: HostDisk | None = None,
+    kind: LaunchKind = LaunchKind.SIMULATED,
 ) -> Result:
     """Run one scenario end to end; a verdict, never an exception for guest behaviour.
 
@@ -457,6 +492,7 @@ def run_scenario(
         accel=accel,
         emulator=emulator,
         host_disk=host_disk,
+        kind=kind,
     ) as launch:
         notes = launch.notes
         redact = tuple(
@@ -464,6 +500,8 @@ def run_scenario(
         )
         try:
             with qemu.running(launch.cfg, transcript, redact, scenario.allowed_errors) as guest:
+                if launch.hardware is not None:
+                    notes += _over_qmp(guest, launch.hardware, launch.area)
                 verdicts.play(
                     scenario.play,
                     guest.console,
@@ -488,6 +526,68 @@ def run_scenario(
         time.monotonic() - started,
         transcript,
         tuple(notes),
+    )
+
+
+#: The vCPU model of an SEV-ES launch; its signature is in every VMSA the digest covers.
+SEV_ES_CPU = DEFAULT_CPU_TYPE
+
+
+def _hardware(
+    scenario: Scenario,
+    fw: bytes,
+    expected: bytes,
+    passphrase: Passphrase,
+    wrong: Passphrase,
+    private: Path,
+    emulator: qemu.Qemu,
+    kind: LaunchKind,
+) -> tuple[HardwarePlan, SevGuestObject]:
+    """The owner's part before QEMU starts on SEV hardware: the platform's chain (from
+    QEMU, verified up to AMD's roots), the session, and the sev-guest object.
+
+    Raises:
+        ConfigError: a scenario the hardware cannot play (the host cannot write an
+            encrypted page; the launch attacks are played on the simulated element).
+        VerificationError: the chain does not reach AMD's roots.
+        PrerequisiteError: QEMU reports no SEV.
+    """
+    if scenario.secret is Secret.PLANTED or scenario.attack is not Attack.NONE:
+        raise ConfigError(
+            f"{scenario.name} runs against the simulated element only: on SEV hardware the "
+            "host cannot write the encrypted page, and the launch attacks are not yet played "
+            "through QEMU."
+        )
+    caps = host_sev.platform_capabilities(emulator.command())
+    pek, oca, cek = host_sev.split_cert_chain(caps.cert_chain)
+    chain = PlatformChain(
+        SevCertificate.parse(caps.pdh, "the platform's PDH"),
+        SevCertificate.parse(pek, "the platform's PEK"),
+        SevCertificate.parse(oca, "the platform's OCA"),
+        SevCertificate.parse(cek, "the platform's CEK"),
+    )
+    policy = owner_flow.OWNER_POLICY
+    if kind is LaunchKind.SEV_ES:
+        policy |= int(PolicyFlag.ES)
+        host = host_sev.HostSev.probe()
+        model = host_sev.vmsa_model(emulator.version_number(), os.uname().release)[0]
+        vcpus = VcpuConfig(model=VmsaModel(model), debug_swap=host.debug_swap)
+        expected = seves_launch_digest(fw, vcpus)
+    owner = owner_flow.Owner(expected, Roots.amd(), policy)
+    session = owner.open_session(chain)
+    godh, blob = private / "godh.b64", private / "session.b64"
+    write_private({godh: base64.b64encode(session.godh_cert), blob: base64.b64encode(session.blob)})
+    table = _owner_table(scenario, fw, passphrase, wrong)
+    sev = SevGuestObject(policy, godh, blob, caps.cbitpos, caps.reduced_phys_bits)
+    return HardwarePlan(owner, session, table), sev
+
+
+def _over_qmp(guest: qemu.Guest, plan: HardwarePlan, area: MemoryBlock) -> list[str]:
+    """Verify the paused launch, inject the secret at the block the owner verified, cont."""
+    if guest.qmp is None:
+        raise InfrastructureError("No QMP connection to the paused SEV guest.")
+    return owner_flow.hardware_launch(
+        SevMonitor(guest.qmp), plan.owner, plan.session, plan.table, area.base
     )
 
 
@@ -541,15 +641,25 @@ def _launch(
         write_private({path: pages[str(scenario.planted)]})
         notes.append(f"a malformed secret page was planted: {scenario.planted}")
         return path
-    plain = None
-    if scenario.secret is not Secret.NONE:
-        injected = passphrase if scenario.secret is Secret.GOOD else wrong
-        entries = [disk_passphrase_entry(injected.value)]
-        if scenario.check_wipe:
-            entries.append(SecretEntry(EXTRA_SECRET_GUID, EXTRA_SECRET))
-        plain = SecretTable(tuple(entries)).serialize(size)
+    plain = _owner_table(scenario, fw, passphrase, wrong)
     page = owner_flow.simulated_launch(fw, expected, plain, scenario.attack, notes)
     if page is None:
         return None
     write_private({path: page})
     return path
+
+
+def _owner_table(
+    scenario: Scenario, fw: bytes, passphrase: Passphrase, wrong: Passphrase
+) -> bytes | None:
+    """The plaintext secret table the owner injects once the launch verifies, sized for
+    the firmware's secret block; None when the scenario injects nothing."""
+    if scenario.secret in (Secret.NONE, Secret.PLANTED):
+        return None
+    table = parse_guid_table(fw)
+    size = table.secret_block.size if table and table.secret_block else None
+    injected = passphrase if scenario.secret is Secret.GOOD else wrong
+    entries = [disk_passphrase_entry(injected.value)]
+    if scenario.check_wipe:
+        entries.append(SecretEntry(EXTRA_SECRET_GUID, EXTRA_SECRET))
+    return SecretTable(tuple(entries)).serialize(size)

@@ -14,6 +14,7 @@ from harness.config import Config, QemuChoice
 from harness.errors import ConfigError, InputError
 from harness.guest import image
 from harness.host import console, qemu
+from harness.host.sev import HostSev, LaunchKind
 from harness.passphrase import Passphrase
 from harness.sev import owner
 
@@ -40,20 +41,36 @@ def select_qemu(cfg: Config) -> qemu.Qemu:
     return qemu_build.published(cfg.layout.published("qemu"))
 
 
+def launch_kind(text: str) -> LaunchKind:
+    """--launch as typed.
+
+    Raises:
+        ConfigError: not simulated, sev or sev-es.
+    """
+    try:
+        return LaunchKind(text)
+    except ValueError as err:
+        known = ", ".join(k.value for k in LaunchKind)
+        raise ConfigError(f"--launch {text!r} is none of {known}.") from err
+
+
 def boot(
     cfg: Config,
     name: str,
     firmware: Path,
     image_dir: Path,
     interactive: bool,
+    kind: LaunchKind = LaunchKind.SIMULATED,
 ) -> scenarios.Result | None:
     """One scenario with *firmware* (its manifest beside it) and the image in
     *image_dir*, or an interactive boot; None for the latter.
 
     Raises:
         ConfigError: no such scenario, or an image of another recipe.
-        PrerequisiteError: the QEMU the configuration names is not there.
+        PrerequisiteError: the QEMU the configuration names is not there, or the host
+            cannot launch *kind* (checked before anything starts).
     """
+    HostSev.probe().require(kind)
     emulator = select_qemu(cfg)
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
@@ -83,6 +100,7 @@ def boot(
             accel=accel,
             emulator=emulator,
             host_disk=host_disk,
+            kind=kind,
         )
     # The same launch as the scenario (secret injected or not), then the terminal
     # belongs to the person watching.
@@ -96,6 +114,7 @@ def boot(
         accel=accel,
         emulator=emulator,
         host_disk=host_disk,
+        kind=kind,
     ) as launch:
         for note in launch.notes:
             print(note)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness import run
 from harness.errors import InfrastructureError, PrerequisiteError, VerificationError
 
 
@@ -192,6 +194,7 @@ START_REFUSALS = (
     ("cbitpos check failed", "the host's CPU reports no C-bit position (no SEV)"),
     ("SEV is not enabled in KVM", "KVM has SEV turned off"),
     ("cgs->ready", "QEMU's accelerator cannot run a confidential guest (SEV needs KVM)"),
+    ("qemu_machine_creation_done", "QEMU's accelerator cannot run a confidential guest"),
     ("sev_kvm_init", "KVM refused to set up SEV"),
     ("failed to initialize kvm", "KVM refused to start the guest"),
 )
@@ -360,3 +363,69 @@ def vmsa_model(qemu_version: str, kernel_release: str) -> tuple[str, str]:
         return "init2", f"QEMU {qemu_version} and Linux {kernel_release} use KVM_SEV_INIT2"
     older = f"QEMU {qemu_version} < 9.1" if q < INIT2_QEMU else f"Linux {kernel_release} < 6.10"
     return "legacy", f"{older}: KVM_SEV_INIT (MXCSR and FCW zero)"
+
+
+#: A paused QEMU answers query-sev-capabilities within a second; a loaded host gets more.
+CAPABILITIES_TIMEOUT = 30.0
+#: What QEMU reads on ``-qmp stdio`` to report the platform's certificates and quit.
+CAPABILITIES_SCRIPT = b"".join(
+    json.dumps({"execute": name}).encode() + b"\n"
+    for name in ("qmp_capabilities", "query-sev-capabilities", "quit")
+)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A reply QEMU already gave, for SevMonitor to check and type."""
+
+    reply: dict[str, Any]
+
+    def cmd_raw(self, name: str, args: dict[str, object] | None = None) -> dict[str, Any]:
+        return self.reply
+
+
+def platform_capabilities(command: list[str]) -> SevCapabilities:
+    """Ask QEMU (*command*: the emulator and its data dir) for the platform's PDH and
+    certificate chain, from a paused KVM machine without a guest.
+
+    Raises:
+        PrerequisiteError: QEMU reports no SEV on this host.
+        InfrastructureError: QEMU did not answer.
+    """
+    argv = [
+        *command,
+        "-machine", "q35,accel=kvm", "-S", "-nodefaults", "-display", "none",
+        "-qmp", "stdio",
+    ]  # fmt: skip
+    done = run.run(argv, input=CAPABILITIES_SCRIPT, timeout=CAPABILITIES_TIMEOUT, check=False)
+    text = done.stdout.decode(errors="replace")
+    answers = []
+    for line in text.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and ("return" in message or "error" in message):
+            answers.append(message)
+    if len(answers) < 2:
+        raise start_refusal(text) or InfrastructureError(
+            "QEMU did not answer query-sev-capabilities.", hint=run.tail(text) or None
+        )
+    return SevMonitor(_Answer(answers[1])).capabilities()
+
+
+#: PDH_CERT_EXPORT's CERT_CHAIN: PEK, OCA and CEK, 0x824 bytes each.
+CERT_SIZE = 0x824
+
+
+def split_cert_chain(chain: bytes) -> tuple[bytes, bytes, bytes]:
+    """PEK, OCA, CEK from query-sev-capabilities' cert-chain.
+
+    Raises:
+        InfrastructureError: not three certificates.
+    """
+    if len(chain) != 3 * CERT_SIZE:
+        raise InfrastructureError(
+            f"QEMU's cert-chain is {len(chain)} bytes; PEK, OCA and CEK make {3 * CERT_SIZE}."
+        )
+    return chain[:CERT_SIZE], chain[CERT_SIZE : 2 * CERT_SIZE], chain[2 * CERT_SIZE :]
