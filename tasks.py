@@ -330,6 +330,8 @@ PLATFORM_HELP = {
     "allow_debug": "accept a policy without NODBG (bit 0)",
     "min_api": "refuse a platform older than SEV API MAJOR.MINOR",
     "min_build": "refuse a platform firmware build below N",
+    "require": "policy flags the launch must also set, e.g. NOKS,NOSEND (no key sharing, "
+    "no migration)",
 }
 VCPU_HELP = {
     "vcpus": "number of vCPUs (SEV-ES/SNP: one VMSA each; default 1)",
@@ -424,6 +426,7 @@ def verify(
     allow_debug: bool = False,
     min_api: str = "",
     min_build: str = "",
+    require: str = "",
     vcpus: int = 1,
     vcpu_type: str = "",
     vcpu_sig: str = "",
@@ -456,11 +459,12 @@ def verify(
         owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw, vcpus=cpus),
         None,
         platform,
-        owner.launch_rules(allow_debug, min_api, min_build),
+        owner.launch_rules(allow_debug, min_api, min_build, require),
     )
     found = owner.verify(expected, launch_measure, tik)
     note = expected.boot.describe() if expected.boot else ""
     print(f"measurement verified: launch digest {found.hex()}" + (f"  ({note})" if note else ""))
+    print(f"policy {owner.policy_text(platform.policy)}")
 
 
 @task(
@@ -510,6 +514,7 @@ def secret(
     allow_debug: bool = False,
     min_api: str = "",
     min_build: str = "",
+    require: str = "",
     no_verify: bool = False,
     vcpus: int = 1,
     vcpu_type: str = "",
@@ -545,7 +550,7 @@ def secret(
             owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw, vcpus=cpus),
             manifest or None,
             owner.platform_info(api_major, api_minor, build, policy),
-            owner.launch_rules(allow_debug, min_api, min_build),
+            owner.launch_rules(allow_debug, min_api, min_build, require),
         )
     out = owner.build_secret(
         keys,

@@ -27,7 +27,7 @@ from harness.sev.measure import (
     verify_measurement,
 )
 from harness.sev.packet import TransportKeys, build_packet
-from harness.sev.policy import LaunchMode, LaunchRules, parse_version
+from harness.sev.policy import GuestPolicy, LaunchMode, LaunchRules, parse_flags, parse_version
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
 from harness.sev.snp import snp_launch_digest
 from harness.sev.vmsa import DEFAULT_CPU_TYPE, CpuSignature, VcpuConfig, VmsaModel, cpu_type
@@ -176,13 +176,19 @@ def platform_info(api_major: str, api_minor: str, build: str, policy: str) -> Pl
     )
 
 
-def launch_rules(allow_debug: bool, min_api: str, min_build: str) -> LaunchRules:
-    """--allow-debug, --min-api MAJOR.MINOR and --min-build N as rules."""
+def launch_rules(allow_debug: bool, min_api: str, min_build: str, require: str = "") -> LaunchRules:
+    """--allow-debug, --min-api MAJOR.MINOR, --min-build N and --require FLAGS as rules."""
     return LaunchRules(
         allow_debug=allow_debug,
         min_api=parse_version(min_api) if min_api else (0, 0),
         min_build=parse_int(min_build, "minimum build") if min_build else 0,
+        required=parse_flags(require),
     )
+
+
+def policy_text(policy: int) -> str:
+    """The policy word with its bits by name, as the tasks print it."""
+    return str(GuestPolicy.parse(policy))
 
 
 def manifest_digest(path: str | Path) -> bytes:

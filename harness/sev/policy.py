@@ -34,6 +34,7 @@ class PolicyFlag(enum.IntFlag):
 
 
 FLAGS_MASK = 0x3F
+NO_FLAGS = PolicyFlag(0)
 RESERVED_MASK = 0xFFC0
 API_MAJOR_SHIFT = 16
 API_MINOR_SHIFT = 24
@@ -73,6 +74,38 @@ class GuestPolicy:
         return (
             int(self.flags) | self.api_major << API_MAJOR_SHIFT | self.api_minor << API_MINOR_SHIFT
         )
+
+    def __str__(self) -> str:
+        """``0x5 (NODBG|ES, API >= 0.0)``: the word, its bits by name, the oldest API."""
+        names = "|".join(f.name for f in PolicyFlag if f in self.flags and f.name) or "none"
+        return f"{self.value:#x} ({names}, API >= {self.api_major}.{self.api_minor})"
+
+
+#: What each flag the owner may require keeps the host from doing.
+FLAG_MEANING = {
+    PolicyFlag.NODBG: "debugging the guest (reading its memory)",
+    PolicyFlag.NOKS: "sharing the guest's key with other guests",
+    PolicyFlag.ES: "running it without SEV-ES (its registers unencrypted)",
+    PolicyFlag.NOSEND: "migrating the guest to another platform",
+    PolicyFlag.DOMAIN: "sending the guest outside its domain",
+    PolicyFlag.SEV: "sending the guest to a platform without SEV",
+}
+
+
+def parse_flags(text: str) -> PolicyFlag:
+    """``NOKS,NOSEND`` as given to --require (case-insensitive; empty for none).
+
+    Raises:
+        ConfigError: a name that is no policy flag.
+    """
+    flags = PolicyFlag(0)
+    for name in filter(None, (part.strip().upper() for part in text.split(","))):
+        try:
+            flags |= PolicyFlag[name]
+        except KeyError as err:
+            known = ", ".join(f.name for f in PolicyFlag if f.name)
+            raise ConfigError(f"--require {name!r} is no policy flag; known: {known}.") from err
+    return flags
 
 
 class LaunchMode(enum.StrEnum):
@@ -131,11 +164,14 @@ class LaunchRules:
             guest's memory through the debug commands).
         min_api: the oldest SEV API version (major, minor) the platform may run.
         min_build: the oldest firmware build the platform may run.
+        required: flags the policy must set besides NODBG (e.g. NOKS, NOSEND): what the
+            owner did not ask for the host may not allow.
     """
 
     allow_debug: bool = False
     min_api: tuple[int, int] = (0, 0)
     min_build: int = 0
+    required: PolicyFlag = NO_FLAGS
 
     def check(self, policy: int, api: tuple[int, int], build: int) -> None:
         """Refuse a policy or platform the owner does not accept, saying why.
@@ -150,6 +186,13 @@ class LaunchRules:
                 f"The policy {policy:#x} lacks bit 0 (NODBG): the host could debug the "
                 "guest and read its memory, so no secret is given.",
                 hint="--allow-debug accepts a debuggable guest on purpose",
+            )
+        if missing := self.required & ~parsed.flags:
+            bit = next(f for f in PolicyFlag if f in missing)
+            raise VerificationError(
+                f"The policy {parsed} lacks {bit.name} (bit {int(bit).bit_length() - 1}), "
+                f"which the owner requires: it would allow {FLAG_MEANING[bit]}, so no secret "
+                "is given."
             )
         if api < self.min_api:
             raise VerificationError(

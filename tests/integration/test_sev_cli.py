@@ -185,11 +185,24 @@ def verify(firmware: str, measure: str, tik: Path, *extra: str) -> subprocess.Co
     )  # fmt: skip
 
 
+def test_verify_refuses_a_policy_that_allows_what_the_owner_forbids(
+    amdsev_tail: bytes, tik_file: Path
+) -> None:
+    """Policy 0x3 (NODBG|NOKS) verifies, but the owner requires NOSEND: no migration."""
+    measure = simulated_measure(amdsev_tail)
+    assert verify(TAIL, measure, tik_file, "--require", "NOKS").returncode == 0
+    proc = verify(TAIL, measure, tik_file, "--require", "NOKS,NOSEND")
+    message = assert_clean_error(proc, 1)
+    assert "lacks NOSEND (bit 3)" in message and "migrating" in message
+    assert_clean_error(verify(TAIL, measure, tik_file, "--require", "NOPE"), 2)
+
+
 def test_verify_accepts_a_simulated_measurement(amdsev_tail: bytes, tik_file: Path) -> None:
     proc = verify(TAIL, simulated_measure(amdsev_tail), tik_file)
     assert proc.returncode == 0, proc.stderr
     digest = inv("sev.digest", "--firmware", TAIL).stdout.strip()
-    assert proc.stdout.strip() == f"measurement verified: launch digest {digest}"
+    assert proc.stdout.splitlines()[0] == f"measurement verified: launch digest {digest}"
+    assert proc.stdout.splitlines()[1] == "policy 0x3 (NODBG|NOKS, API >= 0.0)"
 
 
 def test_verify_with_kernel(tmp_path: Path, amdsev_tail: bytes, tik_file: Path) -> None:
@@ -636,7 +649,7 @@ def test_verify_accepts_sevctls_vectors(case: str) -> None:
     proc = sevctl_verify(measure, *SEVCTL_PLATFORM, *extra)
     assert proc.returncode == 0, proc.stderr
     digest = inv("sev.digest", "--firmware", SEVCTL_FIRMWARE, *extra).stdout.strip()
-    assert proc.stdout.strip() == f"measurement verified: launch digest {digest}"
+    assert proc.stdout.splitlines()[0] == f"measurement verified: launch digest {digest}"
     # The other case's measurement does not verify these inputs.
     other = next(m for name, (_, m) in SEVCTL_CASES.items() if name != case)
     assert "does not match" in assert_clean_error(sevctl_verify(other, *SEVCTL_PLATFORM, *extra), 1)
@@ -653,7 +666,10 @@ def test_verify_accepts_sevctls_sev_es_vector() -> None:
     assert proc.returncode == 0, proc.stderr
     digest = inv("sev.digest", "--firmware", SEVCTL_FIRMWARE, "--mode", "seves", *vcpus)
     assert digest.returncode == 0, digest.stderr
-    assert proc.stdout.strip() == f"measurement verified: launch digest {digest.stdout.strip()}"
+    assert (
+        proc.stdout.splitlines()[0]
+        == f"measurement verified: launch digest {digest.stdout.strip()}"
+    )
     assert "SEV-ES: 4 vCPUs EPYC-Milan (signature 0xa00f11)" in proc.stdout
     assert "VMSA legacy (MXCSR 0x0, FCW 0x0), sev_features 0x0" in proc.stdout
 

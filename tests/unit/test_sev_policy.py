@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from harness.errors import ConfigError, VerificationError
 from harness.sev.measure import LaunchMeasure, PlatformInfo, measurement, verify_measurement
-from harness.sev.policy import GuestPolicy, LaunchMode, LaunchRules, PolicyFlag, parse_version
+from harness.sev.policy import (
+    GuestPolicy,
+    LaunchMode,
+    LaunchRules,
+    PolicyFlag,
+    parse_flags,
+    parse_version,
+)
 
 TIK = bytes(range(16))
 DIGEST = bytes(range(32))
@@ -100,3 +109,33 @@ def test_verify_measurement_judges_the_policy_before_the_mac() -> None:
     verify_measurement(TIK, good, DIGEST, measured(good))
     with pytest.raises(VerificationError, match="older"):
         verify_measurement(TIK, good, DIGEST, measured(good), LaunchRules(min_build=1))
+
+
+def test_policy_prints_by_bit_name() -> None:
+    assert str(GuestPolicy.parse(0x5)) == "0x5 (NODBG|ES, API >= 0.0)"
+    assert str(GuestPolicy.parse(0x0)) == "0x0 (none, API >= 0.0)"
+    assert str(GuestPolicy.parse(0x0102000B)) == "0x102000b (NODBG|NOKS|NOSEND, API >= 2.1)"
+
+
+@pytest.mark.parametrize(
+    ("policy", "required", "named"),
+    [
+        (0x1, "NOKS", "NOKS (bit 1)"),
+        (0x3, "NOKS,NOSEND", "NOSEND (bit 3)"),
+        (0x3, "es", "ES (bit 2)"),
+    ],
+)
+def test_the_owner_refuses_what_it_did_not_ask_for(policy: int, required: str, named: str) -> None:
+    rules = LaunchRules(required=parse_flags(required))
+    with pytest.raises(VerificationError, match=re.escape(named)):
+        rules.check(policy, (1, 55), 21)
+
+
+def test_required_flags_that_are_set_pass() -> None:
+    LaunchRules(required=parse_flags("NOKS, nosend")).check(0xB, (1, 55), 21)
+    LaunchRules(required=parse_flags("")).check(0x1, (1, 55), 21)
+
+
+def test_an_unknown_flag_is_one_sentence() -> None:
+    with pytest.raises(ConfigError, match="'NOPE' is no policy flag"):
+        parse_flags("NOKS,nope")
