@@ -16,10 +16,10 @@ import docker
 import docker.errors
 
 from harness import run
-from harness.errors import CommandError, PrerequisiteError
+from harness.errors import CommandError, HarnessError, PrerequisiteError
 from harness.host import engine
 from harness.host.qemu import DEBIAN_OVMF, QEMU, parse_version, pick_accelerator, qemu_version
-from harness.host.sev import HostSev, LaunchKind, vmsa_model
+from harness.host.sev import HostSev, LaunchKind, platform_status, vmsa_model
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,11 @@ def sev_checks(host: HostSev) -> list[Check]:
     """
     modes = [host.support(LaunchKind.SEV), host.support(LaunchKind.SEV_ES), host.snp()]
     checks = [Check(m.mode, m.available, m.reason, required=False) for m in modes]
+    if host.device_usable:
+        try:
+            checks.append(Check("sev platform", True, str(platform_status()), required=False))
+        except HarnessError as err:
+            checks.append(Check("sev platform", False, err.message, required=False))
     if host.kvm_amd:
         params = ", ".join(f"{k}={v}" for k, v in sorted(host.kvm_amd.items()))
         checks.append(Check("kvm_amd", True, params, required=False))

@@ -24,6 +24,7 @@ import enum
 import json
 import os
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -429,3 +430,65 @@ def split_cert_chain(chain: bytes) -> tuple[bytes, bytes, bytes]:
             f"QEMU's cert-chain is {len(chain)} bytes; PEK, OCA and CEK make {3 * CERT_SIZE}."
         )
     return chain[:CERT_SIZE], chain[CERT_SIZE : 2 * CERT_SIZE], chain[2 * CERT_SIZE :]
+
+
+#: linux/psp-sev.h: ``_IOWR('S', 0x0, struct sev_issue_cmd)``, the PSP driver's one ioctl.
+SEV_ISSUE_CMD = 0xC0105300
+#: ``enum sev_cmd``: SEV_PLATFORM_STATUS.
+SEV_PLATFORM_STATUS = 1
+#: ``struct sev_issue_cmd { __u32 cmd; __u64 data; __u32 error; } __packed``
+ISSUE_CMD = struct.Struct("<IQI")
+#: ``struct sev_user_data_status { __u8 api_major, api_minor, state; __u32 flags;
+#: __u8 build; __u32 guest_count; } __packed``
+PLATFORM_STATUS = struct.Struct("<BBBIBI")
+
+
+@dataclass(frozen=True)
+class PlatformStatus:
+    """SEV_PLATFORM_STATUS: the firmware's API version and build, as the PSP reports."""
+
+    api_major: int
+    api_minor: int
+    state: int
+    flags: int
+    build: int
+    guest_count: int
+
+    @classmethod
+    def parse(cls, data: bytes) -> PlatformStatus:
+        if len(data) != PLATFORM_STATUS.size:
+            raise InfrastructureError(
+                f"SEV_PLATFORM_STATUS returned {len(data)} bytes, not {PLATFORM_STATUS.size}."
+            )
+        return cls(*PLATFORM_STATUS.unpack(data))
+
+    def __str__(self) -> str:
+        return f"SEV API {self.api_major}.{self.api_minor}, build {self.build}"
+
+
+def platform_status(device: Path = SEV_DEVICE) -> PlatformStatus:
+    """Ask the PSP driver for the platform's status (needs /dev/sev read-write).
+
+    Raises:
+        PrerequisiteError: the device cannot be opened.
+        InfrastructureError: the PSP refused the command.
+    """
+    import ctypes
+    import fcntl
+
+    buffer = ctypes.create_string_buffer(PLATFORM_STATUS.size)
+    request = bytearray(ISSUE_CMD.pack(SEV_PLATFORM_STATUS, ctypes.addressof(buffer), 0))
+    try:
+        fd = os.open(device, os.O_RDWR)
+    except OSError as err:
+        raise PrerequisiteError(f"{device} cannot be opened: {err.strerror}.") from err
+    try:
+        fcntl.ioctl(fd, SEV_ISSUE_CMD, request)
+    except OSError as err:
+        code = ISSUE_CMD.unpack(bytes(request))[2]
+        raise InfrastructureError(
+            f"The PSP refused SEV_PLATFORM_STATUS: {err.strerror} (firmware error {code:#x})."
+        ) from err
+    finally:
+        os.close(fd)
+    return PlatformStatus.parse(buffer.raw)

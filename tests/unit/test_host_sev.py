@@ -228,3 +228,24 @@ def test_a_malformed_reply_is_an_infrastructure_error(peer_dir: Path) -> None:
     finally:
         client.close()
         peer.close()
+
+
+def test_platform_status_layout() -> None:
+    """linux/psp-sev.h's packed structs: 16 and 12 bytes, the ioctl number for 16."""
+    from harness.host import sev
+
+    assert sev.ISSUE_CMD.size == 16 and sev.PLATFORM_STATUS.size == 12
+    assert (3 << 30) | (16 << 16) | (ord("S") << 8) | 0 == sev.SEV_ISSUE_CMD
+    raw = bytes([1, 55, 2]) + (0).to_bytes(4, "little") + bytes([21]) + (3).to_bytes(4, "little")
+    status = sev.PlatformStatus.parse(raw)
+    assert (status.api_major, status.api_minor, status.build, status.guest_count) == (1, 55, 21, 3)
+    assert str(status) == "SEV API 1.55, build 21"
+    with pytest.raises(InfrastructureError):
+        sev.PlatformStatus.parse(raw[:-1])
+
+
+def test_platform_status_without_the_device(tmp_path: Path) -> None:
+    from harness.host import sev
+
+    with pytest.raises(PrerequisiteError, match="cannot be opened"):
+        sev.platform_status(tmp_path / "sev")
