@@ -89,6 +89,8 @@ COMMON_HELP = {
     "upstream": "pinned (default) or head: the newest upstream versions Debian has",
     "qemu": "system (qemu-system-x86_64 on PATH, the default) or built (./inv build-qemu)",
     "base": f"Docker image the builder images start FROM (default {DEFAULT_BASE})",
+    "launch": "simulated (the default: the owner flow against the simulated secure "
+    "element), sev or sev-es (SEV hardware; exit 3 where the host has none)",
 }
 BUILD_HELP = {
     "tree_edk2": "build this local edk2 tree instead of the pin",
@@ -192,11 +194,13 @@ def _build(
     print(builds.render(builds.build_component(cfg, component, given, apply=series, debug=debug)))
 
 
-def _config(workspace: str = "", upstream: str = "", qemu: str = "", base: str = "") -> Any:
+def _config(
+    workspace: str = "", upstream: str = "", qemu: str = "", base: str = "", launch: str = ""
+) -> Any:
     """The run's configuration, resolved once (see harness/config.py)."""
     from harness.config import resolve
 
-    return resolve(workspace=workspace, upstream=upstream, qemu=qemu, base=base)
+    return resolve(workspace=workspace, upstream=upstream, qemu=qemu, base=base, launch=launch)
 
 
 @task(
@@ -241,8 +245,7 @@ def build_image(
         "firmware": "OVMF.fd to boot, with its manifest (default <workspace>/ovmf/OVMF.fd)",
         "image": "image directory from build-image (default <workspace>/images/minimal-luks1)",
         "interactive": "just boot with the serial console on this terminal",
-        "launch": "simulated (the default: the owner flow against the simulated secure "
-        "element), sev or sev-es (SEV hardware; exit 3 where the host has none)",
+        "launch": COMMON_HELP["launch"],
         "qemu": COMMON_HELP["qemu"],
         "workspace": COMMON_HELP["workspace"],
     },
@@ -264,11 +267,10 @@ def boot(
     from harness.errors import BootFailed
     from harness.flows import boot as boot_mod
 
-    cfg = _config(workspace=workspace, qemu=qemu)
+    cfg = _config(workspace=workspace, qemu=qemu, launch=launch)
     fw = Path(firmware) if firmware else cfg.layout.firmware
     img = Path(image) if image else cfg.layout.image("minimal", "luks1")
-    kind = boot_mod.launch_kind(launch)
-    result = boot_mod.boot(cfg, scenario, fw, img, interactive, kind)
+    result = boot_mod.boot(cfg, scenario, fw, img, interactive)
     if result is not None:
         print(boot_mod.render(result))
         if not result.passed:
@@ -281,7 +283,7 @@ def boot(
         "out": "report directory, replaced at the end of the run (default <workspace>/nightly)",
         "history": "where every run's results.json is kept (default <workspace>/nightly-history)",
         "jobs": "boots at a time",
-        **{k: COMMON_HELP[k] for k in ("upstream", "qemu", "workspace")},
+        **{k: COMMON_HELP[k] for k in ("upstream", "qemu", "workspace", "launch")},
         "qemu": "system (qemu-system-x86_64 on PATH, the default) or built: build QEMU too",
     },
 )
@@ -294,6 +296,7 @@ def nightly(
     jobs: int = 2,
     qemu: str = "",
     workspace: str = "",
+    launch: str = "",
 ) -> None:
     """Build, run the boot matrix, write JUnit/HTML/JSON reports; exit 0 pass, 1 fail, 2 infra."""
     from pathlib import Path
@@ -302,7 +305,7 @@ def nightly(
 
     from harness.flows import nightly as nightly_mod
 
-    cfg = _config(workspace=workspace, upstream=upstream, qemu=qemu)
+    cfg = _config(workspace=workspace, upstream=upstream, qemu=qemu, launch=launch)
     status = nightly_mod.nightly(
         cfg,
         Path(out).resolve() if out else None,

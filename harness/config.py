@@ -62,6 +62,18 @@ class QemuChoice(enum.StrEnum):
     BUILT = "built"
 
 
+class LaunchKind(enum.StrEnum):
+    """How guests are launched: against the simulated secure element, or on SEV hardware."""
+
+    SIMULATED = "simulated"
+    SEV = "sev"
+    SEV_ES = "sev-es"
+
+    @property
+    def hardware(self) -> bool:
+        return self is not LaunchKind.SIMULATED
+
+
 class AccelChoice(enum.StrEnum):
     """The accelerator: probed once per QEMU and kernel (``auto``), or forced."""
 
@@ -161,6 +173,7 @@ class Config:
     upstream: Upstream = Upstream.PINNED
     qemu: QemuChoice = QemuChoice.SYSTEM
     accel: AccelChoice = AccelChoice.AUTO
+    launch: LaunchKind = LaunchKind.SIMULATED
     #: The pins and series (``patches/<component>``).
     patches: Path = PATCHES
 
@@ -181,6 +194,7 @@ def resolve(
     upstream: str = "",
     qemu: str = "",
     accel: str = "",
+    launch: str = "",
     patches: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Config:
@@ -200,5 +214,6 @@ def resolve(
         upstream=_choice(Upstream, upstream or Upstream.PINNED, "--upstream"),
         qemu=_choice(QemuChoice, qemu or QemuChoice.SYSTEM, "--qemu"),
         accel=_choice(AccelChoice, accel or env.get(ENV_ACCEL, "") or AccelChoice.AUTO, "--accel"),
+        launch=_choice(LaunchKind, launch or LaunchKind.SIMULATED, "--launch"),
         patches=patches or PATCHES,
     )

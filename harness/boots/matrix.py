@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.boots import scenarios, verdicts
+from harness.config import LaunchKind
 from harness.guest import image
 from harness.guest.image import Image, LuksVariant
 from harness.host import qemu
@@ -104,6 +105,7 @@ def run_matrix(
     emulator: qemu.Qemu = qemu.SYSTEM,
     on_result: Callable[[scenarios.Result], None] | None = None,
     cases: tuple[tuple[str, LuksVariant], ...] = MATRIX,
+    kind: LaunchKind = LaunchKind.SIMULATED,
 ) -> list[scenarios.Result]:
     """Run *cases* (every case of the matrix by default) with *emulator*, *jobs* boots at
     a time; results in the order of *cases*.
@@ -127,6 +129,7 @@ def run_matrix(
             accel=accel,
             emulator=emulator,
             host_disk=images.host_disk() if scenario.host is verdicts.Host.FOREIGN_DISK else None,
+            kind=kind,
         )
         log.debug("%s %s in %.1f s", result.outcome.short, case_id(*case), result.seconds)
         if on_result is not None:

@@ -29,6 +29,7 @@ from harness.boots import launch as owner_flow
 from harness.boots import verdicts
 from harness.boots.launch import Attack
 from harness.boots.verdicts import Ending, Host
+from harness.config import LaunchKind
 from harness.errors import (
     ConfigError,
     FirmwareFormatError,
@@ -42,7 +43,7 @@ from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.host import qemu
 from harness.host import sev as host_sev
-from harness.host.sev import LaunchKind, SevGuestObject, SevMonitor
+from harness.host.sev import SevGuestObject, SevMonitor
 from harness.passphrase import Passphrase
 from harness.records import Fields
 from harness.sev.certs import SevCertificate
@@ -154,6 +155,15 @@ class Scenario:
     @property
     def expects_prompt(self) -> bool:
         return self.secret is not Secret.GOOD or self.tamper or self.attack is not Attack.NONE
+
+    @property
+    def simulated_only(self) -> str | None:
+        """Why this scenario cannot run on SEV hardware (None: it can)."""
+        if self.secret is Secret.PLANTED:
+            return "on SEV hardware the host cannot write the encrypted secret page"
+        if self.attack is not Attack.NONE:
+            return "the launch attacks are not yet played through QEMU on SEV hardware"
+        return None
 
     @property
     def allowed_errors(self) -> tuple[str, ...]:
@@ -552,12 +562,8 @@ def _hardware(
         VerificationError: the chain does not reach AMD's roots.
         PrerequisiteError: QEMU reports no SEV.
     """
-    if scenario.secret is Secret.PLANTED or scenario.attack is not Attack.NONE:
-        raise ConfigError(
-            f"{scenario.name} runs against the simulated element only: on SEV hardware the "
-            "host cannot write the encrypted page, and the launch attacks are not yet played "
-            "through QEMU."
-        )
+    if why := scenario.simulated_only:
+        raise ConfigError(f"{scenario.name} runs against the simulated element only: {why}.")
     caps = host_sev.platform_capabilities(emulator.command())
     pek, oca, cek = host_sev.split_cert_chain(caps.cert_chain)
     chain = PlatformChain(

@@ -14,7 +14,7 @@ from harness.config import Config, QemuChoice
 from harness.errors import ConfigError, InputError
 from harness.guest import image
 from harness.host import console, qemu
-from harness.host.sev import HostSev, LaunchKind
+from harness.host.sev import HostSev
 from harness.passphrase import Passphrase
 from harness.sev import owner
 
@@ -41,26 +41,12 @@ def select_qemu(cfg: Config) -> qemu.Qemu:
     return qemu_build.published(cfg.layout.published("qemu"))
 
 
-def launch_kind(text: str) -> LaunchKind:
-    """--launch as typed.
-
-    Raises:
-        ConfigError: not simulated, sev or sev-es.
-    """
-    try:
-        return LaunchKind(text)
-    except ValueError as err:
-        known = ", ".join(k.value for k in LaunchKind)
-        raise ConfigError(f"--launch {text!r} is none of {known}.") from err
-
-
 def boot(
     cfg: Config,
     name: str,
     firmware: Path,
     image_dir: Path,
     interactive: bool,
-    kind: LaunchKind = LaunchKind.SIMULATED,
 ) -> scenarios.Result | None:
     """One scenario with *firmware* (its manifest beside it) and the image in
     *image_dir*, or an interactive boot; None for the latter.
@@ -70,6 +56,7 @@ def boot(
         PrerequisiteError: the QEMU the configuration names is not there, or the host
             cannot launch *kind* (checked before anything starts).
     """
+    kind = cfg.launch
     HostSev.probe().require(kind)
     emulator = select_qemu(cfg)
     if name not in scenarios.SCENARIOS:

@@ -56,6 +56,7 @@ from harness.flows.results import (
 )
 from harness.guest.image import LuksVariant
 from harness.host import containers, doctor, qemu
+from harness.host.sev import HostSev
 from harness.records import load_json
 from harness.verdict import Verdict
 
@@ -140,7 +141,9 @@ def nightly(
 
     Raises:
         ConfigError: *out* is a directory that is not a report.
+        PrerequisiteError: *cfg* launches on SEV hardware and the host has none.
     """
+    HostSev.probe().require(cfg.launch)  # before anything starts: exit 3 without SEV
     out = out or cfg.layout.report
     history = history or cfg.layout.history
     if out.exists() and any(out.iterdir()) and not (out / "results.json").exists():
@@ -245,6 +248,12 @@ def _night(
         case = matrix.case_id(r.scenario, r.variant)
         log.info("%-7s boot/%s in %.1f s", r.outcome.upper(), case, r.seconds)
 
+    playable = cases
+    if cfg.launch.hardware:
+        playable = tuple(c for c in cases if not scenarios.SCENARIOS[c[0]].simulated_only)
+        for name, variant in cases:
+            if reason := scenarios.SCENARIOS[name].simulated_only:
+                night.case(Suite.BOOT, matrix.case_id(name, variant), Verdict.SKIPPED, 0, reason)
     results = matrix.run_matrix(
         firmware,
         images,
@@ -253,7 +262,8 @@ def _night(
         jobs=jobs,
         emulator=emulator,
         on_result=booted,
-        cases=cases,
+        cases=playable,
+        kind=cfg.launch,
     )
     for result in results:
         case = matrix.case_id(result.scenario, result.variant)

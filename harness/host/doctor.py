@@ -16,10 +16,11 @@ import docker
 import docker.errors
 
 from harness import run
+from harness.config import LaunchKind
 from harness.errors import CommandError, HarnessError, PrerequisiteError
 from harness.host import engine
 from harness.host.qemu import DEBIAN_OVMF, QEMU, parse_version, pick_accelerator, qemu_version
-from harness.host.sev import HostSev, LaunchKind, platform_status, vmsa_model
+from harness.host.sev import HostSev, platform_status, vmsa_model
 
 log = logging.getLogger(__name__)
 

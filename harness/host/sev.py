@@ -31,20 +31,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness import run
+from harness.config import LaunchKind
 from harness.errors import InfrastructureError, PrerequisiteError, VerificationError
-
-
-class LaunchKind(enum.StrEnum):
-    """How a guest is launched: on SEV hardware, or against the simulated element."""
-
-    SIMULATED = "simulated"
-    SEV = "sev"
-    SEV_ES = "sev-es"
-
-    @property
-    def hardware(self) -> bool:
-        return self is not LaunchKind.SIMULATED
-
 
 #: The cpuinfo flag and kvm_amd parameter behind each hardware mode.
 FEATURES = {

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import LaunchKind
 from harness.errors import PrerequisiteError
 from harness.host import qemu
-from harness.host.sev import HostSev, LaunchKind, SevGuestObject, platform_capabilities
+from harness.host.sev import HostSev, SevGuestObject, platform_capabilities
 from tests.integration.test_sev_cli import assert_clean_error, inv
 
 pytestmark = pytest.mark.qemu
-
 NO_SEV = not HostSev.probe().support(LaunchKind.SEV).available
 
 
@@ -30,6 +30,9 @@ def test_boot_launch_sev_exits_3_before_starting_anything(tmp_path: Path) -> Non
     assert not (tmp_path / "ws").exists(), "something was started or written"
     proc = inv("boot", "--launch", "sev-es", "--workspace", str(tmp_path / "ws"))
     assert "cannot launch an SEV-ES guest" in assert_clean_error(proc, 3)
+    proc = inv("nightly", "--launch", "sev", "--workspace", str(tmp_path / "ws"))
+    assert "cannot launch an SEV guest" in assert_clean_error(proc, 3)
+    assert not (tmp_path / "ws").exists(), "the nightly started before its check"
 
 
 @pytest.mark.skipif(not NO_SEV, reason="this host has SEV")

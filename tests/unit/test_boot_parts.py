@@ -204,3 +204,12 @@ def test_boot_refuses_an_image_of_another_recipe(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="menu recipe"):
         cfg = resolve(workspace=str(tmp_path / "out"))
         boot.boot(cfg, "console-keys", tmp_path / "OVMF.fd", tmp_path, interactive=False)
+
+
+def test_what_runs_on_sev_hardware() -> None:
+    """The planted pages and the launch attacks are played on the simulated element only;
+    every other scenario runs on SEV hardware as well."""
+    hardware = {name for name, s in SCENARIOS.items() if not s.simulated_only}
+    assert "passwordless" in hardware and "tampered-firmware" in hardware
+    assert not {"replayed-secret", "wrong-policy", "foreign-pdh"} & hardware
+    assert not any(name.startswith("planted-") for name in hardware)

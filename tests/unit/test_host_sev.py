@@ -14,16 +14,10 @@ from pathlib import Path
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from harness.config import LaunchKind
 from harness.errors import InfrastructureError, PrerequisiteError, VerificationError
 from harness.host import doctor
-from harness.host.sev import (
-    HostSev,
-    LaunchKind,
-    SevGuestObject,
-    SevMonitor,
-    start_refusal,
-    vmsa_model,
-)
+from harness.host.sev import HostSev, SevGuestObject, SevMonitor, start_refusal, vmsa_model
 from tests.fakeqmp import FakeSevQemu, Peer, Script
 
 pytestmark = pytest.mark.unit
