@@ -66,12 +66,19 @@ class LaunchKind(enum.StrEnum):
     """How guests are launched: against the simulated secure element, or on SEV hardware."""
 
     SIMULATED = "simulated"
+    #: The simulated element with an SEV-ES policy: it also measures one VMSA per vCPU.
+    SIMULATED_ES = "simulated-es"
     SEV = "sev"
     SEV_ES = "sev-es"
 
     @property
     def hardware(self) -> bool:
-        return self is not LaunchKind.SIMULATED
+        return self in (LaunchKind.SEV, LaunchKind.SEV_ES)
+
+    @property
+    def es(self) -> bool:
+        """The guest runs as SEV-ES: policy bit 2, and the digest covers the VMSAs."""
+        return self in (LaunchKind.SIMULATED_ES, LaunchKind.SEV_ES)
 
 
 class AccelChoice(enum.StrEnum):

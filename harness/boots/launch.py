@@ -22,14 +22,22 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import VerificationError
+from harness.errors import InputError, VerificationError
 from harness.host.sev import SevMonitor
 from harness.sev.chain import PlatformChain, Roots, verify_chain
-from harness.sev.measure import STRICT, LaunchMeasure, PlatformInfo, verify_measurement
+from harness.sev.measure import (
+    STRICT,
+    LaunchMeasure,
+    PlatformInfo,
+    ap_reset_eip,
+    verify_measurement,
+)
 from harness.sev.packet import build_packet
 from harness.sev.policy import PolicyFlag
 from harness.sev.session import Session, start_session
 from harness.sev.simplatform import SimulatedPlatform, shared_platform
+from harness.sev.simulated import SimulatedSecureElement
+from harness.sev.vmsa import VcpuConfig, vmsa_pages
 
 #: What the owner asks for: no debugging.
 OWNER_POLICY = int(PolicyFlag.NODBG)
@@ -52,9 +60,9 @@ class Attack(enum.StrEnum):
     FOREIGN_PDH = "foreign-pdh"
 
 
-def host_policy(attack: Attack) -> int:
-    """The policy the host launches with: the owner's, or a debuggable one."""
-    return OWNER_POLICY & ~int(PolicyFlag.NODBG) if attack is Attack.WRONG_POLICY else OWNER_POLICY
+def host_policy(attack: Attack, owner: int = OWNER_POLICY) -> int:
+    """The policy the host launches with: the owner's, or the same made debuggable."""
+    return owner & ~int(PolicyFlag.NODBG) if attack is Attack.WRONG_POLICY else owner
 
 
 @dataclass(frozen=True)
@@ -104,16 +112,27 @@ def simulated_roots(platform: SimulatedPlatform) -> Roots:
 
 
 def simulated_launch(
-    firmware: bytes, expected_digest: bytes, table: bytes | None, attack: Attack, notes: list[str]
+    firmware: bytes,
+    expected_digest: bytes,
+    table: bytes | None,
+    attack: Attack,
+    notes: list[str],
+    vcpus: VcpuConfig | None = None,
 ) -> bytes | None:
     """The owner's flow against the simulated platform; the page the guest gets, or None.
 
     *table* is the plaintext secret table the owner injects once the launch verifies
     (None: the owner injects nothing). The returned bytes are what the element
-    decrypted, which the caller writes into the secret page.
+    decrypted, which the caller writes into the secret page. With *vcpus* the launch is
+    SEV-ES: the owner's policy sets ES, *expected_digest* must be the SEV-ES digest, and
+    the host hands the element one VMSA per vCPU after the firmware, as KVM does with
+    LAUNCH_UPDATE_VMSA.
     """
     platform = shared_platform()
-    owner = Owner(expected_digest, simulated_roots(platform))
+    policy = OWNER_POLICY | (int(PolicyFlag.ES) if vcpus else 0)
+    if vcpus is not None:
+        notes.append(f"SEV-ES: {vcpus.describe(snp=False)}")
+    owner = Owner(expected_digest, simulated_roots(platform), policy)
     handed = SimulatedPlatform.generate() if attack is Attack.FOREIGN_PDH else platform
     with tempfile.TemporaryDirectory(prefix="harness-chain-") as where:
         handed.export(Path(where))
@@ -123,13 +142,13 @@ def simulated_launch(
     except VerificationError as err:
         notes.append(f"{REFUSED_CHAIN}: {err.message}")
         return None
-    policy = host_policy(attack)
+    policy = host_policy(attack, policy)
     try:
         psp = platform.launch_start(session.godh_cert, session.blob, policy)
     except VerificationError as err:
         notes.append(f"{REFUSED_LAUNCH_START}: {err.message}")
         return None
-    psp.launch_update_data(firmware)
+    _update(psp, firmware, vcpus)
     measure = psp.launch_measure()
     report = PlatformInfo(platform.api_major, platform.api_minor, platform.build, policy)
     try:
@@ -144,7 +163,7 @@ def simulated_launch(
         # The host keeps this launch's GODH, session and packet, launches again with
         # them and injects the recorded packet: the new launch's nonce differs.
         psp = platform.launch_start(session.godh_cert, session.blob, policy)
-        psp.launch_update_data(firmware)
+        _update(psp, firmware, vcpus)
         psp.launch_measure()
         try:
             return psp.launch_secret(packet.header, packet.payload)
@@ -152,6 +171,15 @@ def simulated_launch(
             notes.append(f"{REFUSED_REPLAY}: {err.message}")
             return None
     return psp.launch_secret(packet.header, packet.payload)
+
+
+def _update(psp: SimulatedSecureElement, firmware: bytes, vcpus: VcpuConfig | None) -> None:
+    """What the host loads into the launch: the firmware, then (SEV-ES) the VMSAs its
+    VMM sets up, here QEMU's and KVM's as harness.sev.vmsa models them."""
+    psp.launch_update_data(firmware)
+    if vcpus is not None:
+        for page in vmsa_pages(ap_reset_eip(firmware), vcpus):
+            psp.launch_update_data(page)
 
 
 def hardware_launch(
@@ -185,7 +213,7 @@ def hardware_launch(
     measure = monitor.launch_measure()
     try:
         measurement = owner.verify(session, report, measure)
-    except VerificationError as err:
+    except (VerificationError, InputError) as err:  # InputError: QEMU's answer is malformed
         notes.append(f"{REFUSED_MEASUREMENT}: {err.message}")
         measurement = None
     if measurement is not None and table is not None:

@@ -49,7 +49,7 @@ from harness.records import Fields
 from harness.sev.certs import SevCertificate
 from harness.sev.chain import PlatformChain, Roots
 from harness.sev.malformed import malformed_tables
-from harness.sev.measure import seves_launch_digest
+from harness.sev.measure import launch_digest, seves_launch_digest
 from harness.sev.policy import PolicyFlag
 from harness.sev.secret import (
     DEFAULT_SECRET_AREA,
@@ -58,7 +58,7 @@ from harness.sev.secret import (
     disk_passphrase_entry,
 )
 from harness.sev.session import Session
-from harness.sev.vmsa import DEFAULT_CPU_TYPE, VcpuConfig, VmsaModel
+from harness.sev.vmsa import VcpuConfig, VmsaModel, cpu_type
 from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,8 @@ class Scenario:
             return "on SEV hardware the host cannot write the encrypted secret page"
         if self.attack is not Attack.NONE:
             return "the launch attacks are not yet played through QEMU on SEV hardware"
+        if self.check_wipe:
+            return "on SEV hardware pmemsave reads the secret page encrypted"
         return None
 
     @property
@@ -431,6 +433,8 @@ def prepared(
     try:
         notes: list[str] = []
         fw_bytes = firmware.read_bytes()
+        vcpus = _vcpus(kind, emulator)
+        owner_digest = _owner_digest(fw_bytes, expected_digest, vcpus)
         if scenario.tamper:
             fw_bytes = tamper(fw_bytes)
             notes.append("firmware tampered (one byte in the variable store's spare area)")
@@ -444,11 +448,22 @@ def prepared(
         plan, sev = None, None
         if kind.hardware:
             plan, sev = _hardware(
-                scenario, fw_bytes, expected_digest, passphrase, wrong, private, emulator, kind
+                scenario,
+                fw_bytes,
+                owner_digest,
+                passphrase,
+                wrong,
+                private,
+                emulator,
+                kind,
+                vcpus,
+                notes,
             )
             secret = None
         else:
-            secret = _launch(scenario, fw_bytes, expected_digest, passphrase, wrong, private, notes)
+            secret = _launch(
+                scenario, fw_bytes, owner_digest, passphrase, wrong, private, notes, vcpus
+            )
         cfg = qemu.LaunchConfig(
             firmware=loaded,
             disk=disk,
@@ -461,7 +476,8 @@ def prepared(
             no_shutdown=scenario.check_wipe,
             emulator=emulator,
             sev=sev,
-            cpu=SEV_ES_CPU if kind is LaunchKind.SEV_ES else None,
+            cpu=SEV_ES_CPU if vcpus else None,
+            vcpus=vcpus.count if vcpus else 1,
         )
         yield Launch(cfg, wrong, area, notes, plan)
     finally:
@@ -539,8 +555,47 @@ def run_scenario(
     )
 
 
-#: The vCPU model of an SEV-ES launch; its signature is in every VMSA the digest covers.
-SEV_ES_CPU = DEFAULT_CPU_TYPE
+#: The vCPU model of an SEV-ES launch (QEMU 7.2 knows it; EPYC-v4 came later); its
+#: signature is in every VMSA the digest covers.
+SEV_ES_CPU = "EPYC"
+#: vCPUs of a simulated SEV-ES launch: the boot CPU and one AP, so both VMSA kinds count.
+SIMULATED_ES_VCPUS = 2
+
+
+def _vcpus(kind: LaunchKind, emulator: qemu.Qemu) -> VcpuConfig | None:
+    """The vCPUs an SEV-ES launch's VMSAs describe; None for plain SEV.
+
+    The simulated host plays QEMU with KVM_SEV_INIT (legacy) without DebugSwap; on
+    hardware the doctor's reading of QEMU, the kernel and kvm_amd decides.
+    """
+    if not kind.es:
+        return None
+    if not kind.hardware:
+        return VcpuConfig(
+            SIMULATED_ES_VCPUS, cpu_type(SEV_ES_CPU), SEV_ES_CPU, model=VmsaModel.LEGACY
+        )
+    model = host_sev.vmsa_model(emulator.version_number(), os.uname().release)[0]
+    return VcpuConfig(
+        1,
+        cpu_type(SEV_ES_CPU),
+        SEV_ES_CPU,
+        model=VmsaModel(model),
+        debug_swap=host_sev.HostSev.probe().debug_swap,
+    )
+
+
+def _owner_digest(genuine: bytes, manifest_digest: bytes, vcpus: VcpuConfig | None) -> bytes:
+    """The digest the owner expects: the manifest's, or (SEV-ES) the firmware's with the
+    VMSAs, from the firmware file once it is shown to be the one the manifest records.
+
+    Raises:
+        InputError: the firmware file is not the build its manifest describes.
+    """
+    if vcpus is None:
+        return manifest_digest
+    if launch_digest(genuine) != manifest_digest:
+        raise InputError("The firmware file is not the build its manifest records.")
+    return seves_launch_digest(genuine, vcpus)
 
 
 def _hardware(
@@ -552,6 +607,8 @@ def _hardware(
     private: Path,
     emulator: qemu.Qemu,
     kind: LaunchKind,
+    vcpus: VcpuConfig | None,
+    notes: list[str],
 ) -> tuple[HardwarePlan, SevGuestObject]:
     """The owner's part before QEMU starts on SEV hardware: the platform's chain (from
     QEMU, verified up to AMD's roots), the session, and the sev-guest object.
@@ -572,13 +629,10 @@ def _hardware(
         SevCertificate.parse(oca, "the platform's OCA"),
         SevCertificate.parse(cek, "the platform's CEK"),
     )
-    policy = owner_flow.OWNER_POLICY
-    if kind is LaunchKind.SEV_ES:
-        policy |= int(PolicyFlag.ES)
-        host = host_sev.HostSev.probe()
-        model = host_sev.vmsa_model(emulator.version_number(), os.uname().release)[0]
-        vcpus = VcpuConfig(model=VmsaModel(model), debug_swap=host.debug_swap)
-        expected = seves_launch_digest(fw, vcpus)
+    policy = owner_flow.OWNER_POLICY | (int(PolicyFlag.ES) if kind.es else 0)
+    if vcpus is not None:
+        # The host's QEMU, kernel and kvm_amd decide these; the owner records what it assumed.
+        notes.append(f"SEV-ES: {vcpus.describe(snp=False)}")
     owner = owner_flow.Owner(expected, Roots.amd(), policy)
     session = owner.open_session(chain)
     godh, blob = private / "godh.b64", private / "session.b64"
@@ -634,13 +688,16 @@ def _launch(
     wrong: Passphrase,
     workdir: Path,
     notes: list[str],
+    vcpus: VcpuConfig | None = None,
 ) -> Path | None:
-    """The guest-owner flow against the simulated platform; the secret page file, or None."""
+    """The guest-owner flow against the simulated platform; the secret page file, or None.
+
+    *expected* is the digest the owner expects (SEV-ES with *vcpus*)."""
     table = parse_guid_table(fw)
     size = table.secret_block.size if table and table.secret_block else None
     path = workdir / "secret.bin"
     if scenario.secret is Secret.PLANTED:
-        owner_flow.simulated_launch(fw, expected, None, scenario.attack, notes)
+        owner_flow.simulated_launch(fw, expected, None, scenario.attack, notes, vcpus)
         # The host writes the page itself (on SEV hardware it cannot; the page is
         # encrypted): this checks GRUB's parser, whatever produced the bytes.
         pages = dict(malformed_tables(passphrase.value, size or DEFAULT_SECRET_AREA))
@@ -648,7 +705,7 @@ def _launch(
         notes.append(f"a malformed secret page was planted: {scenario.planted}")
         return path
     plain = _owner_table(scenario, fw, passphrase, wrong)
-    page = owner_flow.simulated_launch(fw, expected, plain, scenario.attack, notes)
+    page = owner_flow.simulated_launch(fw, expected, plain, scenario.attack, notes, vcpus)
     if page is None:
         return None
     write_private({path: page})

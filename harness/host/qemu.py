@@ -272,6 +272,7 @@ class LaunchConfig:
     emulator: Qemu = SYSTEM
     sev: SevGuestObject | None = None
     cpu: str | None = None
+    vcpus: int = 1
 
     def __post_init__(self) -> None:
         if self.sev is not None and self.secret is not None:
@@ -300,6 +301,8 @@ class LaunchConfig:
         ]  # fmt: skip
         if self.cpu is not None:
             argv += ["-cpu", self.cpu]
+        if self.vcpus != 1:
+            argv += ["-smp", str(self.vcpus)]
         if sev is not None:
             argv += [*sev.argv(), "-S"]
         if self.no_shutdown:

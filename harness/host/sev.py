@@ -241,6 +241,8 @@ class SevInfo:
     handle: int
 
 
+#: The commands whose refusal can mean that the host has no SEV (asked before a launch).
+PROBES = ("query-sev-capabilities", "query-sev")
 #: QMP error descriptions that mean the host has no usable SEV (not a guest verdict).
 NO_SEV = ("KVM not enabled", "SEV is not enabled in KVM", "SEV feature is not available")
 
@@ -260,10 +262,10 @@ class SevMonitor:
         reply = self._qmp.cmd_raw(name, args)
         if "error" in reply:
             desc = str(reply["error"].get("desc", "unknown error"))
-            if any(n in desc for n in NO_SEV):
-                raise PrerequisiteError(f"QEMU has no SEV on this host: {desc}.")
-            if name == "sev-inject-launch-secret":
+            if name == "sev-inject-launch-secret":  # the platform's verdict, whatever its words
                 raise VerificationError(f"QEMU refused the launch secret: {desc}.")
+            if name in PROBES and any(n in desc for n in NO_SEV):
+                raise PrerequisiteError(f"QEMU has no SEV on this host: {desc}.")
             raise InfrastructureError(f"QMP {name} failed: {desc}.")
         if "return" not in reply:
             raise InfrastructureError(f"QMP {name} gave no return value.")

@@ -17,6 +17,7 @@ import pytest
 from harness import run
 from harness.boots import matrix, scenarios, verdicts
 from harness.components import ovmf
+from harness.config import LaunchKind
 from harness.guest import xts
 from harness.guest.image import LuksVariant, build_image, payload_offset, volume_key
 from harness.host import qemu
@@ -107,6 +108,32 @@ def test_scenario(
         assert "HOST-GRUB-CFG" not in transcript and "grub>" not in transcript
     if name == "foreign-disk":
         assert "Enter passphrase" not in transcript
+
+
+ES_CASES = ("passwordless", "tampered-firmware", "replayed-secret")
+
+
+@pytest.mark.parametrize("name", ES_CASES)
+def test_simulated_sev_es(
+    name: str, firmware: ovmf.OvmfBuild, images: matrix.Images, accel: qemu.Accel
+) -> None:
+    """An SEV-ES policy against the simulated element: two vCPUs' VMSAs in the digest,
+    QEMU with the EPYC model and -smp 2; the owner's checks hold as for SEV."""
+    img = images.for_case(name, LuksVariant.LUKS1)
+    result = scenarios.run_scenario(
+        scenarios.SCENARIOS[name],
+        firmware=ovmf.firmware(firmware),
+        expected_digest=firmware.manifest.launch_digest,
+        disk=img.disk,
+        passphrase=Passphrase.read(img.passphrase_file),
+        token=img.token,
+        variant="luks1",
+        workdir=OUT / "boot" / f"{name}-es",
+        accel=accel,
+        kind=LaunchKind.SIMULATED_ES,
+    )
+    assert result.passed, result.detail
+    assert any(n.startswith("SEV-ES: 2 vCPUs EPYC") for n in result.notes), result.notes
 
 
 def test_a_hanging_guest_times_out_cleanly(

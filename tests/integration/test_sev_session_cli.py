@@ -40,7 +40,7 @@ def test_a_tampered_chain_fails_naming_the_link(tmp_path: Path) -> None:
     pek[0x414 + 8 + 5] ^= 0x01  # inside the first signature's R
     (chain / "pek.cert").write_bytes(bytes(pek))
     message = assert_clean_error(inv("sev.chain", "--certs", str(chain)), 1)
-    assert "PEK" in message
+    assert "The PEK's signature by the OCA does not verify" in message
 
 
 def test_another_generation_is_refused(tmp_path: Path) -> None:
@@ -118,5 +118,5 @@ def test_a_broken_chain_makes_no_session(tmp_path: Path) -> None:
     cek[0x10] ^= 0x80  # its public key
     (chain / "cek.cert").write_bytes(bytes(cek))
     proc = inv("sev.session", "--certs", str(chain), "--policy", "1", "--out", str(tmp_path / "o"))
-    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
+    assert "CEK" in assert_clean_error(proc, 1)
     assert not (tmp_path / "o").exists()

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.boots import launch
 from harness.boots.launch import Attack, Owner
-from harness.errors import VerificationError
+from harness.errors import InputError, VerificationError
 from harness.host.sev import SevMonitor
 from harness.sev.chain import PlatformChain, Roots
-from harness.sev.measure import launch_digest
+from harness.sev.measure import launch_digest, seves_launch_digest
 from harness.sev.session import start_session
 from harness.sev.simplatform import SimulatedPlatform, shared_platform
 from harness.sev.simulated import SimulatedSecureElement
+from harness.sev.vmsa import VcpuConfig, cpu_type
 from tests.fakeqmp import FakeSevQemu, Peer
 
 pytestmark = pytest.mark.unit
@@ -117,7 +119,11 @@ class ElementBehindQemu:
         return None
 
 
-def _hardware(firmware: bytes, expected: bytes) -> tuple[ElementBehindQemu, list[str], FakeSevQemu]:
+def _hardware(
+    firmware: bytes, expected: bytes, **qemu_says: Any
+) -> tuple[ElementBehindQemu, list[str], FakeSevQemu]:
+    """The owner's hardware flow against the fake QEMU with the element behind it;
+    *qemu_says* overrides what QEMU reports (policy, state, ...)."""
     platform = shared_platform()
     owner = Owner(expected, launch.simulated_roots(platform))
     session = owner.open_session(_chain(platform))
@@ -130,6 +136,8 @@ def _hardware(firmware: bytes, expected: bytes) -> tuple[ElementBehindQemu, list
         api=(platform.api_major, platform.api_minor),
         build=platform.build,
     )
+    for key, value in qemu_says.items():
+        setattr(qemu, key, value)
     with tempfile.TemporaryDirectory(prefix="qmp-") as where:
         peer = Peer(qemu, Path(where) / "s")
         client = QEMUMonitorProtocol(str(Path(where) / "s"))
@@ -163,3 +171,60 @@ def test_the_hardware_flow_injects_nothing_into_a_launch_that_does_not_verify() 
     assert notes[0].startswith(launch.REFUSED_MEASUREMENT)
     assert "sev-inject-launch-secret" not in [name for name, _ in qemu.calls]
     assert qemu.calls[-1][0] == "cont"
+
+
+TAIL = (Path(__file__).resolve().parents[1] / "data" / "amdsev-2025.02-tail.bin").read_bytes()
+ES_VCPUS = VcpuConfig(2, cpu_type("EPYC"), "EPYC")
+
+
+def test_an_sev_es_launch_measures_the_vmsas() -> None:
+    """The owner expects firmware then two VMSAs; the element measured what the host
+    loaded. With the plain SEV digest the same launch is refused: the VMSAs count."""
+    notes: list[str] = []
+    expected = seves_launch_digest(TAIL, ES_VCPUS)
+    assert launch.simulated_launch(TAIL, expected, TABLE, Attack.NONE, notes, ES_VCPUS) == TABLE
+    assert notes == [f"SEV-ES: {ES_VCPUS.describe(snp=False)}"]
+    notes = []
+    plain = launch_digest(TAIL)
+    assert launch.simulated_launch(TAIL, plain, TABLE, Attack.NONE, notes, ES_VCPUS) is None
+    assert notes[-1].startswith(launch.REFUSED_MEASUREMENT)
+
+
+def test_an_sev_es_launch_keeps_es_in_the_policy_the_host_must_use() -> None:
+    notes: list[str] = []
+    expected = seves_launch_digest(TAIL, ES_VCPUS)
+    page = launch.simulated_launch(TAIL, expected, TABLE, Attack.WRONG_POLICY, notes, ES_VCPUS)
+    assert page is None and "policy 0x4" in notes[-1]
+
+
+@pytest.mark.parametrize(
+    ("qemu_says", "note"),
+    [
+        ({"policy": 0x0}, "policy 0x0, not the owner's 0x1"),
+        ({"state": "launch-update"}, "not waiting for a secret"),
+        ({"sev": False}, "SEV off"),
+        ({"overrides": {"query-sev-launch-measure": {"return": {"data": "bm90IDQ4"}}}}, "48"),
+    ],
+)
+def test_the_hardware_flow_gives_nothing_to_a_launch_it_cannot_trust(
+    qemu_says: dict[str, Any], note: str
+) -> None:
+    """QEMU reports another policy, a launch not waiting for a secret, no SEV, or a
+    malformed measurement: nothing is injected, the guest is continued, the reason noted."""
+    backend, notes, qemu = _hardware(FIRMWARE, launch_digest(FIRMWARE), **qemu_says)
+    assert backend.page is None
+    assert "sev-inject-launch-secret" not in [name for name, _ in qemu.calls]
+    assert qemu.calls[-1][0] == "cont"
+    assert len(notes) == 1 and note in notes[0], notes
+
+
+def test_the_sev_es_digest_comes_from_the_manifests_firmware() -> None:
+    """The owner's SEV-ES digest is made from the firmware file only once that file is
+    shown to be the build the manifest records, never from what the host launches."""
+    from harness.boots.scenarios import _owner_digest
+
+    vcpus = VcpuConfig(2, cpu_type("EPYC"), "EPYC")
+    assert _owner_digest(TAIL, launch_digest(TAIL), None) == launch_digest(TAIL)
+    assert _owner_digest(TAIL, launch_digest(TAIL), vcpus) == seves_launch_digest(TAIL, vcpus)
+    with pytest.raises(InputError, match="not the build its manifest records"):
+        _owner_digest(TAIL, launch_digest(FIRMWARE), vcpus)

@@ -75,6 +75,7 @@ def test_sev_es_needs_its_own_parameter(tmp_path: Path) -> None:
     assert "kvm_amd.sev_es=1" in host.support(LaunchKind.SEV_ES).reason
 
 
+@pytest.mark.skipif(HostSev.probe().support(LaunchKind.SEV).available, reason="this host has SEV")
 def test_this_host_has_no_sev_and_the_doctor_says_why_without_failing() -> None:
     checks = doctor.sev_checks(HostSev.probe())
     by_name = {c.name: c for c in checks}
@@ -243,3 +244,16 @@ def test_platform_status_without_the_device(tmp_path: Path) -> None:
 
     with pytest.raises(PrerequisiteError, match="cannot be opened"):
         sev.platform_status(tmp_path / "sev")
+
+
+def test_a_refused_injection_is_a_verdict_whatever_its_words(peer_dir: Path) -> None:
+    """Only the probes' errors can mean 'no SEV here'; the injection's is the platform's
+    refusal, and a missing measurement is no prerequisite either."""
+    script = Script(measurement="x", refusal="SEV is not enabled in KVM")
+    monitor, peer, client = _monitor(FakeSevQemu(script), peer_dir)
+    try:
+        with pytest.raises(VerificationError, match="refused the launch secret"):
+            monitor.inject(b"h" * 52, b"s" * 16, 0x810000)
+    finally:
+        client.close()
+        peer.close()
