@@ -11,6 +11,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from harness.boots import matrix, scenarios, verdicts
 from harness.components import ovmf
 from harness.config import LaunchKind
 from harness.guest import xts
-from harness.guest.image import LuksVariant, build_image, payload_offset, volume_key
+from harness.guest.image import Image, LuksVariant, build_image, payload_offset, volume_key
 from harness.host import qemu
 from harness.passphrase import Passphrase
 from tests.conftest import ROOT, tools_builder
@@ -70,6 +71,29 @@ def test_images_are_real_luks(images: matrix.Images, tmp_path: Path) -> None:
         assert head[1024 + 56 : 1024 + 58] == b"\x53\xef"  # the ext4 superblock magic
 
 
+def _boot(
+    name: str,
+    img: Image,
+    firmware: ovmf.OvmfBuild,
+    accel: qemu.Accel,
+    workdir: Path,
+    **extra: Any,
+) -> scenarios.Result:
+    """One scenario on *img* with the workspace's firmware (its manifest's digest)."""
+    return scenarios.run_scenario(
+        scenarios.SCENARIOS[name],
+        firmware=ovmf.firmware(firmware),
+        expected_digest=firmware.manifest.launch_digest,
+        disk=img.disk,
+        passphrase=Passphrase.read(img.passphrase_file),
+        token=img.token,
+        variant=img.variant.value,
+        workdir=workdir,
+        accel=accel,
+        **extra,
+    )
+
+
 MATRIX = list(matrix.MATRIX)
 
 
@@ -82,18 +106,14 @@ def test_scenario(
     accel: qemu.Accel,
 ) -> None:
     img = images.for_case(name, variant)
-    scenario = scenarios.SCENARIOS[name]
-    result = scenarios.run_scenario(
-        scenario,
-        firmware=ovmf.firmware(firmware),
-        expected_digest=firmware.manifest.launch_digest,
-        disk=img.disk,
-        passphrase=Passphrase.read(img.passphrase_file),
-        token=img.token,
-        variant=variant.value,
-        workdir=OUT / "boot" / f"{name}-{variant}",
-        accel=accel,
-        host_disk=images.host_disk() if scenario.host is verdicts.Host.FOREIGN_DISK else None,
+    foreign = scenarios.SCENARIOS[name].host is verdicts.Host.FOREIGN_DISK
+    result = _boot(
+        name,
+        img,
+        firmware,
+        accel,
+        OUT / "boot" / f"{name}-{variant}",
+        host_disk=images.host_disk() if foreign else None,
     )
     assert result.passed, result.detail
     transcript = result.transcript.read_text()
@@ -120,18 +140,8 @@ def test_simulated_sev_es(
     """An SEV-ES policy against the simulated element: two vCPUs' VMSAs in the digest,
     QEMU with the EPYC model and -smp 2; the owner's checks hold as for SEV."""
     img = images.for_case(name, LuksVariant.LUKS1)
-    result = scenarios.run_scenario(
-        scenarios.SCENARIOS[name],
-        firmware=ovmf.firmware(firmware),
-        expected_digest=firmware.manifest.launch_digest,
-        disk=img.disk,
-        passphrase=Passphrase.read(img.passphrase_file),
-        token=img.token,
-        variant="luks1",
-        workdir=OUT / "boot" / f"{name}-es",
-        accel=accel,
-        kind=LaunchKind.SIMULATED_ES,
-    )
+    workdir = OUT / "boot" / f"{name}-es"
+    result = _boot(name, img, firmware, accel, workdir, kind=LaunchKind.SIMULATED_ES)
     assert result.passed, result.detail
     assert any(n.startswith("SEV-ES: 2 vCPUs EPYC") for n in result.notes), result.notes
 
@@ -174,17 +184,7 @@ def test_parallel_runs_do_not_collide(
     img = images.for_case("passwordless", LuksVariant.LUKS1)
 
     def one(name: str, index: int) -> scenarios.Result:
-        return scenarios.run_scenario(
-            scenarios.SCENARIOS[name],
-            firmware=ovmf.firmware(firmware),
-            expected_digest=firmware.manifest.launch_digest,
-            disk=img.disk,
-            passphrase=Passphrase.read(img.passphrase_file),
-            token=img.token,
-            variant="luks1",
-            workdir=tmp_path / f"run{index}",
-            accel=accel,
-        )
+        return _boot(name, img, firmware, accel, tmp_path / f"run{index}")
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(one, ["passwordless", "no-secret"], [1, 2]))
