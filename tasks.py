@@ -90,7 +90,8 @@ COMMON_HELP = {
     "qemu": "system (qemu-system-x86_64 on PATH, the default) or built (./inv build-qemu)",
     "base": f"Docker image the builder images start FROM (default {DEFAULT_BASE})",
     "launch": "simulated (the default: the owner flow against the simulated secure "
-    "element), sev or sev-es (SEV hardware; exit 3 where the host has none)",
+    "element), simulated-es (the same, SEV-ES), sev or sev-es (SEV hardware; exit 3 where "
+    "the host has none)",
 }
 BUILD_HELP = {
     "tree_edk2": "build this local edk2 tree instead of the pin",
