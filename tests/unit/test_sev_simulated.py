@@ -65,7 +65,8 @@ ALLOWED_IMPORTS = {
 #: The guest owner's modules, which the platform side must never import.
 OWNER_MODULES = (
     "harness.sev.measure", "harness.sev.packet", "harness.sev.secret", "harness.sev.owner",
-    "harness.sev.policy", "harness.sev.certs", "harness.sev.session", "harness.firmware",
+    "harness.sev.policy", "harness.sev.certs", "harness.sev.chain", "harness.sev.session",
+    "harness.sev.vmsa", "harness.sev.snp", "harness.boots", "harness.firmware",
 )  # fmt: skip
 
 
