@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import InputError, VerificationError
-from harness.host.sev import SevMonitor
+from harness.host.sev import SevMonitor, SevState
 from harness.sev.chain import PlatformChain, Roots, verify_chain
 from harness.sev.measure import (
     STRICT,
@@ -202,7 +202,7 @@ def hardware_launch(
     """
     notes: list[str] = []
     info = monitor.info()
-    if not info.enabled or info.state != "launch-secret":
+    if not info.enabled or info.state != SevState.LAUNCH_SECRET:
         notes.append(
             f"QEMU reports SEV {'on' if info.enabled else 'off'}, state {info.state}: the "
             "launch is not waiting for a secret, so none is given"
