@@ -88,6 +88,20 @@ class LuksVariant(enum.StrEnum):
         return 2 * 1024 * 1024 if self is LuksVariant.LUKS1 else 16 * 1024 * 1024
 
 
+class GuestKernel(enum.StrEnum):
+    """Which kernel an image boots, and so who judges it.
+
+    ``built``: ours (``./inv build-kernel``, with ``efi_secret``). The initramfs unlocks
+    the LUKS root again with the kernel's dm-crypt and a key file, switches root, and
+    the root's own init reports what Linux lists in ``/sys/kernel/security/secrets/coco``
+    (see :mod:`harness.guest.report`). ``debian``: the distribution's cloud kernel, which
+    has neither; the busybox initramfs GRUB loaded prints the marker itself.
+    """
+
+    BUILT = "built"
+    DEBIAN = "debian"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """An image recipe: ``images/NAME/recipe.toml`` and the files beside it.
@@ -165,6 +179,7 @@ class ImageMetadata:
     partition_start: int = PARTITION_START  # where every image has had it
     disk_sha256: str | None = None
     kernel: str | None = None
+    guest_kernel: GuestKernel = GuestKernel.DEBIAN  # what images had before "built"
 
     def to_json(self) -> dict[str, Any]:
         """The keys in the order image.json has always had them; unknown ones left out."""
@@ -178,6 +193,7 @@ class ImageMetadata:
             "token": self.token,
             "disk_sha256": self.disk_sha256,
             "kernel": self.kernel,
+            "guest_kernel": self.guest_kernel.value,
         }
         return {key: value for key, value in data.items() if value is not None}
 
@@ -197,6 +213,7 @@ class ImageMetadata:
             partition_start=f.integer("partition_start", PARTITION_START),
             disk_sha256=f.optional_text("disk_sha256"),
             kernel=f.optional_text("kernel"),
+            guest_kernel=f.choice("guest_kernel", GuestKernel, default=GuestKernel.DEBIAN),
         )
 
     def dump(self, path: Path) -> None:
@@ -223,6 +240,10 @@ class Image:
     @property
     def variant(self) -> LuksVariant:
         return self.metadata.variant
+
+    @property
+    def guest_kernel(self) -> GuestKernel:
+        return self.metadata.guest_kernel
 
 
 def fetch_packages(recipe: Recipe, cache: Path, builder: str) -> Path:

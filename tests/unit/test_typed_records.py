@@ -26,7 +26,7 @@ from harness.flows.results import (
     Suite,
 )
 from harness.guest import image
-from harness.guest.image import PARTITION_START, ImageMetadata, LuksVariant
+from harness.guest.image import PARTITION_START, GuestKernel, ImageMetadata, LuksVariant
 from harness.records import load_json
 from harness.verdict import Verdict
 from tests.conftest import ROOT
@@ -121,6 +121,7 @@ def test_image_json_keeps_its_bytes(tmp_path: Path) -> None:
         "token": "0123456789abcdef",
         "disk_sha256": "ab" * 32,
         "kernel": "vmlinuz-6.1.0-40-cloud-amd64",
+        "guest_kernel": "debian",  # added last, by the built kernel
     }
     META.dump(tmp_path / "image.json")
     assert (tmp_path / "image.json").read_text() == json.dumps(before, indent=2) + "\n"
@@ -130,6 +131,7 @@ def test_an_early_image_json_still_loads() -> None:
     """Before image.json named its recipe and kernel."""
     meta = ImageMetadata.from_json({"luks": "luks1", "token": "abc"})
     assert meta.recipe == "minimal" and meta.kernel is None
+    assert meta.guest_kernel is GuestKernel.DEBIAN
     assert meta.partition_start == PARTITION_START
     jsonschema.validate(meta.to_json(), schema("guest/image.schema.json"))
 
