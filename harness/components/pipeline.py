@@ -50,6 +50,7 @@ class Role(enum.StrEnum):
     FIRMWARE_PART = "firmware-part"  # built into the firmware (GRUB)
     FIRMWARE = "firmware"  # the image QEMU boots (OVMF)
     EMULATOR = "emulator"  # the program that runs the boots (QEMU, --qemu built)
+    GUEST_KERNEL = "guest-kernel"  # the kernel inside the guest images (Linux)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from harness import records
-from harness.components import grub, ovmf, qemu
+from harness.components import grub, linux, ovmf, qemu
 from harness.components.pipeline import Role, Spec
 from harness.config import QemuChoice
 from harness.errors import ConfigError
 
 #: Every component, each after the ones it is built with.
-COMPONENTS: tuple[Spec[Any], ...] = (grub.SPEC, ovmf.SPEC, qemu.SPEC)
+COMPONENTS: tuple[Spec[Any], ...] = (grub.SPEC, ovmf.SPEC, qemu.SPEC, linux.SPEC)
 #: The builder image guest images are made in and Debian's indexes are read from.
 TOOLS_BUILDER = "bookworm"
 

@@ -33,8 +33,9 @@ def edk2_patchcheck(tree: Path, applied: Applied) -> list[str]:
     ]
 
 
-def qemu_checkpatch(tree: Path, applied: Applied) -> list[str]:
-    """QEMU's ``scripts/checkpatch.pl`` (errors only; warnings are advice)."""
+def checkpatch(tree: Path, applied: Applied) -> list[str]:
+    """The tree's own ``scripts/checkpatch.pl``, QEMU's or Linux's (QEMU's is a fork of
+    Linux's and takes the same options); errors only, warnings are advice."""
     script = tree / "scripts" / "checkpatch.pl"
     if not script.is_file():
         return [f"{script.relative_to(tree)} is missing from the tree"]

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from harness import records
-from harness.components import grub, ovmf, qemu, registry
+from harness.components import grub, linux, ovmf, qemu, registry
 from harness.components.pipeline import (
     BUILDERS,
     BuilderRecord,
@@ -52,8 +52,10 @@ def test_every_component_has_its_data_and_comes_after_what_it_is_built_with() ->
     assert registry.with_role(Role.EMULATOR) is qemu.SPEC
     assert qemu.SPEC not in registry.for_boots(QemuChoice.SYSTEM)
     assert qemu.SPEC in registry.for_boots(QemuChoice.BUILT)
-    with pytest.raises(ConfigError, match="no component 'linux'; known: grub, ovmf, qemu"):
-        registry.get("linux")
+    assert registry.with_role(Role.GUEST_KERNEL) is linux.SPEC
+    assert linux.SPEC in registry.for_boots(QemuChoice.SYSTEM)
+    with pytest.raises(ConfigError, match="no component 'kernel'; known: grub, ovmf, qemu, linux"):
+        registry.get("kernel")
 
 
 def fake_builder(name: str) -> BuilderImage:
