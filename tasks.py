@@ -177,6 +177,15 @@ def build_qemu(
     _build("qemu", {}, series, workspace, upstream, base)
 
 
+@task(positional=[], help=_build_help())
+@entry
+def build_kernel(
+    c: Context, series: bool = True, workspace: str = "", upstream: str = "", base: str = ""
+) -> None:
+    """Build the guest kernel (Linux, patches/linux/guest.config) into <workspace>/linux."""
+    _build("linux", {}, series, workspace, upstream, base)
+
+
 def _build(
     component: str,
     trees: dict[str, str],
@@ -213,6 +222,8 @@ def _config(
         "out": "directory for disk.img, image.json and passphrase (0600) "
         "(default <workspace>/images/RECIPE-LUKS)",
         "secret_only": "accept a passphrase GRUB's prompt cannot type (secret unlocks only)",
+        "kernel": "built (our kernel, built or cached: it unlocks the root again with a key "
+        "file and reports what efi_secret lists) or debian (the distribution's cloud kernel)",
         "workspace": COMMON_HELP["workspace"],
     },
 )
@@ -224,6 +235,7 @@ def build_image(
     passphrase_file: str = "",
     out: str = "",
     secret_only: bool = False,
+    kernel: str = "built",
     workspace: str = "",
 ) -> None:
     """Build a LUKS-encrypted guest image, rootless and without dm-crypt."""
@@ -233,9 +245,15 @@ def build_image(
 
     cfg = _config(workspace=workspace)
     img = builds.build_image(
-        cfg, recipe, luks, Path(passphrase_file) if passphrase_file else None, out, secret_only
+        cfg,
+        recipe,
+        luks,
+        Path(passphrase_file) if passphrase_file else None,
+        out,
+        secret_only,
+        kernel,
     )
-    print(f"{img.disk} ({luks}); passphrase in {img.passphrase_file} (0600)")
+    print(f"{img.disk} ({luks}, {img.metadata.kernel}); passphrase in {img.passphrase_file} (0600)")
 
 
 @task(
@@ -814,6 +832,7 @@ ns = Collection(
     build_grub,
     build_ovmf,
     build_qemu,
+    build_kernel,
     build_image,
     boot,
     nightly,

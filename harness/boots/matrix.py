@@ -83,12 +83,16 @@ def build_images(
     cache: Path,
     builder: str,
     cases: tuple[tuple[str, LuksVariant], ...] = MATRIX,
+    kernel: image.BuiltKernel | None = None,
 ) -> Images:
     """Fresh images (new passphrases and tokens) for *cases* in ``dest/<recipe>-<variant>``,
-    and the host's disk in ``dest/host-disk``."""
+    booting *kernel* (None: Debian's), and the host's disk in ``dest/host-disk`` (whose
+    kernel never runs: Debian's)."""
     needed = sorted({(scenarios.SCENARIOS[name].recipe, variant) for name, variant in cases})
     owner = {
-        (recipe, v): image.build_image(recipe, v, dest / f"{recipe}-{v.value}", cache, builder)
+        (recipe, v): image.build_image(
+            recipe, v, dest / f"{recipe}-{v.value}", cache, builder, kernel=kernel
+        )
         for recipe, v in needed
     }
     host = image.build_image(HOST_RECIPE, HOST_VARIANT, dest / HOST_RECIPE, cache, builder)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.components import ovmf, qemu, registry
+from harness.components import linux, ovmf, qemu, registry
 from harness.components.pipeline import Built, Request, build, builder_image
 from harness.components.trees import follow_upstream
 from harness.components.workspace import Workspace
@@ -87,6 +87,17 @@ def render(built: Built[Any]) -> str:
             f"{built.published / manifest.output.binary}{cached}",
             f"  version            {manifest.output.version_line}",
         ]
+    elif isinstance(manifest, linux.KernelManifest):
+        made = manifest.output
+        lines += [
+            f"{built.published / made.file}{cached}",
+            f"  release            {made.release}",
+            f"  sha256             {made.sha256}",
+            f"  own configuration  sha256 {made.config_sha256[:16]}… (IKCONFIG, read from "
+            "the bzImage)",
+            f"  CONFIG_EFI_SECRET  {made.fragment.get('CONFIG_EFI_SECRET', 'n')}",
+            f"  build time         {manifest.build_seconds:.0f} s",
+        ]
     else:
         lines.append(f"{built.component} installed in {built.published}{cached}")
     lines.append(f"  manifest           {built.published / 'manifest.json'}")
@@ -100,16 +111,26 @@ def build_image(
     passphrase_file: Path | None,
     out: str,
     secret_only: bool,
+    kernel: str = image.GuestKernel.BUILT.value,
 ) -> image.Image:
-    """A guest image of *recipe* in *out* (default: the workspace's image directory).
+    """A guest image of *recipe* in *out* (default: the workspace's image directory),
+    booting the *kernel* flavour: ``built`` builds the guest kernel first (or takes the
+    cached build), ``debian`` is the distribution's.
 
     Raises:
-        InputError, ConfigError: a refused passphrase, an unknown variant or recipe.
+        InputError, ConfigError: a refused passphrase, an unknown variant, recipe or
+            kernel flavour.
         PrerequisiteError: a host tool is missing.
     """
     passphrase = image.image_passphrase(passphrase_file, secret_only)
     variant = image.parse_variant(luks)
+    flavour = image.parse_guest_kernel(kernel)
     doctor.require(IMAGE_TOOLS, docker_engine=True)
     dest = Path(out).resolve() if out else cfg.layout.image(recipe, variant)
+    built = None
+    if flavour is image.GuestKernel.BUILT:
+        built = linux.guest_kernel(build_component(cfg, linux.SPEC.name, {}))
     tools = builder_image(registry.TOOLS_BUILDER, Workspace.of(cfg))
-    return image.build_image(recipe, variant, dest, cfg.layout.image_cache, tools.tag, passphrase)
+    return image.build_image(
+        recipe, variant, dest, cfg.layout.image_cache, tools.tag, passphrase, built
+    )

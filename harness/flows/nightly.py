@@ -27,7 +27,7 @@ from typing import Any
 
 from harness import run
 from harness.boots import matrix, scenarios
-from harness.components import ovmf, registry
+from harness.components import linux, ovmf, registry
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import MANIFEST, Built, Role, Spec, build, builder_image
 from harness.components.trees import follow_upstream, prepare_tree
@@ -215,8 +215,15 @@ def _night(
     emulator: qemu.Qemu | None = qemu.SYSTEM
     if cfg.qemu is QemuChoice.BUILT:
         emulator = qemu_build.emulator(built["qemu"]) if "qemu" in built else None
-    if fw is None or emulator is None:
-        why = "no firmware was built" if fw is None else "no QEMU was built"
+    kernel = built.get(linux.SPEC.name)
+    if fw is None or emulator is None or kernel is None:
+        why = (
+            "no firmware was built"
+            if fw is None
+            else "no QEMU was built"
+            if emulator is None
+            else "no guest kernel was built"
+        )
         for name, variant in cases:
             night.case(Suite.BOOT, matrix.case_id(name, variant), Verdict.SKIPPED, 0, why)
         return
@@ -238,7 +245,13 @@ def _night(
     )
     work = ws.layout.runs / RUN_DIR  # not under the report directory, which is replaced whole
     try:
-        images = matrix.build_images(work / "images", ws.layout.image_cache, tools.tag, cases)
+        images = matrix.build_images(
+            work / "images",
+            ws.layout.image_cache,
+            tools.tag,
+            cases,
+            kernel=linux.guest_kernel(kernel),
+        )
     except HarnessError as err:
         raise InfrastructureError(f"The guest images could not be built: {err.message}") from err
     night.timings["images"] = time.monotonic() - t1

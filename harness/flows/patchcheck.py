@@ -23,13 +23,13 @@ from typing import Any
 
 from harness.boots import matrix, scenarios
 from harness.components import grub as grub_build
-from harness.components import ovmf, registry
+from harness.components import linux, ovmf, registry
 from harness.components import qemu as qemu_build
-from harness.components.pipeline import Request, Role, Spec, build, builder_image
+from harness.components.pipeline import Built, Request, Role, Spec, build, builder_image
 from harness.components.trees import follow_upstream, prepare_tree
 from harness.components.workspace import Component, Workspace
 from harness.config import Config, resolve
-from harness.errors import CommandError, ConfigError, InputError, PatchError
+from harness.errors import CommandError, ConfigError, InfrastructureError, InputError, PatchError
 from harness.host import qemu
 from harness.records import Fields
 from harness.upstream import patchset, sources
@@ -271,11 +271,13 @@ def _build_and_boot(
     if built is None:
         add(Check("boot", spec.name, Verdict.SKIPPED, "the build failed"))
         return
-    firmware, emulator = built
+    firmware, emulator, kernel = built
     accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
     runs = ws.layout.runs / RUN_DIR / spec.name
     tools = builder_image(registry.TOOLS_BUILDER, ws)
-    images = matrix.build_images(runs / "images", ws.layout.image_cache, tools.tag)
+    images = matrix.build_images(
+        runs / "images", ws.layout.image_cache, tools.tag, kernel=linux.guest_kernel(kernel)
+    )
 
     def booted(r: scenarios.Result) -> None:  # reported as each boot ends
         add(Check("boot", matrix.case_id(r.scenario, r.variant), r.outcome, r.detail))
@@ -287,11 +289,22 @@ def _build_and_boot(
 
 def _build(
     spec: Spec[Any], ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
-) -> tuple[matrix.Firmware, qemu.Qemu] | None:
-    """Build what the series changes, and the firmware and emulator to boot (the
-    system's QEMU unless the series is the emulator's); None when a build failed."""
+) -> tuple[matrix.Firmware, qemu.Qemu, Built[linux.KernelManifest]] | None:
+    """Build what the series changes, and the firmware, emulator and guest kernel to
+    boot (the system's QEMU unless the series is the emulator's; the pinned kernel
+    unless the series is the kernel's); None when a build failed."""
     emulator = qemu.SYSTEM
     trees = {spec.name: local_tree} if local_tree else {}
+    try:
+        kernel = build(linux.SPEC, ws, Request(trees if spec.role is Role.GUEST_KERNEL else {}))
+    except (CommandError, PatchError, InfrastructureError) as err:
+        add(Check("build", linux.SPEC.name, Verdict.FAILED, err.message))
+        return None
+    if spec.role is Role.GUEST_KERNEL:
+        made = kernel.manifest.output
+        said = f"bzImage {made.release}, EFI_SECRET={made.fragment.get('CONFIG_EFI_SECRET')}"
+        add(Check("build", spec.name, Verdict.PASSED, said))
+        trees = {}
     if spec.role is Role.EMULATOR:
         try:
             emulator = qemu_build.emulator(build(qemu_build.SPEC, ws, Request(trees)))
@@ -307,9 +320,9 @@ def _build(
         return None
     out = built.manifest.output
     what = f"OVMF.fd sha256 {out.sha256[:16]}…, launch digest {out.sev_launch_digest[:16]}…"
-    name = ovmf.SPEC.name if spec.role is Role.EMULATOR else spec.name
+    name = spec.name if spec.role in (Role.FIRMWARE, Role.FIRMWARE_PART) else ovmf.SPEC.name
     add(Check("build", name, Verdict.PASSED, what))
-    return matrix.Firmware(ovmf.firmware(built), built.manifest.launch_digest), emulator
+    return matrix.Firmware(ovmf.firmware(built), built.manifest.launch_digest), emulator, kernel
 
 
 def rebase(component: str, version: str, cfg: Config) -> list[Check]:

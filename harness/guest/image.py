@@ -22,6 +22,7 @@ import secrets
 import shutil
 import tempfile
 import tomllib
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from harness import run
 from harness.config import RECIPES
 from harness.errors import ConfigError, InfrastructureError, InputError
 from harness.files import write_private
+from harness.firmware import guids
 from harness.guest import cpio, xts
 from harness.host import containers
 from harness.passphrase import Passphrase
@@ -83,6 +85,16 @@ class LuksVariant(enum.StrEnum):
         ]
 
     @property
+    def keyslot_args(self) -> list[str]:
+        """The KDF of a further key slot: the same costs as the first."""
+        if self is LuksVariant.LUKS1:
+            return ["--pbkdf-force-iterations", "1000"]
+        if self is LuksVariant.LUKS2_PBKDF2:
+            return ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+        return ["--pbkdf", "argon2id", "--pbkdf-memory", "32768",
+                "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"]  # fmt: skip
+
+    @property
     def header_bytes(self) -> int:
         """Room for the header: cryptsetup's default payload offsets."""
         return 2 * 1024 * 1024 if self is LuksVariant.LUKS1 else 16 * 1024 * 1024
@@ -113,7 +125,8 @@ class Recipe:
 
     name: str
     directories: tuple[Path, ...]  # its own first, then its base's
-    packages: tuple[str, ...]
+    packages: tuple[str, ...]  # every flavour's (busybox)
+    kernel_package: str  # the Debian kernel the debian flavour boots
     kernel_glob: str
     busybox: str
     filesystem_mib: int
@@ -131,6 +144,7 @@ class Recipe:
                 name,
                 (directory,),
                 tuple(data["packages"]),
+                data["kernel_package"],
                 data["kernel_glob"],
                 data["busybox"],
                 int(data["filesystem_mib"]),
@@ -142,6 +156,7 @@ class Recipe:
             name,
             (directory, *base.directories),
             tuple(data.get("packages", base.packages)),
+            data.get("kernel_package", base.kernel_package),
             data.get("kernel_glob", base.kernel_glob),
             data.get("busybox", base.busybox),
             int(data.get("filesystem_mib", base.filesystem_mib)),
@@ -246,9 +261,10 @@ class Image:
         return self.metadata.guest_kernel
 
 
-def fetch_packages(recipe: Recipe, cache: Path, builder: str) -> Path:
-    """Download the recipe's .debs with apt in the builder container; unpack them."""
-    key = hashlib.sha256(" ".join(recipe.packages).encode()).hexdigest()[:16]
+def fetch_packages(packages: tuple[str, ...], cache: Path, builder: str) -> Path:
+    """Download *packages* (no dependencies) with apt in the builder container; unpack
+    them."""
+    key = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:16]
     # Keyed by the package list alone: recipes built on one base share the download.
     unpacked = cache / f"packages-{key}"
     if unpacked.is_dir():
@@ -259,7 +275,7 @@ def fetch_packages(recipe: Recipe, cache: Path, builder: str) -> Path:
     # Metapackages (linux-image-cloud-amd64) are resolved to the package they name.
     script = (
         "set -e; apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null; cd /debs; "
-        "for p in " + " ".join(recipe.packages) + "; do "
+        "for p in " + " ".join(packages) + "; do "
         "real=$(apt-cache depends \"$p\" | awk '/Depends: linux-image-[0-9]/{print $2; exit}'); "
         'apt-get download -qq "${real:-$p}"; done; '
         f"chown -R {os.getuid()}:{os.getgid()} /debs"
@@ -280,16 +296,150 @@ def fetch_packages(recipe: Recipe, cache: Path, builder: str) -> Path:
     return unpacked
 
 
-def initramfs(busybox: bytes, init: bytes) -> bytes:
-    entries = [
-        cpio.Entry("bin", 0o40755),
-        cpio.Entry("bin/busybox", 0o100755, busybox),
-        cpio.Entry("bin/sh", 0o120777, b"busybox"),
-        cpio.Entry("dev", 0o40755),
-        cpio.Entry("dev/console", 0o20600),  # a placeholder; devtmpfs is not needed
-        cpio.Entry("init", 0o100755, init),
-    ]
+#: What the built kernel's initramfs runs to unlock the root: Debian's cryptsetup from
+#: the tools builder, with every library its dynamic linker loads.
+UNLOCK_PACKAGES = ("cryptsetup-bin",)
+UNLOCK_PROGRAMS = ("cryptsetup",)
+#: The closure's list of files, and the Debian versions it came from.
+CLOSURE_FILES = "files.txt"
+CLOSURE_PACKAGES = "packages.txt"
+
+
+def fetch_unlock_tools(cache: Path, builder: str) -> Path:
+    """Debian's cryptsetup and its shared libraries, at their paths under the returned
+    directory, as the builder's own ``ldd`` resolves them (so the set is exactly what
+    the dynamic linker loads, never a guess). Cached per builder image (its tag names
+    its Dockerfile and base)."""
+    key = hashlib.sha256(
+        json.dumps([builder, UNLOCK_PACKAGES, UNLOCK_PROGRAMS]).encode()
+    ).hexdigest()[:16]
+    done = cache / f"unlock-{key}"
+    if (done / CLOSURE_FILES).is_file():
+        return done
+    tmp = Path(tempfile.mkdtemp(prefix="unlock-", dir=cache))
+    script = (
+        "set -e; apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null; "
+        "apt-get install -y -qq --no-install-recommends " + " ".join(UNLOCK_PACKAGES) +
+        " >/dev/null; : > /tmp/files; "
+        "for prog in " + " ".join(UNLOCK_PROGRAMS) + "; do "
+        'bin=$(command -v "$prog"); echo "$bin" >> /tmp/files; '
+        "ldd \"$bin\" | awk '$2 == \"=>\" && $3 ~ /^\\// {print $3} "
+        "$1 ~ /^\\// {print $1}' >> /tmp/files; done; "
+        "sort -u /tmp/files > /out/" + CLOSURE_FILES + "; "
+        'while read -r f; do mkdir -p "/out$(dirname "$f")"; cp -L "$f" "/out$f"; done '
+        "< /out/" + CLOSURE_FILES + "; "
+        "dpkg-query -W -f='${Package} ${Version}\\n' " + " ".join(UNLOCK_PACKAGES) +
+        " > /out/" + CLOSURE_PACKAGES + "; "
+        f"chown -R {os.getuid()}:{os.getgid()} /out"
+    )  # fmt: skip
+    try:
+        containers.run_logged(
+            builder,
+            ["bash", "-c", script],
+            mounts=[containers.Mount(tmp, "/out")],
+            log_path=cache / "unlock.log",
+            as_root=True,
+            what="cryptsetup for the initramfs",
+        )
+        shutil.rmtree(done, ignore_errors=True)
+        tmp.rename(done)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return done
+
+
+def _tree_entries(files: dict[str, tuple[int, bytes]]) -> list[cpio.Entry]:
+    """cpio entries for *files* (path -> mode, bytes), each directory once, before its
+    contents."""
+    entries: list[cpio.Entry] = []
+    dirs: set[str] = set()
+    for path in sorted(files):
+        parts = path.split("/")[:-1]
+        for n in range(1, len(parts) + 1):
+            d = "/".join(parts[:n])
+            if d not in dirs:
+                dirs.add(d)
+                entries.append(cpio.Entry(d, 0o40755))
+        mode, data = files[path]
+        entries.append(cpio.Entry(path, mode, data))
+    return entries
+
+
+def initramfs(
+    busybox: bytes, init: bytes, extra: dict[str, tuple[int, bytes]] | None = None
+) -> bytes:
+    """The gzipped initramfs: busybox as ``/bin/sh``, *init*, and *extra* files (path ->
+    mode, bytes)."""
+    files = {
+        "bin/busybox": (0o100755, busybox),
+        "bin/sh": (0o120777, b"busybox"),
+        "init": (0o100755, init),
+        **(extra or {}),
+    }
+    # /dev/console: a placeholder the kernel opens before any devtmpfs is mounted.
+    entries = [cpio.Entry("dev", 0o40755), cpio.Entry("dev/console", 0o20600)]
+    entries += [e for e in _tree_entries(files) if e.name != "dev"]
     return gzip.compress(cpio.newc(entries), mtime=0)
+
+
+#: The root's LUKS mapping, in crypttab and so in /dev/mapper.
+ROOT_MAPPING = "root"
+#: The key file the initramfs unlocks the root with (0400, inside the encrypted volume).
+KEY_FILE = "etc/keys/root.key"
+KEY_BYTES = 64
+#: A secret the root's init removes after reading it (harness.guest.report has the rest
+#: of the guest's report).
+REMOVE_SECRET_GUID = "9d1c6a0e-5b7f-4e21-8a3c-2f6e4b8d7c10"
+
+
+@dataclass(frozen=True)
+class BuiltKernel:
+    """The kernel a ``built`` image boots (``./inv build-kernel``'s bzImage)."""
+
+    path: Path
+    release: str
+
+
+def _built_root_tree(
+    recipe: Recipe,
+    kernel: BuiltKernel,
+    busybox: bytes,
+    unlock: Path,
+    token: str,
+    key: bytes,
+    luks_uuid: str,
+    dest: Path,
+) -> None:
+    """The encrypted root of a ``built`` image: the kernel, an initramfs that unlocks
+    this root with *key* (by crypttab, UUID *luks_uuid*) and switches to it, and the
+    root's own init that reports."""
+    files = {
+        path.lstrip("/"): (0o100755, (unlock / path.lstrip("/")).read_bytes())
+        for path in (unlock / CLOSURE_FILES).read_text().split()
+    }
+    crypttab = f"{ROOT_MAPPING} UUID={luks_uuid} /{KEY_FILE} luks\n"
+    files["etc/crypttab"] = (0o100644, crypttab.encode())
+    files[KEY_FILE] = (0o100400, key)
+    init = recipe.file("initramfs-init").read_bytes()
+    boot = dest / "boot"
+    (boot / "grub").mkdir(parents=True)
+    shutil.copy2(kernel.path, boot / "vmlinuz")
+    (boot / "initrd.img").write_bytes(initramfs(busybox, init, files))
+    cfg = recipe.file("grub.cfg.in").read_text().replace("@TOKEN@", token)
+    (boot / "grub" / "grub.cfg").write_text(cfg)
+    for d in ("bin", "sbin", "proc", "sys", "dev", "run", "etc/harness"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    (dest / "bin" / "busybox").write_bytes(busybox)
+    (dest / "bin" / "busybox").chmod(0o755)
+    root_init = (
+        recipe.file("root-init")
+        .read_text()
+        .replace("@DISK_PASSPHRASE_GUID@", str(guids.DISK_PASSPHRASE_ENTRY))
+        .replace("@REMOVE_SECRET_GUID@", REMOVE_SECRET_GUID)
+    )
+    (dest / "sbin" / "init").write_text(root_init)
+    (dest / "sbin" / "init").chmod(0o755)
+    (dest / "etc" / "harness" / "token").write_text(token + "\n")
 
 
 def _kernel(recipe: Recipe, unpacked: Path) -> Path:
@@ -342,14 +492,25 @@ def payload_offset(luks: Path) -> int:
 
 
 def _luks_volume(
-    plain: bytes, variant: LuksVariant, pass_path: Path, work: Path
+    plain: bytes,
+    variant: LuksVariant,
+    pass_path: Path,
+    work: Path,
+    uuid: str | None = None,
+    key_path: Path | None = None,
 ) -> tuple[Path, int]:
-    """A LUKS volume holding *plain*: real header by cryptsetup, payload by us."""
+    """A LUKS volume holding *plain*: real header by cryptsetup, payload by us. With
+    *key_path*, a second key slot opens it with that key file (the initramfs's)."""
     luks = work / "luks.img"
     with open(luks, "wb") as f:
         f.truncate(variant.header_bytes + len(plain))
+    uuid_args = ["--uuid", uuid] if uuid else []
     run.run(["cryptsetup", "luksFormat", "--batch-mode", "--use-urandom",
-             *variant.format_args, "--key-file", str(pass_path), str(luks)])  # fmt: skip
+             *variant.format_args, *uuid_args, "--key-file", str(pass_path),
+             str(luks)])  # fmt: skip
+    if key_path is not None:
+        run.run(["cryptsetup", "luksAddKey", "--batch-mode", *variant.keyslot_args,
+                 "--key-file", str(pass_path), str(luks), str(key_path)])  # fmt: skip
     offset = payload_offset(luks)
     key = volume_key(luks, pass_path, work)
     with open(luks, "r+b") as f:
@@ -357,7 +518,10 @@ def _luks_volume(
         f.seek(offset)
         f.write(xts.encrypt(key, plain))
     del key
-    run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(pass_path), str(luks)])
+    for opener in (pass_path, key_path):
+        if opener is not None:
+            run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(opener),
+                     str(luks)])  # fmt: skip
     return luks, offset
 
 
@@ -385,6 +549,7 @@ def build_image(
     cache: Path,
     builder: str,
     passphrase: Passphrase | None = None,
+    kernel: BuiltKernel | None = None,
 ) -> Image:
     """Build ``out/disk.img``, ``out/image.json`` and ``out/passphrase`` (0600).
 
@@ -396,10 +561,15 @@ def build_image(
     Args:
         passphrase: the disk passphrase (see :func:`image_passphrase`); generated if
             not given.
+        kernel: boot this kernel (``built``: the kernel unlocks the root again with a
+            key file in the initramfs); without it, the recipe's Debian kernel.
     """
     passphrase = passphrase or Passphrase.generate()
     recipe = Recipe.load(recipe_name)
-    unpacked = fetch_packages(recipe, cache, builder)
+    debian = kernel is None
+    packages = (recipe.kernel_package, *recipe.packages) if debian else recipe.packages
+    unpacked = fetch_packages(packages, cache, builder)
+    unlock = None if debian else fetch_unlock_tools(cache, builder)
     token = secrets.token_hex(8)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="image-", dir=out))
@@ -407,12 +577,27 @@ def build_image(
     try:
         pass_path = work / "passphrase"
         write_private({pass_path: passphrase.value})
-        kernel = _kernel(recipe, unpacked)
-        _root_tree(recipe, kernel, unpacked, token, work / "root")
+        key_path, luks_uuid = None, None
+        if kernel is None:
+            debian_kernel = _kernel(recipe, unpacked)
+            kernel_name = debian_kernel.name
+            _root_tree(recipe, debian_kernel, unpacked, token, work / "root")
+        else:
+            assert unlock is not None
+            key = secrets.token_bytes(KEY_BYTES)
+            key_path = work / "root.key"
+            write_private({key_path: key})
+            luks_uuid = str(uuid.uuid4())
+            kernel_name = f"linux-{kernel.release}"
+            busybox = (unpacked / recipe.busybox).read_bytes()
+            _built_root_tree(recipe, kernel, busybox, unlock, token, key, luks_uuid,
+                             work / "root")  # fmt: skip
+            del key
         fs = work / "fs.img"
         run.run(["mkfs.ext4", "-q", "-F", "-L", "harness-root", "-d", str(work / "root"),
                  str(fs), f"{recipe.filesystem_mib}M"])  # fmt: skip
-        luks, offset = _luks_volume(fs.read_bytes(), variant, pass_path, work)
+        shutil.rmtree(work / "root")  # it holds the key file
+        luks, offset = _luks_volume(fs.read_bytes(), variant, pass_path, work, luks_uuid, key_path)
         disk = _gpt_disk(luks, work)
         metadata = ImageMetadata(
             variant=variant,
@@ -422,7 +607,8 @@ def build_image(
             payload_offset=offset,
             partition_start=PARTITION_START,
             disk_sha256=hashlib.sha256(disk.read_bytes()).hexdigest(),
-            kernel=kernel.name,
+            kernel=kernel_name,
+            guest_kernel=GuestKernel.DEBIAN if debian else GuestKernel.BUILT,
         )
         metadata.dump(work / "image.json")
         for name in ("disk.img", "image.json", "passphrase"):
@@ -457,6 +643,14 @@ def parse_variant(text: str) -> LuksVariant:
     except ValueError as err:
         choices = ", ".join(v.value for v in LuksVariant)
         raise ConfigError(f"--luks {text!r} is not one of {choices}.") from err
+
+
+def parse_guest_kernel(text: str) -> GuestKernel:
+    try:
+        return GuestKernel(text)
+    except ValueError as err:
+        choices = ", ".join(k.value for k in GuestKernel)
+        raise ConfigError(f"--kernel {text!r} is not one of {choices}.") from err
 
 
 def load(directory: Path) -> Image:
