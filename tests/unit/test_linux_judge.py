@@ -12,14 +12,18 @@ import struct
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from harness.boots import extras, linux, verdicts
+from harness.boots import extras, linux, scenarios, verdicts
 from harness.boots.linux import LinuxSees
 from harness.errors import ConfigError, GuestVerdict, InputError, SecretFormatError
 from harness.firmware import guids
+from harness.firmware.guidtable import MemoryBlock
+from harness.guest.image import GuestKernel
 from harness.guest.report import BUILT_ROOT, REMOVE_SECRET_GUID, GuestReport
+from harness.passphrase import Passphrase
 from harness.sev.secret import (
     DEFAULT_SECRET_AREA,
     SECRET_HEADER,
@@ -338,3 +342,76 @@ def test_bad_entries_are_refused_in_one_sentence(tmp_path: Path, spec: str, mess
         extras.read_entries(spec.format(**files).split(" "))
     assert isinstance(err.value, (ConfigError, InputError))
     assert b"entry bytes" not in str(err.value).encode()
+
+
+# -- the wiring: a booted guest with our kernel, judged end to end ---------------------
+
+
+class _Guest:
+    """A booted guest: a scripted console and the page pmemsave reads after power-off."""
+
+    def __init__(self, tmp_path: Path, text: str, page: bytes) -> None:
+        self.console, _ = console(tmp_path, text)
+        self.page = page
+
+    def pmemsave(self, gpa: int, size: int, dest: Path) -> bytes:
+        return self.page
+
+
+def _after_boot(tmp_path: Path, name: str, text: str, page: bytes) -> list[str]:
+    scenario = scenarios.SCENARIOS[name]
+    table = owner_table(REMOVING if scenario.removes else EXTRAS)
+    launch = scenarios.Launch(
+        cast(Any, None),
+        Passphrase(b"wrong"),
+        MemoryBlock(0x80_0000, DEFAULT_SECRET_AREA),
+        [],
+        table=table,
+        extras=table.entries[1:],
+        page_after=True,
+    )
+    guest = _Guest(tmp_path, text, page)
+    guest.console.expect_any({"marker": verdicts.MARKER}, 5)
+    return scenarios._after_boot(
+        scenario,
+        cast(Any, guest),
+        launch,
+        Passphrase(PASSPHRASE),
+        tmp_path,
+        GuestKernel.BUILT,
+        5,
+    )
+
+
+def test_secret_removed_end_to_end(tmp_path: Path) -> None:
+    text = lines(REMOVING, removed=REMOVE_SECRET_GUID)
+    notes = _after_boot(
+        tmp_path, "secret-removed", text, page_after(REMOVING, remove=REMOVE_SECRET_GUID)
+    )
+    assert [n.split(" ")[0] for n in notes] == ["Linux", "the", "Linux"]
+    with pytest.raises(GuestVerdict):
+        _after_boot(tmp_path / "x", "secret-removed", text, page_after(REMOVING))
+
+
+def test_secret_wiped_with_our_kernel_end_to_end(tmp_path: Path) -> None:
+    notes = _after_boot(tmp_path, "secret-wiped", lines(EXTRAS), page_after(EXTRAS))
+    assert len(notes) == 3 and "3 extra secrets intact" in notes[1]
+    with pytest.raises(GuestVerdict):
+        _after_boot(tmp_path / "x", "secret-wiped", lines(EXTRAS[:2]), page_after(EXTRAS))
+
+
+def test_secret_removed_is_refused_on_a_debian_image(tmp_path: Path) -> None:
+
+    with (
+        pytest.raises(ConfigError, match="boots our kernel"),
+        scenarios.prepared(
+            scenarios.SCENARIOS["secret-removed"],
+            firmware=tmp_path / "OVMF.fd",
+            expected_digest=b"",
+            disk=tmp_path / "disk",
+            passphrase=Passphrase(PASSPHRASE),
+            workdir=tmp_path,
+            accel=cast(Any, "tcg"),
+        ),
+    ):
+        pass
