@@ -258,9 +258,12 @@ def build_image(
 
 @task(
     positional=[],
+    iterable=["entry"],
     help={
         "scenario": "passwordless, no-secret, wrong-secret, refusal, secret-wiped, "
-        "tampered-firmware, ... (see the README)",
+        "secret-removed, tampered-firmware, ... (see the README)",
+        "entry": "a secret beside the passphrase, GUID:FILE (0600; repeatable); replaces "
+        "the three default ones",
         "firmware": "OVMF.fd to boot, with its manifest (default <workspace>/ovmf/OVMF.fd)",
         "image": "image directory from build-image (default <workspace>/images/minimal-luks1)",
         "interactive": "just boot with the serial console on this terminal",
@@ -279,6 +282,7 @@ def boot(
     launch: str = "simulated",
     qemu: str = "",
     workspace: str = "",
+    entry: list[str] | None = None,
 ) -> None:
     """Boot the firmware and image in QEMU through a scenario and print the verdict."""
     from pathlib import Path
@@ -289,7 +293,7 @@ def boot(
     cfg = _config(workspace=workspace, qemu=qemu, launch=launch)
     fw = Path(firmware) if firmware else cfg.layout.firmware
     img = Path(image) if image else cfg.layout.image("minimal", "luks1")
-    result = boot_mod.boot(cfg, scenario, fw, img, interactive)
+    result = boot_mod.boot(cfg, scenario, fw, img, interactive, entry or ())
     if result is not None:
         print(boot_mod.render(result))
         if not result.passed:

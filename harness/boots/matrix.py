@@ -134,6 +134,7 @@ def run_matrix(
             emulator=emulator,
             host_disk=images.host_disk() if scenario.host is verdicts.Host.FOREIGN_DISK else None,
             kind=kind,
+            guest_kernel=img.guest_kernel,
         )
         log.debug("%s %s in %.1f s", result.outcome.short, case_id(*case), result.seconds)
         if on_result is not None:

@@ -19,15 +19,18 @@ import secrets as random
 import shutil
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from harness.boots import extras as owner_extras
 from harness.boots import launch as owner_flow
-from harness.boots import verdicts
+from harness.boots import linux, verdicts
 from harness.boots.launch import Attack
+from harness.boots.linux import LinuxSees
+from harness.boots.result import BOOT_VERDICTS as BOOT_VERDICTS
+from harness.boots.result import RESULT_SCHEMA as RESULT_SCHEMA
+from harness.boots.result import Result as Result
 from harness.boots.verdicts import Ending, Host
 from harness.config import LaunchKind
 from harness.errors import (
@@ -41,11 +44,12 @@ from harness.errors import (
 from harness.files import write_private
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
+from harness.guest.image import GuestKernel
+from harness.guest.report import REMOVE_SECRET_GUID
 from harness.host import qemu
 from harness.host import sev as host_sev
 from harness.host.sev import SevGuestObject, SevMonitor
 from harness.passphrase import Passphrase
-from harness.records import Fields
 from harness.sev.certs import SevCertificate
 from harness.sev.chain import PlatformChain, Roots
 from harness.sev.malformed import malformed_tables
@@ -63,9 +67,6 @@ from harness.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
-#: A second secret beside the disk passphrase, to prove GRUB leaves it intact.
-EXTRA_SECRET_GUID = uuid.UUID("b2f94a13-42c5-4f6c-9d6b-6c4f7e1a0c55")
-EXTRA_SECRET = b"harness extra secret"
 #: TCG boots OVMF -> GRUB -> kernel in ~5 s here (argon2id a little longer); a loaded
 #: CI host gets ten times that before a wait is called a hang.
 BOOT_TIMEOUT = 120.0
@@ -119,6 +120,8 @@ class Scenario:
         host: what the hostile host does besides launching.
         attack: what the hostile host does to the launch itself.
         expect_note: the refusal the launch must note (the defence that must hold).
+        removes: the owner asks the guest to remove an entry once Linux listed it
+            (:data:`~harness.guest.report.REMOVE_SECRET_GUID`); our kernel only.
     """
 
     name: str
@@ -134,6 +137,7 @@ class Scenario:
     planted: str | None = None
     attack: Attack = Attack.NONE
     expect_note: str | None = None
+    removes: bool = False
 
     def __post_init__(self) -> None:
         if (self.secret is Secret.PLANTED) != (self.planted is not None):
@@ -151,10 +155,26 @@ class Scenario:
             raise ConfigError(f"{self.name}: a launch attack defeats a good secret: prompt.")
         if self.attack is not Attack.NONE and self.expect_note is None:
             raise ConfigError(f"{self.name}: a launch attack names the refusal it expects.")
+        if self.removes and (self.linux_sees is not LinuxSees.TABLE or not boots):
+            raise ConfigError(f"{self.name}: only a table that reaches Linux can be removed.")
 
     @property
     def expects_prompt(self) -> bool:
         return self.secret is not Secret.GOOD or self.tamper or self.attack is not Attack.NONE
+
+    @property
+    def injects(self) -> bool:
+        """The owner builds a table (it may still not reach the guest)."""
+        return self.secret in (Secret.GOOD, Secret.WRONG)
+
+    @property
+    def linux_sees(self) -> LinuxSees:
+        """What a guest with our kernel must find in the secret area."""
+        if self.secret is Secret.PLANTED:
+            return LinuxSees.PLANTED
+        if self.injects and not self.tamper and self.attack is Attack.NONE:
+            return LinuxSees.TABLE
+        return LinuxSees.NOTHING
 
     @property
     def simulated_only(self) -> str | None:
@@ -163,7 +183,7 @@ class Scenario:
             return "on SEV hardware the host cannot write the encrypted secret page"
         if self.attack is not Attack.NONE:
             return "the launch attacks are not yet played through QEMU on SEV hardware"
-        if self.check_wipe:
+        if self.check_wipe or self.removes:
             return "on SEV hardware pmemsave reads the secret page encrypted"
         return None
 
@@ -219,6 +239,14 @@ SCENARIOS: dict[str, Scenario] = {
             "the secret page; other secrets are intact",
             Secret.GOOD,
             check_wipe=True,
+        ),
+        Scenario(
+            "secret-removed",
+            "good secret, passwordless; Linux lists the entry the owner asks it to remove, "
+            "the guest removes it: on the page its GUID and data are zero, its length and "
+            "place kept, the other secrets intact (our kernel only)",
+            Secret.GOOD,
+            removes=True,
         ),
         Scenario(
             "tampered-firmware",
@@ -309,63 +337,6 @@ class HostDisk:
     passphrase: Passphrase
 
 
-#: Format of a boot result's JSON; ``result.schema.json`` beside this module describes it.
-RESULT_SCHEMA = "harness-boot/1"
-
-
-@dataclass(frozen=True)
-class Result:
-    """How one boot of a scenario ended: its verdict, why, and where its transcript is.
-
-    A boot has a verdict of passed or failed; it never is skipped or an error (a boot
-    that could not run raises instead).
-    """
-
-    scenario: str
-    variant: str
-    outcome: Verdict
-    detail: str
-    seconds: float
-    transcript: Path
-    notes: tuple[str, ...] = ()
-
-    @property
-    def passed(self) -> bool:
-        return self.outcome.ok
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": RESULT_SCHEMA,
-            "scenario": self.scenario,
-            "variant": self.variant,
-            "outcome": self.outcome.value,
-            "detail": self.detail,
-            "seconds": self.seconds,
-            "transcript": str(self.transcript),
-            "notes": list(self.notes),
-        }
-
-    @classmethod
-    def from_json(cls, data: object, where: str = "boot result") -> Result:
-        """Raises: InputError: a field is missing or wrong (the message names it)."""
-        f = Fields(data, where)
-        if (schema := f.text("schema")) != RESULT_SCHEMA:
-            raise InputError(f"{where}: schema {schema!r} is not {RESULT_SCHEMA}.")
-        return cls(
-            scenario=f.text("scenario"),
-            variant=f.text("variant"),
-            outcome=f.choice("outcome", Verdict, BOOT_VERDICTS),
-            detail=f.text("detail"),
-            seconds=f.number("seconds"),
-            transcript=Path(f.text("transcript")),
-            notes=f.texts("notes"),
-        )
-
-
-#: The verdicts a boot can have.
-BOOT_VERDICTS = (Verdict.PASSED, Verdict.FAILED)
-
-
 def tamper(firmware: bytes) -> bytes:
     """Change one byte where OVMF does not look: the last byte of the first volume
     (the variable store's spare area, erased flash)."""
@@ -380,13 +351,23 @@ def tamper(firmware: bytes) -> bytes:
 
 @dataclass
 class Launch:
-    """A launch ready to start: QEMU's configuration and what the owner did."""
+    """A launch ready to start: QEMU's configuration and what the owner did.
+
+    Attributes:
+        table: the table the owner built (passphrase entry first), None if it built
+            none; whether it reached the guest is the scenario's ``linux_sees``.
+        extras: its entries beside the passphrase.
+        page_after: read the secret page once the guest powered off.
+    """
 
     cfg: qemu.LaunchConfig
     wrong: Passphrase
     area: MemoryBlock
     notes: list[str]
     hardware: HardwarePlan | None = None
+    table: SecretTable | None = field(default=None, repr=False)
+    extras: tuple[SecretEntry, ...] = field(default=(), repr=False)
+    page_after: bool = False
 
 
 @dataclass(frozen=True)
@@ -414,6 +395,8 @@ def prepared(
     emulator: qemu.Qemu = qemu.SYSTEM,
     host_disk: HostDisk | None = None,
     kind: LaunchKind = LaunchKind.SIMULATED,
+    guest_kernel: GuestKernel = GuestKernel.DEBIAN,
+    extras: Sequence[SecretEntry] | None = None,
 ) -> Iterator[Launch]:
     """Do the guest owner's part of the launch and configure QEMU (*emulator*) for it.
 
@@ -421,11 +404,25 @@ def prepared(
     the QMP socket in a short-named one under the system's temporary directory; both
     are removed on the way out, so parallel runs never collide.
 
+    Args:
+        guest_kernel: the kernel the image boots (``Image.guest_kernel``).
+        extras: the secrets beside the passphrase (``--entry``); None for the defaults
+            (:func:`harness.boots.extras.owner_extras`).
+
     Raises:
-        ConfigError: the scenario needs the host's disk and none was given.
+        ConfigError: the scenario needs the host's disk and none was given, or our
+            kernel and the image boots another.
+        SecretFormatError: the owner's table does not fit the firmware's secret block.
     """
     if scenario.host is Host.FOREIGN_DISK and host_disk is None:
         raise ConfigError(f"{scenario.name} needs the host's own disk.")
+    if scenario.removes and guest_kernel is not GuestKernel.BUILT:
+        raise ConfigError(
+            f"{scenario.name} needs an image that boots our kernel (guest_kernel "
+            f"{GuestKernel.BUILT}); this one boots the {guest_kernel} kernel, which has "
+            "no efi_secret to remove an entry with.",
+            hint="build the image with guest_kernel built",
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=".run-", dir=workdir))
     # A unix socket path must fit in 108 bytes; a deep workdir does not leave room.
@@ -445,25 +442,22 @@ def prepared(
         loaded = private / "OVMF.fd"
         loaded.write_bytes(fw_bytes)
         wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
+        owner_table = _owner_table(scenario, passphrase, wrong, extras, area.size)
+        plain = owner_table.serialize(area.size) if owner_table else None
         plan, sev = None, None
         if kind.hardware:
             plan, sev = _hardware(
-                scenario,
-                fw_bytes,
-                owner_digest,
-                passphrase,
-                wrong,
-                private,
-                emulator,
-                kind,
-                vcpus,
-                notes,
+                scenario, owner_digest, plain, private, emulator, kind, vcpus, notes
             )
             secret = None
         else:
             secret = _launch(
-                scenario, fw_bytes, owner_digest, passphrase, wrong, private, notes, vcpus
+                scenario, fw_bytes, owner_digest, passphrase, plain, private, notes, vcpus
             )
+        # pmemsave reads the page encrypted on hardware: the second opinion is simulated.
+        page_after = scenario.ending is Ending.BOOTS and (
+            scenario.check_wipe or (guest_kernel is GuestKernel.BUILT and not kind.hardware)
+        )
         cfg = qemu.LaunchConfig(
             firmware=loaded,
             disk=disk,
@@ -473,13 +467,22 @@ def prepared(
             accel=accel,
             qmp=sockets / "qmp.sock",
             secret=(secret, area.base) if secret else None,
-            no_shutdown=scenario.check_wipe,
+            no_shutdown=page_after,
             emulator=emulator,
             sev=sev,
             cpu=SEV_ES_CPU if vcpus else None,
             vcpus=vcpus.count if vcpus else 1,
         )
-        yield Launch(cfg, wrong, area, notes, plan)
+        yield Launch(
+            cfg,
+            wrong,
+            area,
+            notes,
+            plan,
+            owner_table,
+            owner_table.entries[1:] if owner_table else (),
+            page_after,
+        )
     finally:
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
@@ -500,11 +503,18 @@ def run_scenario(
     emulator: qemu.Qemu = qemu.SYSTEM,
     host_disk: HostDisk | None = None,
     kind: LaunchKind = LaunchKind.SIMULATED,
+    guest_kernel: GuestKernel = GuestKernel.DEBIAN,
+    extras: Sequence[SecretEntry] | None = None,
 ) -> Result:
     """Run one scenario end to end; a verdict, never an exception for guest behaviour.
 
     The transcript is ``workdir/console.log``; *emulator* is the QEMU that runs it;
-    *host_disk* is the host's own disk for the foreign-disk scenario.
+    *host_disk* is the host's own disk for the foreign-disk scenario. With
+    *guest_kernel* built, what Linux lists is judged too (:mod:`harness.boots.linux`);
+    *extras* replace the default secrets beside the passphrase.
+
+    Raises:
+        ConfigError, SecretFormatError: see :func:`prepared`.
     """
     transcript = workdir / "console.log"
     started = time.monotonic()
@@ -519,6 +529,8 @@ def run_scenario(
         emulator=emulator,
         host_disk=host_disk,
         kind=kind,
+        guest_kernel=guest_kernel,
+        extras=extras,
     ) as launch:
         notes = launch.notes
         redact = tuple(
@@ -538,8 +550,9 @@ def run_scenario(
                     timeout=HOSTILE_TIMEOUT if scenario.host is not Host.PASSIVE else timeout,
                     exit_timeout=REFUSAL_TIMEOUT,
                 )
-                if scenario.check_wipe:
-                    notes.append(_check_wipe(scenario, guest, launch, passphrase, workdir))
+                notes += _after_boot(
+                    scenario, guest, launch, passphrase, workdir, guest_kernel, timeout
+                )
             _check_refusal(scenario, notes)
             passed, detail = True, "; ".join(notes) or "as expected"
         except (GuestVerdict, VerificationError) as err:
@@ -600,10 +613,8 @@ def _owner_digest(genuine: bytes, manifest_digest: bytes, vcpus: VcpuConfig | No
 
 def _hardware(
     scenario: Scenario,
-    fw: bytes,
     expected: bytes,
-    passphrase: Passphrase,
-    wrong: Passphrase,
+    table: bytes | None,
     private: Path,
     emulator: qemu.Qemu,
     kind: LaunchKind,
@@ -637,7 +648,6 @@ def _hardware(
     session = owner.open_session(chain)
     godh, blob = private / "godh.b64", private / "session.b64"
     write_private({godh: base64.b64encode(session.godh_cert), blob: base64.b64encode(session.blob)})
-    table = _owner_table(scenario, fw, passphrase, wrong)
     sev = SevGuestObject(policy, godh, blob, caps.cbitpos, caps.reduced_phys_bits)
     return HardwarePlan(owner, session, table), sev
 
@@ -665,17 +675,45 @@ def _check_refusal(scenario: Scenario, notes: list[str]) -> None:
         )
 
 
-def _check_wipe(
-    scenario: Scenario, guest: qemu.Guest, launch: Launch, passphrase: Passphrase, workdir: Path
-) -> str:
-    """Read the secret page after the guest powered off and judge GRUB's wipe."""
+def _after_boot(
+    scenario: Scenario,
+    guest: qemu.Guest,
+    launch: Launch,
+    passphrase: Passphrase,
+    workdir: Path,
+    guest_kernel: GuestKernel,
+    timeout: float,
+) -> list[str]:
+    """Once the guest booted: Linux's report (our kernel), then the secret page read
+    after the guest powered off, judged for GRUB's wipe, against Linux's listing and
+    for the removal."""
+    if scenario.ending is not Ending.BOOTS:
+        return []
+    report = None
+    if guest_kernel is GuestKernel.BUILT:
+        report = verdicts.await_report(guest.console, timeout)
+    tail = guest.console.tail()
+    notes = []
+    if report is not None:
+        notes.append(linux.judge_report(report, scenario.linux_sees, launch.extras, tail))
+    if not launch.page_after:
+        return notes
+    page = _read_page(guest, launch, workdir)
+    if scenario.check_wipe:
+        injected = passphrase if scenario.secret is Secret.GOOD else launch.wrong
+        notes.append(verdicts.check_wipe(page, injected, launch.extras, tail))
+    if report is not None:
+        notes.append(linux.compare_page(report, page, tail))
+        if scenario.removes and launch.table is not None:
+            notes.append(linux.check_removal(report, page, launch.table, REMOVE_SECRET_GUID, tail))
+    return notes
+
+
+def _read_page(guest: qemu.Guest, launch: Launch, workdir: Path) -> bytes:
+    """The secret page after the guest powered off (the dump file is not kept)."""
     dump = workdir / "secret-page.bin"
-    injected = passphrase if scenario.secret is Secret.GOOD else launch.wrong
     try:
-        page = verdicts.read_page(guest.pmemsave, launch.area.base, launch.area.size, dump)
-        return verdicts.check_wipe(
-            page, injected, (EXTRA_SECRET_GUID, EXTRA_SECRET), guest.console.tail()
-        )
+        return verdicts.read_page(guest.pmemsave, launch.area.base, launch.area.size, dump)
     finally:
         dump.unlink(missing_ok=True)
 
@@ -685,14 +723,15 @@ def _launch(
     fw: bytes,
     expected: bytes,
     passphrase: Passphrase,
-    wrong: Passphrase,
+    plain: bytes | None,
     workdir: Path,
     notes: list[str],
     vcpus: VcpuConfig | None = None,
 ) -> Path | None:
     """The guest-owner flow against the simulated platform; the secret page file, or None.
 
-    *expected* is the digest the owner expects (SEV-ES with *vcpus*)."""
+    *expected* is the digest the owner expects (SEV-ES with *vcpus*); *plain* the
+    owner's table."""
     table = parse_guid_table(fw)
     size = table.secret_block.size if table and table.secret_block else None
     path = workdir / "secret.bin"
@@ -704,7 +743,6 @@ def _launch(
         write_private({path: pages[str(scenario.planted)]})
         notes.append(f"a malformed secret page was planted: {scenario.planted}")
         return path
-    plain = _owner_table(scenario, fw, passphrase, wrong)
     page = owner_flow.simulated_launch(fw, expected, plain, scenario.attack, notes, vcpus)
     if page is None:
         return None
@@ -713,16 +751,20 @@ def _launch(
 
 
 def _owner_table(
-    scenario: Scenario, fw: bytes, passphrase: Passphrase, wrong: Passphrase
-) -> bytes | None:
-    """The plaintext secret table the owner injects once the launch verifies, sized for
-    the firmware's secret block; None when the scenario injects nothing."""
-    if scenario.secret in (Secret.NONE, Secret.PLANTED):
+    scenario: Scenario,
+    passphrase: Passphrase,
+    wrong: Passphrase,
+    given: Sequence[SecretEntry] | None,
+    area_size: int,
+) -> SecretTable | None:
+    """The table the owner injects once the launch verifies, sized for the firmware's
+    secret block; None when the scenario injects nothing.
+
+    Raises:
+        SecretFormatError: the table does not fit *area_size*.
+    """
+    if not scenario.injects:
         return None
-    table = parse_guid_table(fw)
-    size = table.secret_block.size if table and table.secret_block else None
     injected = passphrase if scenario.secret is Secret.GOOD else wrong
-    entries = [disk_passphrase_entry(injected.value)]
-    if scenario.check_wipe:
-        entries.append(SecretEntry(EXTRA_SECRET_GUID, EXTRA_SECRET))
-    return SecretTable(tuple(entries)).serialize(size)
+    extras = owner_extras.owner_extras(given, injected.value, area_size, remove=scenario.removes)
+    return SecretTable((disk_passphrase_entry(injected.value), *extras))

@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from uuid import UUID
 
-from harness.errors import GuestVerdict, HarnessError
+from harness.errors import GuestVerdict, HarnessError, InputError
 from harness.firmware import guids
+from harness.guest.report import BOOTED_LINE_END, GuestReport
 from harness.passphrase import Passphrase
-from harness.sev.secret import SecretTable
+from harness.sev.secret import SecretEntry, SecretTable
 
 # The token must be followed by the line end: a match on a partial line would cut it.
 MARKER = r"HARNESS-BOOTED token=(\w+)\s"
@@ -167,6 +167,22 @@ def _expect_marker(con: GuestIO, token: str, timeout: float) -> None:
     check_token(m.group(1), token)
 
 
+def await_report(con: GuestIO, timeout: float) -> GuestReport:
+    """Once the marker is seen, the rest of its line, and the report of a guest that
+    boots our kernel (:mod:`harness.guest.report`).
+
+    Raises:
+        GuestVerdict: the line does not end in time, or the report does not parse.
+    """
+    con.expect_any({"report": BOOTED_LINE_END}, timeout, forbid=(PROMPT,))
+    try:
+        return GuestReport.parse(con.text())
+    except InputError as err:
+        raise GuestVerdict(
+            f"The guest's secret report is unusable: {err.message}", "report", con.tail()
+        ) from err
+
+
 def check_token(seen: str, token: str) -> None:
     if seen != token:
         raise GuestVerdict(f"Another image booted (token {seen}, expected {token}).", "token", "")
@@ -237,13 +253,11 @@ def _press(con: GuestIO, keys: list[str]) -> None:
     con.send(keys.pop(0) if keys else "\r")
 
 
-def check_wipe(
-    page: bytes, injected: Passphrase, extra: tuple[UUID, bytes] | None, tail: str
-) -> str:
+def check_wipe(page: bytes, injected: Passphrase, extras: Sequence[SecretEntry], tail: str) -> str:
     """Judge the secret page after the guest ran, like Linux's efi_secret would read it.
 
-    *injected* is the passphrase the owner put in the table; *extra* the GUID and bytes
-    of the secret beside it, which must survive.
+    *injected* is the passphrase the owner put in the table; *extras* the secrets beside
+    it, which must survive.
 
     Raises:
         GuestVerdict: the passphrase is still there, its entry is not wiped as Linux
@@ -270,16 +284,16 @@ def check_wipe(
         )
     if table.get(guids.DISK_PASSPHRASE_ENTRY) is not None:
         raise GuestVerdict("The disk passphrase entry is still live.", "not wiped", tail)
-    if extra is not None:
-        guid, data = extra
-        kept = next((e for e in table.live if e.guid == guid), None)
-        if kept is None or kept.data != data:
+    for extra in extras:
+        if table.get(extra.guid) != extra:
             raise GuestVerdict(
-                "The extra secret beside the passphrase was damaged.", "damaged", tail
+                f"The extra secret {extra.guid} beside the passphrase was damaged.",
+                "damaged",
+                tail,
             )
     return (
         "secret page after boot: passphrase entry wiped (GUID and data zero, length kept), "
-        "extra secret intact, passphrase bytes absent"
+        f"{len(extras)} extra secrets intact, passphrase bytes absent"
     )
 
 

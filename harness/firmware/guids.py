@@ -33,6 +33,14 @@ SEV_CMDLINE_ENTRY = UUID("97d02dd8-bd20-4c94-aa78-e7714d36ab2a")
 SEV_LAUNCH_SECRET_TABLE = UUID("adf956ad-e98c-484c-ae11-b51c7d336447")
 EFI_SECRET_TABLE_HEADER = UUID("1e74f542-71dd-4d66-963e-ef4287ff173b")
 DISK_PASSPHRASE_ENTRY = UUID("736869e5-84f0-4973-92ec-06879ce3da0b")
+# The harness's own entries: secrets beside the passphrase that the guest must keep
+# (harness.boots.extras), and the one the owner asks Linux to remove (harness.guest.report).
+HARNESS_EXTRA_ENTRIES = (
+    UUID("b2f94a13-42c5-4f6c-9d6b-6c4f7e1a0c55"),
+    UUID("5e0b7c2d-8a41-4f39-b6d2-0c9e1f7a3b84"),
+    UUID("c7a1e94f-2d6b-4b80-9f35-7e8d0a6c21f9"),
+)
+REMOVE_SECRET_ENTRY = UUID("9d1c6a0e-5b7f-4e21-8a3c-2f6e4b8d7c10")
 
 # Firmware volumes and files (MdePkg PiFirmwareVolume.h, OvmfPkg).
 EFI_FIRMWARE_FILE_SYSTEM2 = UUID("8c8ce578-8a3d-4f1c-9935-896185c32dd3")
@@ -63,6 +71,8 @@ NAMES: dict[UUID, str] = {
     SEV_LAUNCH_SECRET_TABLE: "SEV launch secret configuration table",
     EFI_SECRET_TABLE_HEADER: "EFI secret table header",
     DISK_PASSPHRASE_ENTRY: "disk passphrase",
+    **{g: f"harness extra secret {n}" for n, g in enumerate(HARNESS_EXTRA_ENTRIES, 1)},
+    REMOVE_SECRET_ENTRY: "secret the guest removes",
     EFI_FIRMWARE_FILE_SYSTEM2: "EFI_FIRMWARE_FILE_SYSTEM2",
     EFI_FIRMWARE_FILE_SYSTEM3: "EFI_FIRMWARE_FILE_SYSTEM3",
     EFI_SYSTEM_NV_DATA_FV: "EFI_SYSTEM_NV_DATA_FV (variable store)",

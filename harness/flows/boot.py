@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from harness.boots import matrix, scenarios
+from harness.boots import extras, matrix, scenarios
 from harness.boots.verdicts import Host
 from harness.components import qemu as qemu_build
 from harness.components import registry
@@ -47,12 +48,18 @@ def boot(
     firmware: Path,
     image_dir: Path,
     interactive: bool,
+    entries: Sequence[str] = (),
 ) -> scenarios.Result | None:
     """One scenario with *firmware* (its manifest beside it) and the image in
     *image_dir*, or an interactive boot; None for the latter.
 
+    *entries* (``--entry GUID:FILE``) replace the default secrets beside the passphrase.
+
     Raises:
-        ConfigError: no such scenario, or an image of another recipe.
+        ConfigError: no such scenario, an image of another recipe, entries for a
+            scenario that injects no table, or a bad entry.
+        InputError: an entry's file is missing, unreadable or not private.
+        SecretFormatError: the entries do not fit the firmware's secret block.
         PrerequisiteError: the QEMU the configuration names is not there, or the host
             cannot launch *kind* (checked before anything starts).
     """
@@ -62,6 +69,9 @@ def boot(
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
     scenario = scenarios.SCENARIOS[name]
+    if entries and not scenario.injects:
+        raise ConfigError(f"{name} injects no secret table, so --entry has nowhere to go.")
+    given = extras.read_entries(entries)
     img = image.load(image_dir)
     if img.metadata.recipe != scenario.recipe:
         raise ConfigError(
@@ -88,6 +98,8 @@ def boot(
             emulator=emulator,
             host_disk=host_disk,
             kind=kind,
+            guest_kernel=img.guest_kernel,
+            extras=given,
         )
     # The same launch as the scenario (secret injected or not), then the terminal
     # belongs to the person watching.
@@ -102,6 +114,8 @@ def boot(
         emulator=emulator,
         host_disk=host_disk,
         kind=kind,
+        guest_kernel=img.guest_kernel,
+        extras=given,
     ) as launch:
         for note in launch.notes:
             print(note)

@@ -91,6 +91,7 @@ def test_scenario_table_is_consistent() -> None:
         "replayed-secret",
         "wrong-policy",
         "foreign-pdh",
+        "secret-removed",
     } == {name for name in SCENARIOS if not name.startswith("planted-")}
     assert {f"planted-{n}" for n, _ in malformed_tables(b"x")} == {
         name for name in SCENARIOS if name.startswith("planted-")
@@ -111,6 +112,9 @@ def test_scenario_table_is_consistent() -> None:
         {"secret": Secret.PLANTED, "typed": (True,)},
         {"secret": Secret.GOOD, "planted": "all-ff"},
         {"secret": Secret.NONE, "typed": (True,), "host": Host.FOREIGN_DISK},
+        {"secret": Secret.NONE, "typed": (True,), "removes": True},
+        {"secret": Secret.GOOD, "typed": (True,), "tamper": True, "removes": True},
+        {"secret": Secret.GOOD, "ending": Ending.HALTS, "removes": True},
     ],
 )
 def test_inconsistent_scenarios_are_refused(kwargs: dict[str, object]) -> None:
@@ -213,3 +217,4 @@ def test_what_runs_on_sev_hardware() -> None:
     assert "passwordless" in hardware and "tampered-firmware" in hardware
     assert not {"replayed-secret", "wrong-policy", "foreign-pdh"} & hardware
     assert not any(name.startswith("planted-") for name in hardware)
+    assert "secret-removed" not in hardware

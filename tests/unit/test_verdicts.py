@@ -254,14 +254,17 @@ def test_broken_kernel_fails_on_the_rescue_shell(tmp_path: Path) -> None:
 
 # -- the wipe, judged on a fake pmemsave page ----------------------------------------
 
-EXTRA = (uuid.UUID("b2f94a13-42c5-4f6c-9d6b-6c4f7e1a0c55"), b"harness extra secret")
+EXTRA = (
+    SecretEntry(uuid.UUID("b2f94a13-42c5-4f6c-9d6b-6c4f7e1a0c55"), b"harness extra secret"),
+    SecretEntry(uuid.UUID("5e0b7c2d-8a41-4f39-b6d2-0c9e1f7a3b84"), b"a second one"),
+)
 AREA = 0xC00
 
 
 def _page(passphrase: Passphrase, wipe: str = "linux") -> bytes:
     """A table as GRUB would leave it: *wipe* says how the passphrase entry was treated."""
     entry = disk_passphrase_entry(passphrase.value)
-    table = SecretTable((entry, SecretEntry(*EXTRA))).serialize(AREA)
+    table = SecretTable((entry, *EXTRA)).serialize(AREA)
     page = bytearray(table)
     at = 16 + 4  # the first entry, right after the table header
     length = struct.unpack_from("<I", page, at + 16)[0]
@@ -272,10 +275,11 @@ def _page(passphrase: Passphrase, wipe: str = "linux") -> bytes:
         struct.pack_into("<I", page, at + 16, 0)
     if wipe == "guid-only":
         page[at : at + 16] = bytes(16)
-    if wipe == "damage-extra":
+    if wipe in ("damage-extra", "damage-last"):
         page[at : at + 16] = bytes(16)
         page[at + 20 : at + length] = bytes(length - 20)
-        page[at + length + 20] ^= 0xFF
+        last = at + length + EXTRA[0].length if wipe == "damage-last" else at + length
+        page[last + 20] ^= 0xFF
     return bytes(page)
 
 
@@ -290,6 +294,7 @@ def test_a_linux_style_wipe_passes() -> None:
         ("guid-only", "secret left"),
         ("zero-len", "corrupted"),
         ("damage-extra", "damaged"),
+        ("damage-last", "damaged"),
     ],
 )
 def test_a_bad_wipe_fails(wipe: str, matched: str) -> None:
@@ -333,7 +338,8 @@ def test_the_owner_refuses_a_tampered_firmware(tmp_path: Path) -> None:
     scenario = scenarios.SCENARIOS["tampered-firmware"]
     notes: list[str] = []
     tampered = fw[:-1] + bytes([fw[-1] ^ 1])
-    secret = scenarios._launch(scenario, tampered, launch_digest(fw), GOOD, WRONG, tmp_path, notes)
+    plain = SecretTable((disk_passphrase_entry(GOOD.value),)).serialize()
+    secret = scenarios._launch(scenario, tampered, launch_digest(fw), GOOD, plain, tmp_path, notes)
     assert secret is None
     assert len(notes) == 1
     assert notes[0].startswith("guest owner refused: the launch measurement does not match")
