@@ -1,10 +1,11 @@
 """The boot matrix: every scenario that matters, on fresh images of every LUKS variant.
 
 passwordless, no-secret and wrong-secret run for each LUKS variant (the key derivation
-is where GRUB's unlock path differs); refusal, secret-wiped, tampered-firmware and the
-hostile host's scenarios (foreign-disk, console-keys, broken-kernel, and one planted-NAME
-per malformed secret page) on LUKS1. The same
-matrix serves the test suite, ``./inv nightly`` and ``./inv patches.check``.
+is where GRUB's unlock path differs); refusal, secret-wiped, secret-removed,
+tampered-firmware, the launch attacks and the hostile host's scenarios (foreign-disk,
+console-keys, broken-kernel, and one planted-NAME per malformed secret page) on LUKS1.
+The images boot our kernel, so Linux judges every case that boots. The same matrix
+serves the test suite, ``./inv nightly`` and ``./inv patches.check``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
         for name in (
             "refusal",
             "secret-wiped",
+            "secret-removed",
             "tampered-firmware",
             "replayed-secret",
             "wrong-policy",

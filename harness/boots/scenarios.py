@@ -421,7 +421,7 @@ def prepared(
             f"{scenario.name} needs an image that boots our kernel (guest_kernel "
             f"{GuestKernel.BUILT}); this one boots the {guest_kernel} kernel, which has "
             "no efi_secret to remove an entry with.",
-            hint="build the image with guest_kernel built",
+            hint="./inv build-image --kernel built",
         )
     workdir.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=".run-", dir=workdir))

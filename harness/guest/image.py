@@ -32,7 +32,7 @@ from harness.config import RECIPES
 from harness.errors import ConfigError, InfrastructureError, InputError
 from harness.files import write_private
 from harness.firmware import guids
-from harness.guest import cpio, xts
+from harness.guest import cpio, report, xts
 from harness.host import containers
 from harness.passphrase import Passphrase
 from harness.records import Fields, load_json
@@ -383,13 +383,10 @@ def initramfs(
 
 
 #: The root's LUKS mapping, in crypttab and so in /dev/mapper.
-ROOT_MAPPING = "root"
+ROOT_MAPPING = report.BUILT_ROOT.removeprefix("/dev/mapper/")
 #: The key file the initramfs unlocks the root with (0400, inside the encrypted volume).
 KEY_FILE = "etc/keys/root.key"
 KEY_BYTES = 64
-#: A secret the root's init removes after reading it (harness.guest.report has the rest
-#: of the guest's report).
-REMOVE_SECRET_GUID = "9d1c6a0e-5b7f-4e21-8a3c-2f6e4b8d7c10"
 
 
 @dataclass(frozen=True)
@@ -435,7 +432,7 @@ def _built_root_tree(
         recipe.file("root-init")
         .read_text()
         .replace("@DISK_PASSPHRASE_GUID@", str(guids.DISK_PASSPHRASE_ENTRY))
-        .replace("@REMOVE_SECRET_GUID@", REMOVE_SECRET_GUID)
+        .replace("@REMOVE_SECRET_GUID@", str(report.REMOVE_SECRET_GUID))
     )
     (dest / "sbin" / "init").write_text(root_init)
     (dest / "sbin" / "init").chmod(0o755)

@@ -20,7 +20,14 @@ from harness.boots import matrix, scenarios, verdicts
 from harness.components import ovmf
 from harness.config import LaunchKind
 from harness.guest import xts
-from harness.guest.image import Image, LuksVariant, build_image, payload_offset, volume_key
+from harness.guest.image import (
+    BuiltKernel,
+    Image,
+    LuksVariant,
+    build_image,
+    payload_offset,
+    volume_key,
+)
 from harness.host import qemu
 from harness.passphrase import Passphrase
 from tests.conftest import ROOT, tools_builder
@@ -35,11 +42,14 @@ OUT = ROOT / "out"
 
 
 @pytest.fixture(scope="module")
-def images() -> matrix.Images:
+def images(guest_kernel: BuiltKernel) -> matrix.Images:
     builder = tools_builder()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # parallel workers: own images
     return matrix.build_images(
-        OUT / "images" / f"test-{worker}", OUT / "cache" / "images", builder.tag
+        OUT / "images" / f"test-{worker}",
+        OUT / "cache" / "images",
+        builder.tag,
+        kernel=guest_kernel,
     )
 
 
@@ -90,6 +100,7 @@ def _boot(
         variant=img.variant.value,
         workdir=workdir,
         accel=accel,
+        guest_kernel=img.guest_kernel,
         **extra,
     )
 

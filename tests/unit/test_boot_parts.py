@@ -168,6 +168,19 @@ def test_console_reports_a_kernel_panic(tmp_path: Path) -> None:
         con.child.close(force=True)
 
 
+def test_console_reports_the_initramfs_failing_at_once(tmp_path: Path) -> None:
+    """Our kernel's initramfs says why it could not unlock the root, then powers off;
+    QEMU stays up (the page is read afterwards), so only this line ends the wait."""
+    con = _child(tmp_path, "HARNESS-INITRAMFS-FAILED cryptsetup could not open /dev/vda1\n")
+    try:
+        with pytest.raises(GuestVerdict) as info:
+            con.expect("HARNESS-BOOTED", 20)
+        assert info.value.matched == "the initramfs failing"
+        assert "could not open /dev/vda1" in str(info.value)
+    finally:
+        con.child.close(force=True)
+
+
 def test_console_grub_errors_and_redaction(tmp_path: Path) -> None:
     text = (
         "\x1b[2Jerror: the EFI secret area holds no secret table.\n"
