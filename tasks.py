@@ -795,14 +795,26 @@ def bench_inspect(c: Context, runs: int = 10) -> None:
 @task(
     positional=[],
     name="build",
-    help={"keep": "keep the raw baseline's trees", "runs": "cold builds beside raw ones"},
+    help={
+        "keep": "keep the raw baseline's trees",
+        "runs": "cold builds beside raw ones (ovmf)",
+        "component": "ovmf (default) or linux (the guest kernel: cold beside raw, warm, "
+        "one guest.config symbol more)",
+    },
 )
 @entry
-def bench_build(c: Context, keep: bool = False, runs: int = 3) -> None:
-    """Cold build-ovmf, warm rerun and grub.cfg rebuild next to the raw build commands."""
+def bench_build(c: Context, keep: bool = False, runs: int = 3, component: str = "ovmf") -> None:
+    """Cold build-ovmf (or build-kernel), warm rerun and a small rebuild next to the raw
+    build commands."""
+    from harness.errors import ConfigError
     from tools import bench as bench_mod
 
-    print(bench_mod.build(_config(), keep, runs))
+    if component == "linux":
+        print(bench_mod.kernel(_config(), keep))
+    elif component == "ovmf":
+        print(bench_mod.build(_config(), keep, runs))
+    else:
+        raise ConfigError(f"bench.build --component takes ovmf or linux, not {component!r}.")
 
 
 @task(positional=[], name="boot", help={"runs": "boots per scenario and variant"})

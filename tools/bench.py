@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from harness import run, timing
-from harness.components import ovmf, registry
+from harness.components import linux, ovmf, pipeline, registry
 from harness.components.pipeline import builder_image
 from harness.components.trees import prepare_tree
 from harness.components.workspace import Workspace
@@ -228,6 +228,68 @@ def stage_table(stages: timing.StageTimes, wall: float, raw: float) -> list[str]
         *(row(name, sec) for name, sec in stages.seconds.items()),
         row("the rest (cache lookups, keys, threads)", wall - stages.in_line),
     ]
+
+
+#: The kernel build by hand: the same fragment onto allnoconfig, the same make.
+RAW_KERNEL = r"""
+set -eu
+printf '%s\n' "$FRAGMENT" > /tmp/guest.config
+make -s -C /src O=/tmp/build ARCH=x86_64 KCONFIG_ALLCONFIG=/tmp/guest.config allnoconfig
+make -s -C /tmp/build ARCH=x86_64 -j"$(nproc)" bzImage
+test -s /tmp/build/arch/x86/boot/bzImage
+"""
+#: A one-symbol change of the configuration, for the incremental rebuild.
+KERNEL_TOUCH = "CONFIG_CRYPTO_CBC=y\n"
+
+
+def kernel(cfg: Config, keep: bool = False) -> str:
+    """Cold build-kernel next to the same build typed by hand (one container, ``make``
+    on a clean clone of the same tree, raw second), then the warm rerun and the rebuild
+    after a one-symbol change of guest.config (kbuild recompiles what it touches)."""
+    root = cfg.layout.bench / "kernel"
+    ws = _bench_workspace(cfg, root)
+    builder = builder_image(linux.SPEC.builder, ws)
+    start = time.perf_counter()
+    with timing.recording() as stages:
+        cold_build = pipeline.build(linux.SPEC, ws)
+    cold = time.perf_counter() - start
+    raw_dir = root / "raw"
+    run.run(["git", "clone", "-q", str(ws.work("linux") / "src"), str(raw_dir)])
+    start = time.perf_counter()
+    containers.run_logged(
+        builder.tag,
+        ["bash", "-c", RAW_KERNEL],
+        mounts=[containers.Mount(raw_dir, "/src")],
+        env={"FRAGMENT": linux.fragment_text(ws.component("linux"))},
+        log_path=root / "raw.log",
+        what="raw kernel build",
+    )
+    raw = time.perf_counter() - start
+    if not keep:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+    start = time.perf_counter()
+    assert pipeline.build(linux.SPEC, ws).cached
+    warm = time.perf_counter() - start
+    touched_patches = root / "patches-touched"
+    shutil.copytree(PATCHES, touched_patches)
+    with open(touched_patches / "linux" / linux.FRAGMENT_NAME, "a") as fragment:
+        fragment.write(KERNEL_TOUCH)
+    start = time.perf_counter()
+    touched = pipeline.build(linux.SPEC, Workspace(root, touched_patches, base=cfg.base))
+    touch = time.perf_counter() - start
+    assert touched.manifest.output.fragment["CONFIG_CRYPTO_CBC"] == "y"
+    release = cold_build.manifest.output.release
+    return "\n".join(
+        [
+            f"build-kernel benchmark (Linux {release}, guest.config onto allnoconfig, 2 cores)",
+            f"{'':44} {'raw s':>8} {'ours s':>8} {'ratio':>8}",
+            f"{'cold build':44} {raw:8.1f} {cold:8.1f} {cold / raw:8.3f}",
+            f"{'warm rerun, from cache':44} {'':8} {warm:8.1f}",
+            f"{'guest.config: one symbol more':44} {'':8} {touch:8.1f} {touch / cold:8.2f}",
+            "",
+            *stage_table(stages, cold, raw),
+        ]
+    )
 
 
 def _bare_boot(argv: list[str], passphrase: str | None, timeout: float = 120) -> float:

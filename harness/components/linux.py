@@ -33,7 +33,7 @@ from harness.components.pipeline import (
     Spec,
     Style,
 )
-from harness.components.workspace import digest
+from harness.components.workspace import Component, digest
 from harness.config import PATCHES
 from harness.errors import ConfigError, InfrastructureError
 from harness.guest.image import BuiltKernel
@@ -43,8 +43,9 @@ from harness.upstream.sources import sha256_file
 
 log = logging.getLogger(__name__)
 
-#: The configuration fragment (``CONFIG_X=value`` lines, ``#`` comments).
-FRAGMENT = PATCHES / "linux" / "guest.config"
+#: The configuration fragment (``CONFIG_X=value`` lines, ``#`` comments), in
+#: ``patches/linux`` beside the pin and series.
+FRAGMENT_NAME = "guest.config"
 BZIMAGE = "bzImage"
 CONFIG = "config"
 # The build tree is kept (O=/build): a changed fragment rewrites .config, and kbuild
@@ -163,20 +164,28 @@ class KernelManifest(Manifest):
 KernelBuild = Built[KernelManifest]
 
 
-def fragment_text() -> str:
+def fragment_text(comp: Component | None = None) -> str:
+    """The fragment of *comp* (default: the linux component of ``patches/``).
+
+    Raises:
+        ConfigError: there is none.
+    """
+    directory = comp.directory if comp and comp.directory else PATCHES / "linux"
+    path = directory / FRAGMENT_NAME
     try:
-        return FRAGMENT.read_text()
+        return path.read_text()
     except FileNotFoundError as err:
-        raise ConfigError(f"There is no {FRAGMENT}.") from err
+        raise ConfigError(f"There is no {path}.") from err
 
 
 def _manifest(done: Finished) -> KernelManifest:
     image = (done.entry / BZIMAGE).read_bytes()
-    fragment = parse_config(fragment_text())
+    text = str(done.inputs.options["fragment"])  # what the build was given
+    fragment = parse_config(text)
     built_config = (done.entry / CONFIG).read_text()
     if problems := dropped(fragment, parse_config(built_config)):
         raise InfrastructureError(
-            f"Kconfig did not keep {len(problems)} value(s) of {FRAGMENT.name}: "
+            f"Kconfig did not keep {len(problems)} value(s) of {FRAGMENT_NAME}: "
             + "; ".join(problems),
             hint="a symbol's dependencies are off or it was renamed; see its Kconfig entry",
         )
@@ -198,20 +207,20 @@ def _manifest(done: Finished) -> KernelManifest:
             size=len(image),
             release=release,
             config_sha256=hashlib.sha256(own.encode()).hexdigest(),
-            fragment_sha256=hashlib.sha256(fragment_text().encode()).hexdigest(),
+            fragment_sha256=hashlib.sha256(text.encode()).hexdigest(),
             fragment={symbol: inside.get(symbol, "n") for symbol in fragment},
         ),
         **done.record(),
     )
 
 
-def _options(request: Request) -> dict[str, Any]:
-    return {"fragment": fragment_text(), "timestamp": BUILD_TIMESTAMP}
+def _options(request: Request, comp: Component) -> dict[str, Any]:
+    return {"fragment": fragment_text(comp), "timestamp": BUILD_TIMESTAMP}
 
 
-def _env(request: Request, builder: containers.BuilderImage) -> dict[str, str]:
+def _env(request: Request, builder: containers.BuilderImage, comp: Component) -> dict[str, str]:
     return {
-        "FRAGMENT": fragment_text(),
+        "FRAGMENT": fragment_text(comp),
         "BUILD_TIMESTAMP": BUILD_TIMESTAMP,
         "STAMP": digest({"builder": builder.id}),
     }

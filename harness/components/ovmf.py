@@ -23,7 +23,7 @@ from harness.components.pipeline import (
     Style,
     build,
 )
-from harness.components.workspace import Workspace
+from harness.components.workspace import Component, Workspace
 from harness.errors import InfrastructureError
 from harness.firmware.fv import find_volumes, read_firmware
 from harness.firmware.grub import find_grub
@@ -131,13 +131,13 @@ def _manifest(done: Finished) -> OvmfManifest:
     return OvmfManifest(schema=SCHEMA, output=examine(done.entry / FIRMWARE), **done.record())
 
 
-def _options(request: Request) -> dict[str, Any]:
+def _options(request: Request, comp: Component) -> dict[str, Any]:
     target = "DEBUG" if request.debug else "RELEASE"
     return {"target": target, "extra": "-D DEBUG_ON_SERIAL_PORT=TRUE" if request.debug else ""}
 
 
-def _env(request: Request, builder: containers.BuilderImage) -> dict[str, str]:
-    options = _options(request)
+def _env(request: Request, builder: containers.BuilderImage, comp: Component) -> dict[str, str]:
+    options = _options(request, comp)
     return {"TARGET": options["target"], "EXTRA": options["extra"]}
 
 

@@ -164,11 +164,11 @@ class Finished:
         }
 
 
-def _no_options(request: Request) -> dict[str, Any]:
+def _no_options(request: Request, comp: Component) -> dict[str, Any]:
     return {}
 
 
-def _no_env(request: Request, builder: containers.BuilderImage) -> dict[str, str]:
+def _no_env(request: Request, builder: containers.BuilderImage, comp: Component) -> dict[str, str]:
     return {}
 
 
@@ -193,7 +193,8 @@ class Spec(Generic[M]):
         dep_mounts: (component, path in its cache entry, path in the container).
         build_dir: keep a build tree between builds (incremental rebuilds).
         unit_tests: tests the build runs itself (``patches.check`` lists each).
-        options: the component's own cache-key inputs for a request (e.g. debug).
+        options: the component's own cache-key inputs for a request (e.g. debug) and
+            its ``patches/<name>`` (e.g. a configuration kept there as data).
         env: environment of the build script.
     """
 
@@ -210,8 +211,8 @@ class Spec(Generic[M]):
     dep_mounts: tuple[tuple[str, str, str], ...] = ()
     build_dir: bool = False
     unit_tests: tuple[str, ...] = ()
-    options: Callable[[Request], dict[str, Any]] = _no_options
-    env: Callable[[Request, containers.BuilderImage], dict[str, str]] = _no_env
+    options: Callable[[Request, Component], dict[str, Any]] = _no_options
+    env: Callable[[Request, containers.BuilderImage, Component], dict[str, str]] = _no_env
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def plan(
         "component": ws.component(spec.name).inputs(),
         "builder": builder.id,
         "script": spec.script,
-        **spec.options(request),
+        **spec.options(request, ws.component(spec.name)),
         **{d.spec.name: d.key for d in deps},
         "local_tree": str(tree) if tree else None,
         "series_applied": request.apply,
@@ -361,7 +362,7 @@ def _run(
     for dep, inside, target in spec.dep_mounts:
         mounts.append(containers.Mount(deps[dep].entry / inside, target, read_only=True))
     run_build(ws, spec.name, builder.tag, spec.script, mounts, out, spec.progress,
-              spec.env(request, builder))  # fmt: skip
+              spec.env(request, builder, ws.component(spec.name)))  # fmt: skip
 
 
 def _inputs(
@@ -386,7 +387,7 @@ def _inputs(
         series_applied=request.apply,
         builder_image=BuilderRecord(builder.tag, builder.id),
         toolchain=tuple(toolchain.read_text().splitlines()) if toolchain.is_file() else (),
-        options=spec.options(request),
+        options=spec.options(request, ws.component(spec.name)),
     )
 
 

@@ -35,7 +35,7 @@ from harness.components.pipeline import (
     Style,
     build,
 )
-from harness.components.workspace import Workspace, digest
+from harness.components.workspace import Component, Workspace, digest
 from harness.errors import InfrastructureError, PrerequisiteError
 from harness.host import containers
 from harness.host.qemu import Qemu, parse_version
@@ -154,11 +154,11 @@ def _manifest(done: Finished) -> QemuManifest:
     )
 
 
-def _options(request: Request) -> dict[str, Any]:
+def _options(request: Request, comp: Component) -> dict[str, Any]:
     return {"configure": list(CONFIGURE), "option_roms": list(OPTION_ROMS)}
 
 
-def _env(request: Request, builder: containers.BuilderImage) -> dict[str, str]:
+def _env(request: Request, builder: containers.BuilderImage, comp: Component) -> dict[str, str]:
     return {
         "CONFIGURE": " ".join(CONFIGURE),
         "OPTION_ROMS": " ".join(OPTION_ROMS),

@@ -33,6 +33,7 @@ class Component:
     name: str
     pin: sources.Pin
     patches: tuple[patchset.Patch, ...]
+    directory: Path | None = None  # patches/<name>, for the component's own data files
 
     @classmethod
     def load(cls, name: str, patches_root: Path = PATCHES) -> Component:
@@ -43,6 +44,7 @@ class Component:
             name,
             sources.load_pin(directory / "upstream.toml", name),
             tuple(patchset.read_series(directory)),
+            directory,
         )
 
     def inputs(self) -> dict[str, Any]:
