@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ pytestmark = [
     pytest.mark.qemu,
     pytest.mark.tools,
     pytest.mark.slow,
+    # The first test's fixtures may wait for the cold OVMF and guest kernel builds.
+    pytest.mark.timeout(3600),
 ]
 OUT = ROOT / "out"
 
@@ -139,6 +142,23 @@ def test_scenario(
         assert "HOST-GRUB-CFG" not in transcript and "grub>" not in transcript
     if name == "foreign-disk":
         assert "Enter passphrase" not in transcript
+
+
+def test_a_twin_of_the_owner_disk_is_refused_by_the_initramfs(
+    firmware: ovmf.OvmfBuild, images: matrix.Images, accel: qemu.Accel, tmp_path: Path
+) -> None:
+    """The host attaches a byte copy of the owner's disk beside it (an older one would do
+    as well: LUKS has no freshness). GRUB unlocks both with the secret; the kernel's
+    initramfs finds two devices with the root's LUKS UUID and refuses to choose."""
+    img = images.for_case("foreign-disk", LuksVariant.LUKS1)
+    twin = tmp_path / "twin.img"
+    shutil.copyfile(img.disk, twin)
+    host = scenarios.HostDisk(twin, Passphrase.read(img.passphrase_file))
+    result = _boot("foreign-disk", img, firmware, accel, tmp_path / "boot", host_disk=host)
+    assert not result.passed
+    assert "the initramfs failing" in result.detail, result.detail
+    assert "two devices carry LUKS UUID=" in result.transcript.read_text()
+    assert "HARNESS-BOOTED" not in result.transcript.read_text()
 
 
 ES_CASES = ("passwordless", "tampered-firmware", "replayed-secret")

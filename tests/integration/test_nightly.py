@@ -28,8 +28,9 @@ pytestmark = [
     pytest.mark.qemu,
     pytest.mark.tools,
     pytest.mark.slow,
-    # A night may start with the cold build of out/ (or wait for another worker's).
-    pytest.mark.timeout(2400),
+    # A night may start with the cold builds of out/ (or wait for another worker's):
+    # OVMF and the guest kernel, and on upstream head both again at other versions.
+    pytest.mark.timeout(3600),
 ]
 OUT = ROOT / "out"
 PINNED = resolve(workspace=str(OUT))

@@ -77,6 +77,38 @@ def test_initramfs_is_gzip_of_newc() -> None:
     assert raw.startswith(b"070701") and b"bin/busybox\0" in raw
 
 
+def _entries(archive: bytes) -> list[tuple[str, int, bytes]]:
+    """A newc reader for the test: (name, mode, data) in archive order."""
+    found: list[tuple[str, int, bytes]] = []
+    at = 0
+    while True:
+        fields = [int(archive[at + 6 + 8 * i : at + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, name_size = fields[1], fields[6], fields[11]
+        name_at = at + 110
+        name = archive[name_at : name_at + name_size - 1].decode()
+        data_at = name_at + name_size + (-(110 + name_size) % 4)
+        if name == "TRAILER!!!":
+            return found
+        found.append((name, mode, archive[data_at : data_at + size]))
+        at = data_at + size + (-size % 4)
+
+
+def test_initramfs_with_files_makes_each_directory_once_and_keeps_modes() -> None:
+    """The built kernel's initramfs: cryptsetup's closure, crypttab and a 0400 key file."""
+    extra = {
+        "etc/keys/root.key": (0o100400, b"k" * 64),
+        "etc/crypttab": (0o100644, b"root UUID=x /etc/keys/root.key luks\n"),
+        "lib/x86_64-linux-gnu/libc.so.6": (0o100755, b"\x7fELF"),
+    }
+    raw = gzip.decompress(initramfs(b"\x7fELF", b"#!/bin/busybox sh\n", extra))
+    names = [name for name, _, _ in _entries(raw)]
+    entries = {name: (mode, data) for name, mode, data in _entries(raw)}
+    assert entries["etc/keys/root.key"] == (0o100400, b"k" * 64)
+    assert entries["etc"][0] == entries["etc/keys"][0] == 0o40755
+    assert entries["dev/console"][0] == 0o20600 and entries["init"][0] == 0o100755
+    assert len(names) == len(set(names)) and names.index("etc") < names.index("etc/keys")
+
+
 def test_scenario_table_is_consistent() -> None:
     assert {
         "passwordless",
