@@ -44,6 +44,15 @@ def judge_report(
             "root",
             tail,
         )
+    if report.area is not True:
+        raise GuestVerdict(
+            "Linux did not find the firmware's secret area (no efi_secret device), though "
+            "the firmware publishes one."
+            if report.area is False
+            else "The guest did not report whether Linux found the secret area.",
+            "area",
+            tail,
+        )
     if sees is LinuxSees.NOTHING:
         if not report.absent:
             raise GuestVerdict(
@@ -52,7 +61,7 @@ def judge_report(
                 "secrets",
                 tail,
             )
-        return "Linux found no secret table, as none was injected"
+        return "Linux found the secret area and no table in it, as none was injected"
     if sees is LinuxSees.PLANTED:
         return f"Linux lists {_listed(report)} from the planted page"
     return check_listing(report, extras, tail)

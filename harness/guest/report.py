@@ -3,14 +3,17 @@
 The root's own init prints, on the serial console, in this order::
 
     HARNESS-SECRET guid=<guid> size=<bytes> sha256=<hex>|withheld   (one per file, ls order)
+    HARNESS-AREA efi_secret=present|absent
     HARNESS-REMOVED guid=<guid>                                    (only if it removed one)
     HARNESS-BOOTED token=<token> root=<source of /> secrets=<guid>,...|none|absent
 
 ``size`` and ``sha256`` are those of the file in ``/sys/kernel/security/secrets/coco``
 (the entry's data); the disk passphrase entry, should Linux list it, has its hash
 ``withheld``. ``secrets=none``: the directory exists and is empty; ``secrets=absent``:
-there is no directory, ``efi_secret`` found no valid table. The listing and the hashes
-are taken before anything is removed.
+there is no directory, ``efi_secret`` found no valid table. ``HARNESS-AREA``: whether the
+kernel registered efi_secret's platform device, which it does exactly when the firmware
+published a secret area (its ``CocoSecret`` configuration table), valid table or not.
+The listing and the hashes are taken before anything is removed.
 
 Removal is a harness convention the owner asks for: when Linux lists a file named
 :data:`REMOVE_SECRET_GUID`, the init reads it, removes it (Linux's ``efi_secret_unlink``
@@ -36,6 +39,7 @@ WITHHELD = "withheld"
 
 SECRET_LINE = re.compile(r"HARNESS-SECRET guid=(\S+) size=(\d+) sha256=([0-9a-f]{64}|withheld)$")
 REMOVED_LINE = re.compile(r"HARNESS-REMOVED guid=(\S+)$")
+AREA_LINE = re.compile(r"HARNESS-AREA efi_secret=(present|absent)$")
 BOOTED_LINE = re.compile(r"HARNESS-BOOTED token=(\w+) root=(\S+) secrets=(\S+)$")
 #: The end of the BOOTED line, to wait for once the marker itself has been seen.
 BOOTED_LINE_END = r"secrets=\S+\s"
@@ -60,6 +64,7 @@ class GuestReport:
         entries: the HARNESS-SECRET lines, in order.
         removed: the GUID it removed, or None.
         secrets: the BOOTED line's listing; None when the directory was absent.
+        area: whether Linux found the firmware's secret area; None when not reported.
     """
 
     entries: tuple[ListedSecret, ...]
@@ -67,6 +72,7 @@ class GuestReport:
     token: str
     root: str
     secrets: tuple[UUID, ...] | None
+    area: bool | None = None
 
     @property
     def absent(self) -> bool:
@@ -111,7 +117,13 @@ class GuestReport:
             )
         if removed is not None and removed not in listed:
             raise InputError(f"The guest removed {removed}, which it never listed.")
-        return cls(entries, removed, token, root, secrets)
+        areas = [m.group(1) == "present" for line in lines if (m := AREA_LINE.search(line))]
+        if len(areas) > 1:
+            raise InputError("The guest reported the secret area more than once.")
+        area = areas[0] if areas else None
+        if area is False and secrets is not None:
+            raise InputError("The guest lists secrets but reports no secret area.")
+        return cls(entries, removed, token, root, secrets, area)
 
 
 def _guid(text: str) -> UUID:

@@ -46,6 +46,7 @@ def lines(
     root: str = BUILT_ROOT,
     removed: uuid.UUID | None = None,
     absent: bool = False,
+    area: str | None = "present",
 ) -> str:
     """What the guest's init prints for *listed* (hashes of the entries' data)."""
     out = [
@@ -57,6 +58,8 @@ def lines(
         )
         for e in listed
     ]
+    if area is not None:
+        out.append(f"HARNESS-AREA efi_secret={area}")
     if removed is not None:
         out.append(f"HARNESS-REMOVED guid={removed}")
     secrets = "absent" if absent else ",".join(str(e.guid) for e in listed) or "none"
@@ -119,6 +122,8 @@ def test_the_report_parses() -> None:
         lines(EXTRAS).replace(f"secrets={EXTRAS[0].guid},", "secrets="),  # line not listed
         lines(EXTRAS[:1], removed=REMOVE_SECRET_GUID),  # removed what it never listed
         lines(EXTRAS, absent=True),  # lines for an absent directory
+        lines(EXTRAS, area="absent"),  # secrets listed without an area
+        lines(EXTRAS) + "HARNESS-AREA efi_secret=present\n",  # the area reported twice
     ],
 )
 def test_a_contradictory_report_is_refused(text: str) -> None:
@@ -164,6 +169,18 @@ def test_a_table_that_reached_linux_must_be_found() -> None:
     assert matched(linux.judge_report, absent, LinuxSees.TABLE, EXTRAS, "") == "secrets"
 
 
+def test_linux_must_find_the_secret_area_the_firmware_publishes() -> None:
+    """Whether a table was injected or not, the firmware always publishes the area."""
+    for sees in LinuxSees:
+        listed = [] if sees is LinuxSees.NOTHING else EXTRAS
+        no_area = report([], absent=True, area="absent")
+        unsaid = report(listed, absent=sees is LinuxSees.NOTHING, area=None)
+        assert matched(linux.judge_report, no_area, sees, EXTRAS, "") == "area"
+        assert matched(linux.judge_report, unsaid, sees, EXTRAS, "") == "area"
+    said = linux.judge_report(report([], absent=True), LinuxSees.NOTHING, EXTRAS, "")
+    assert "secret area and no table" in said
+
+
 def test_the_root_must_be_the_kernels_mapping() -> None:
     wrong_root = report(EXTRAS, root="/dev/vda1")
     assert matched(linux.judge_report, wrong_root, LinuxSees.TABLE, EXTRAS, "") == "root"
@@ -172,7 +189,7 @@ def test_the_root_must_be_the_kernels_mapping() -> None:
 
 
 def test_nothing_injected_means_no_table() -> None:
-    assert "no secret table" in linux.judge_report(
+    assert "no table in it" in linux.judge_report(
         report([], absent=True), LinuxSees.NOTHING, (), ""
     )
     for listed in ([], [STRANGER]):  # an empty directory is a table too
