@@ -13,7 +13,9 @@ Hierarchy::
     │   │                          itself when a launch measurement or MAC does not match
     │   ├── GuestVerdict           a guest did what its scenario forbids
     │   ├── BootFailed             a scenario's boot did not pass
-    │   └── PatchCheckFailed       a patch series failed one of its checks
+    │   ├── PatchCheckFailed       a patch series failed one of its checks
+    │   └── BuildRefused           a build ran, but what it made fails its component's
+    │                              checks (a kernel configuration value not kept)
     └── InfrastructureError        the machine cannot do the job (exit 3)
         ├── CommandError           a subprocess failed: command, status, output tail
         └── PrerequisiteError      a host tool, Docker engine or accelerator is missing
@@ -96,6 +98,11 @@ class BootFailed(VerificationError):
 
 class PatchCheckFailed(VerificationError):
     """A patch series failed at least one of ``patches.check``'s checks."""
+
+
+class BuildRefused(VerificationError):
+    """A build ran to the end, but its output is not what the component must produce:
+    a verdict on the sources and their configuration, like a compile error."""
 
 
 class InfrastructureError(HarnessError):

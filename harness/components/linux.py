@@ -35,7 +35,7 @@ from harness.components.pipeline import (
 )
 from harness.components.workspace import Component, digest
 from harness.config import PATCHES
-from harness.errors import ConfigError, InfrastructureError
+from harness.errors import BuildRefused, ConfigError, InfrastructureError
 from harness.guest.image import BuiltKernel
 from harness.host import containers
 from harness.upstream import style
@@ -184,7 +184,7 @@ def _manifest(done: Finished) -> KernelManifest:
     fragment = parse_config(text)
     built_config = (done.entry / CONFIG).read_text()
     if problems := dropped(fragment, parse_config(built_config)):
-        raise InfrastructureError(
+        raise BuildRefused(
             f"Kconfig did not keep {len(problems)} value(s) of {FRAGMENT_NAME}: "
             + "; ".join(problems),
             hint="a symbol's dependencies are off or it was renamed; see its Kconfig entry",
@@ -192,13 +192,13 @@ def _manifest(done: Finished) -> KernelManifest:
     own = ikconfig(image)
     inside = parse_config(own)
     if problems := dropped(fragment, inside):
-        raise InfrastructureError(
+        raise BuildRefused(
             "The bzImage's own configuration differs from the build tree's: " + "; ".join(problems)
         )
     release = (done.entry / "release").read_text().strip()
     pinned = done.inputs.sources["linux"].version
     if not release.startswith(pinned):
-        raise InfrastructureError(f"The built kernel is {release!r}, the pin says {pinned}.")
+        raise BuildRefused(f"The built kernel is {release!r}, the pin says {pinned}.")
     return KernelManifest(
         schema=SCHEMA,
         output=KernelOutput(

@@ -34,6 +34,7 @@ from harness.components.trees import follow_upstream, prepare_tree
 from harness.components.workspace import Component, Workspace
 from harness.config import Config, QemuChoice, Upstream
 from harness.errors import (
+    BuildRefused,
     CommandError,
     ConfigError,
     HarnessError,
@@ -337,7 +338,7 @@ def _build_stage(
     started = time.monotonic()
     try:
         result = build(spec, ws)
-    except CommandError as err:
+    except (CommandError, BuildRefused) as err:
         link = night.keep(ws.log(spec.name), REPORT_PATHS[LinkKind.LOG].format(name=spec.name))
         night.case(Suite.BUILD, spec.name, Verdict.FAILED, time.monotonic() - started,
                    err.message, _tail(ws.log(spec.name)),

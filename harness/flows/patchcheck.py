@@ -29,7 +29,13 @@ from harness.components.pipeline import Built, Request, Role, Spec, build, build
 from harness.components.trees import follow_upstream, prepare_tree
 from harness.components.workspace import Component, Workspace
 from harness.config import Config, resolve
-from harness.errors import CommandError, ConfigError, InfrastructureError, InputError, PatchError
+from harness.errors import (
+    BuildRefused,
+    CommandError,
+    ConfigError,
+    InputError,
+    PatchError,
+)
 from harness.host import qemu
 from harness.records import Fields
 from harness.upstream import patchset, sources
@@ -297,7 +303,7 @@ def _build(
     trees = {spec.name: local_tree} if local_tree else {}
     try:
         kernel = build(linux.SPEC, ws, Request(trees if spec.role is Role.GUEST_KERNEL else {}))
-    except (CommandError, PatchError, InfrastructureError) as err:
+    except (CommandError, PatchError, BuildRefused) as err:
         add(Check("build", linux.SPEC.name, Verdict.FAILED, err.message))
         return None
     if spec.role is Role.GUEST_KERNEL:

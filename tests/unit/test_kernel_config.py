@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import gzip
 import os
+from pathlib import Path
 
 import pytest
 
 from harness.components import linux
-from harness.errors import ConfigError, InfrastructureError
+from harness.components.pipeline import (
+    BuilderRecord,
+    BuildInputs,
+    Finished,
+    Request,
+    SourceRecord,
+)
+from harness.errors import BuildRefused, ConfigError, InfrastructureError
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +70,39 @@ def test_ikconfig_refuses_a_kernel_without_its_configuration() -> None:
         linux.ikconfig(_bzimage(None))
     with pytest.raises(InfrastructureError, match="carries no configuration"):
         linux.ikconfig(b"MZ" + bytes(4096))
+
+
+def _finished(tmp_path: Path, fragment: str, config: str, release: str = "6.12.107") -> Finished:
+    (tmp_path / linux.BZIMAGE).write_bytes(_bzimage(config))
+    (tmp_path / linux.CONFIG).write_text(config)
+    (tmp_path / "release").write_text(release + "\n")
+    inputs = BuildInputs(
+        sources={"linux": SourceRecord("linux", "6.12.107", "linux.tar.xz", "ab" * 32)},
+        provenance={},
+        local_trees={},
+        series_applied=True,
+        builder_image=BuilderRecord("harness-linux:x", "sha256:x"),
+        toolchain=(),
+        options={"fragment": fragment, "timestamp": linux.BUILD_TIMESTAMP},
+    )
+    return Finished(tmp_path, inputs, "key", 1.0, {}, Request())
+
+
+def test_the_manifest_records_the_kernels_own_configuration(tmp_path: Path) -> None:
+    config = "CONFIG_EFI_SECRET=y\n# CONFIG_MODULES is not set\nCONFIG_OTHER=y\n"
+    fragment = "CONFIG_EFI_SECRET=y\nCONFIG_MODULES=n\n"
+    made = linux.SPEC.manifest(_finished(tmp_path, fragment, config)).output
+    assert made.fragment == {"CONFIG_EFI_SECRET": "y", "CONFIG_MODULES": "n"}
+    assert made.release == "6.12.107"
+
+
+def test_a_value_kconfig_did_not_keep_is_a_refused_build(tmp_path: Path) -> None:
+    """A verdict on the sources and the fragment (the nightly's failed build case), not
+    an infrastructure error that would abort the night."""
+    config = "CONFIG_EFI_SECRET=y\nCONFIG_VT=y\n"
+    with pytest.raises(
+        BuildRefused, match=r"did not keep 1 value.*CONFIG_VT=n \(Kconfig made it y\)"
+    ):
+        linux.SPEC.manifest(_finished(tmp_path, "CONFIG_EFI_SECRET=y\nCONFIG_VT=n\n", config))
+    with pytest.raises(BuildRefused, match=r"the pin says 6\.12\.107"):
+        linux.SPEC.manifest(_finished(tmp_path, "CONFIG_VT=y\n", config, release="7.2.8"))
