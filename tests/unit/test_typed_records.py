@@ -233,3 +233,11 @@ def test_a_broken_case_link_is_refused() -> None:
     data["cases"][1]["links"] = {"screenshot": "x.png"}
     with pytest.raises(InputError, match="unknown kind 'screenshot'"):
         Night.from_json(data)
+
+
+def test_the_nightly_schema_names_every_component_of_the_registry() -> None:
+    """A component the registry gains is in results.json's components the first night."""
+    from harness.components import registry
+
+    names = schema("flows/nightly.schema.json")["properties"]["components"]["propertyNames"]
+    assert set(names["enum"]) == set(registry.names())
