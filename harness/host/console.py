@@ -71,6 +71,9 @@ class Console:
     secrets: Sequence[bytes] = ()
     allowed_errors: Sequence[str] = ()
     _raw: list[str] = field(default_factory=list)
+    # How much of pexpect's unconsumed buffer a wait that timed out already recorded: a
+    # timeout leaves the buffer in place, and the next wait's ``before`` starts with it.
+    _pending: int = 0
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -122,7 +125,7 @@ class Console:
             pexpect.TIMEOUT,
         ]
         index = self.child.expect(patterns, timeout=timeout)
-        self._take(self.child.after if isinstance(self.child.after, str) else "")
+        self._take(self.child.after, timed_out=index == len(patterns) - 1)
         what = " or ".join(repr(p) for p in wanted.values())
         if index < len(names):
             match = self.child.match
@@ -137,9 +140,12 @@ class Console:
             raise GuestVerdict(f"The guest exited while waiting for {what}.", "exited", self.tail())
         raise GuestVerdict(f"Nothing matching {what} within {timeout:g} s.", "timeout", self.tail())
 
-    def _take(self, after: str) -> None:
-        """Record what the last wait read, and judge the GRUB errors in it."""
-        new = (self.child.before or "") + after
+    def _take(self, after: object, timed_out: bool = False) -> None:
+        """Record what the last wait read (once, though a timeout leaves it unconsumed),
+        and judge the GRUB errors in it."""
+        before = self.child.before or ""
+        new = before[self._pending :] + (after if isinstance(after, str) else "")
+        self._pending = len(before) if timed_out else 0
         self._raw.append(new)
         self._record()
         self._check_grub_errors(ANSI.sub("", new))
@@ -154,8 +160,10 @@ class Console:
             GuestVerdict: the first failure pattern or unexpected GRUB error found.
         """
         if self.child.isalive():  # what the guest printed after the last wait
-            self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=DRAIN_TIMEOUT)
-            self._raw.append(self.child.before or "")
+            index = self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=DRAIN_TIMEOUT)
+            before = self.child.before or ""
+            self._raw.append(before[self._pending :])
+            self._pending = len(before) if index == 1 else 0
             self._record()
         text = ANSI.sub("", "".join(self._raw))
         for failure in FAILURES:
@@ -200,7 +208,7 @@ class Console:
             *(f.pattern for f in FAILURES),
         ]
         index = self.child.expect(patterns, timeout=timeout)
-        self._take(self.child.after if isinstance(self.child.after, str) else "")
+        self._take(self.child.after, timed_out=index == 1)
         if index >= 2:
             name = FAILURES[index - 2].name
             raise GuestVerdict(f"The guest showed {name} on its way out.", name, self.tail())

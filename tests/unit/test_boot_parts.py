@@ -190,6 +190,31 @@ def _child(tmp_path: Path, text: str, allowed: tuple[str, ...] = ()) -> console.
     )
 
 
+def test_a_wait_that_times_out_records_the_text_once(tmp_path: Path) -> None:
+    """The hostile host waits a few seconds for GRUB to react to a key; a timeout leaves
+    pexpect's buffer unconsumed, and the next wait's text starts with it again. The
+    transcript (and the guest's report parsed from it) must hold each line once."""
+    script = tmp_path / "guest.py"
+    script.write_text(
+        "import sys, time\n"
+        "sys.stdout.write('HARNESS-SECRET one\\n'); sys.stdout.flush(); time.sleep(1.5)\n"
+        "sys.stdout.write('HARNESS-SECRET two\\nHARNESS-BOOTED token=t\\n')\n"
+        "sys.stdout.flush(); time.sleep(30)\n"
+    )
+    con = console.spawn([sys.executable, str(script)], tmp_path / "console.log")
+    try:
+        with pytest.raises(GuestVerdict) as info:
+            con.expect_any({"marker": "HARNESS-BOOTED"}, 0.7)
+        assert info.value.matched == "timeout"
+        con.expect_any({"marker": "HARNESS-BOOTED"}, 20)
+        text = con.text()
+        assert text.count("HARNESS-SECRET one") == 1 and text.count("HARNESS-SECRET two") == 1
+        con.close()
+        assert con.transcript.read_text().count("HARNESS-SECRET one") == 1
+    finally:
+        con.child.close(force=True)
+
+
 def test_console_reports_a_kernel_panic(tmp_path: Path) -> None:
     con = _child(tmp_path, "booting\nKernel panic - not syncing: VFS\n")
     try:
