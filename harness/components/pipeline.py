@@ -266,11 +266,12 @@ def plan(
     builders = builders or (lambda name: builder_image(name, ws))
     deps = [plan(d, ws, builders(d.builder), request, builders) for d in spec.depends]
     tree = request.trees.get(spec.name)
+    comp = ws.component(spec.name)
     inputs = {
-        "component": ws.component(spec.name).inputs(),
+        "component": comp.inputs(),
         "builder": builder.id,
         "script": spec.script,
-        **spec.options(request, ws.component(spec.name)),
+        **spec.options(request, comp),
         **{d.spec.name: d.key for d in deps},
         "local_tree": str(tree) if tree else None,
         "series_applied": request.apply,
@@ -316,8 +317,8 @@ def _build(spec: Spec[M], ws: Workspace, request: Request) -> Built[M]:
     deps = {d.name: _build(d, ws, request) for d in spec.depends}
     if tree is not None:
         with cache.entry(the_plan.entry_name) as out:
-            _run(spec, ws, builder, request, tree, deps, out)
-            inputs = _inputs(spec, ws, builder, request, tree, deps, out)
+            _run(spec, comp, ws, builder, request, tree, deps, out)
+            inputs = _inputs(spec, comp, ws, builder, request, tree, deps, out)
             finished = Finished(
                 out, inputs, the_plan.key, time.monotonic() - started, deps, request
             )
@@ -347,6 +348,7 @@ def _cached_manifest(spec: Spec[M], entry: Path) -> M | None:
 
 def _run(
     spec: Spec[Any],
+    comp: Component,
     ws: Workspace,
     builder: containers.BuilderImage,
     request: Request,
@@ -362,11 +364,12 @@ def _run(
     for dep, inside, target in spec.dep_mounts:
         mounts.append(containers.Mount(deps[dep].entry / inside, target, read_only=True))
     run_build(ws, spec.name, builder.tag, spec.script, mounts, out, spec.progress,
-              spec.env(request, builder, ws.component(spec.name)))  # fmt: skip
+              spec.env(request, builder, comp))  # fmt: skip
 
 
 def _inputs(
     spec: Spec[Any],
+    comp: Component,
     ws: Workspace,
     builder: containers.BuilderImage,
     request: Request,
@@ -387,7 +390,7 @@ def _inputs(
         series_applied=request.apply,
         builder_image=BuilderRecord(builder.tag, builder.id),
         toolchain=tuple(toolchain.read_text().splitlines()) if toolchain.is_file() else (),
-        options=spec.options(request, ws.component(spec.name)),
+        options=spec.options(request, comp),
     )
 
 
