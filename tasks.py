@@ -224,6 +224,13 @@ def _config(
         "secret_only": "accept a passphrase GRUB's prompt cannot type (secret unlocks only)",
         "kernel": "built (our kernel, built or cached: it unlocks the root again with a key "
         "file and reports what efi_secret lists) or debian (the distribution's cloud kernel)",
+        "suite": "debian recipe: trixie (default) or bookworm",
+        "size": "debian recipe: the root filesystem's size (default 2G)",
+        "packages": "debian recipe: more packages, a,b,c",
+        "format": "debian recipe: raw (default) or qcow2",
+        "root_password_file": "debian recipe: root's password, from a 0600 file (default: "
+        "root stays locked)",
+        "ssh_key": "debian recipe: an OpenSSH public key for root (adds openssh-server)",
         "workspace": COMMON_HELP["workspace"],
     },
 )
@@ -236,14 +243,29 @@ def build_image(
     out: str = "",
     secret_only: bool = False,
     kernel: str = "built",
+    suite: str = "",
+    size: str = "",
+    packages: str = "",
+    format: str = "raw",
+    root_password_file: str = "",
+    ssh_key: str = "",
     workspace: str = "",
 ) -> None:
     """Build a LUKS-encrypted guest image, rootless and without dm-crypt."""
     from pathlib import Path
 
     from harness.flows import builds
+    from harness.guest import debian
 
     cfg = _config(workspace=workspace)
+    options = debian.DebianOptions(
+        suite=suite or None,
+        size_mib=debian.parse_size(size) if size else None,
+        packages=debian.parse_packages(packages),
+        disk_format=debian.parse_format(format),
+        root_password=Path(root_password_file) if root_password_file else None,
+        ssh_key=Path(ssh_key) if ssh_key else None,
+    )
     img = builds.build_image(
         cfg,
         recipe,
@@ -252,6 +274,7 @@ def build_image(
         out,
         secret_only,
         kernel,
+        options,
     )
     print(f"{img.disk} ({luks}, {img.metadata.kernel}); passphrase in {img.passphrase_file} (0600)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,3 +91,21 @@ def write_private(files: Mapping[Path, bytes]) -> None:
         for tmp, _ in staged:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def read_private(path: Path, what: str) -> bytes:
+    """Read a secret file that only its owner may read.
+
+    Raises:
+        InputError: missing or unreadable, or group or others may read it.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0  # read_input says what is wrong with it
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        raise InputError(
+            f"The {what} file {path} is readable by group or others.",
+            hint=f"chmod 600 {path}",
+        )
+    return read_input(path, what)

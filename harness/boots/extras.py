@@ -10,13 +10,12 @@ largest both Linux and GRUB accept). ``./inv boot --entry GUID:FILE`` replaces t
 from __future__ import annotations
 
 import hashlib
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from uuid import UUID
 
-from harness.errors import ConfigError, InputError, SecretFormatError
-from harness.files import read_input
+from harness.errors import ConfigError, SecretFormatError
+from harness.files import read_private
 from harness.firmware import guids
 from harness.guest.report import REMOVE_SECRET_GUID
 from harness.sev.secret import (
@@ -114,21 +113,3 @@ def _reserved(guid: UUID) -> str:
     if guid == guids.DISK_PASSPHRASE_ENTRY:
         return "the disk passphrase entry is the harness's, from the image"
     return "the harness asks the guest to remove this entry (scenario secret-removed)"
-
-
-def read_private(path: Path, what: str) -> bytes:
-    """Read a secret file that only its owner may read.
-
-    Raises:
-        InputError: missing or unreadable, or group or others may read it.
-    """
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        mode = 0  # read_input says what is wrong with it
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        raise InputError(
-            f"The {what} file {path} is readable by group or others.",
-            hint=f"chmod 600 {path}",
-        )
-    return read_input(path, what)

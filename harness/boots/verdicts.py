@@ -31,6 +31,12 @@ from harness.sev.secret import SecretEntry, SecretTable
 
 # The token must be followed by the line end: a match on a partial line would cut it.
 MARKER = r"HARNESS-BOOTED token=(\w+)\s"
+#: A distribution's system is up when its login prompt shows; the hostname names the
+#: image (images/debian).
+LOGIN = r"harness-([0-9a-f]+) login:"
+#: A distribution's initramfs asking for the root's passphrase (cryptsetup-initramfs):
+#: its key file must unlock the root, so this prompt is never right.
+INITRAMFS_PROMPT = r"Please unlock disk"
 PROMPT = r"Enter passphrase for"
 #: What the firmware's grub.cfg prints when no volume it may boot holds a grub.cfg.
 GIVE_UP = r"Failed to find any grub configuration"
@@ -101,6 +107,8 @@ class Play:
     typed: tuple[bool, ...]  # passphrases typed at the prompt: True = the right one
     host: Host = Host.PASSIVE
     before_prompt: str | None = None  # must be on the console before the first prompt
+    marker: str = MARKER  # what shows the owner's image booted; group 1 is its token
+    never: tuple[str, ...] = ()  # prompts of the guest's own that must never show
 
 
 def play(
@@ -139,7 +147,7 @@ def _play_owner(
     exit_timeout: float,
 ) -> None:
     for n, typed_right in enumerate(p.typed):
-        con.expect_any({"prompt": PROMPT}, timeout, forbid=(MARKER,))
+        con.expect_any({"prompt": PROMPT}, timeout, forbid=(p.marker, *p.never))
         # GRUB wraps its messages at the terminal width: compare with the lines joined.
         said = " ".join(con.text().split())
         if n == 0 and p.before_prompt and not re.search(p.before_prompt, said):
@@ -151,19 +159,19 @@ def _play_owner(
             )
         con.sendline((passphrase if typed_right else wrong).typed())
     if p.ending is Ending.BOOTS:
-        _expect_marker(con, token, timeout)
+        _expect_marker(con, token, timeout, p)
         return
-    con.expect_any({"give-up": GIVE_UP}, exit_timeout, forbid=(MARKER, PROMPT))
+    con.expect_any({"give-up": GIVE_UP}, exit_timeout, forbid=(p.marker, PROMPT, *p.never))
     if not con.wait_exit(exit_timeout):
         raise GuestVerdict(
             "GRUB said it gives up but the guest did not reboot in time.", "timeout", con.tail()
         )
-    if re.search(MARKER, con.text()):
+    if re.search(p.marker, con.text()):
         raise GuestVerdict("The guest booted with wrong passphrases.", "booted", con.tail())
 
 
-def _expect_marker(con: GuestIO, token: str, timeout: float) -> None:
-    _, m = con.expect_any({"marker": MARKER}, timeout, forbid=(PROMPT,))
+def _expect_marker(con: GuestIO, token: str, timeout: float, p: Play) -> None:
+    _, m = con.expect_any({"marker": p.marker}, timeout, forbid=(PROMPT, *p.never))
     check_token(m.group(1), token)
 
 
@@ -194,10 +202,10 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
         "prompt": PROMPT,
         "menu": MENU,
         "any key": ANY_KEY,
-        "marker": MARKER,
+        "marker": p.marker,
         "locked": CLI_LOCKED,
     }
-    forbid = (HOST_MARKER, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA)
+    forbid = (HOST_MARKER, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA, *p.never)
     keys = list(HOST_KEYS) if p.host is Host.CONSOLE_KEYS else []
     prompts = 0
     deadline = time.monotonic() + timeout

@@ -22,6 +22,8 @@ from harness.errors import ConfigError
 COMPONENTS: tuple[Spec[Any], ...] = (grub.SPEC, ovmf.SPEC, qemu.SPEC, linux.SPEC)
 #: The builder image guest images are made in and Debian's indexes are read from.
 TOOLS_BUILDER = "bookworm"
+#: Builds the Debian recipe's root with mmdebstrap (builders/Dockerfile.debian).
+DEBIAN_IMAGE_BUILDER = "debian"
 
 
 def names() -> tuple[str, ...]:

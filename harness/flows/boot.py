@@ -73,7 +73,7 @@ def boot(
         raise ConfigError(f"{name} injects no secret table, so --entry has nowhere to go.")
     given = extras.read_entries(entries)
     img = image.load(image_dir)
-    if img.metadata.recipe != scenario.recipe:
+    if not scenario.takes(img.metadata.recipe):
         raise ConfigError(
             f"{name} boots an image of the {scenario.recipe} recipe; {image_dir} holds "
             f"one of the {img.metadata.recipe} recipe.",
@@ -100,6 +100,8 @@ def boot(
             kind=kind,
             guest_kernel=img.guest_kernel,
             extras=given,
+            ready=img.metadata.ready,
+            disk_format=img.metadata.disk_format,
         )
     # The same launch as the scenario (secret injected or not), then the terminal
     # belongs to the person watching.
@@ -116,6 +118,7 @@ def boot(
         kind=kind,
         guest_kernel=img.guest_kernel,
         extras=given,
+        disk_format=img.metadata.disk_format,
     ) as launch:
         for note in launch.notes:
             print(note)

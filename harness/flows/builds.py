@@ -12,13 +12,16 @@ from harness.components.pipeline import Built, Request, build, builder_image
 from harness.components.trees import follow_upstream
 from harness.components.workspace import Workspace
 from harness.config import Config, Upstream
-from harness.guest import image
+from harness.errors import ConfigError
+from harness.guest import debian, image
 from harness.host import doctor
 
 #: Host tools the builds need besides the Docker engine.
 BUILD_TOOLS = ("docker", "debootstrap", "git")
 #: What a guest image build needs on top.
 IMAGE_TOOLS = (*BUILD_TOOLS, "cryptsetup", "e2fsprogs", "sfdisk")
+#: And the Debian recipe's: the assembly VM, the ESP check, qcow2.
+DEBIAN_IMAGE_TOOLS = ("qemu", "mtools", "qemu-img")
 
 
 def workspace(
@@ -112,25 +115,52 @@ def build_image(
     out: str,
     secret_only: bool,
     kernel: str = image.GuestKernel.BUILT.value,
+    options: debian.DebianOptions | None = None,
 ) -> image.Image:
     """A guest image of *recipe* in *out* (default: the workspace's image directory),
     booting the *kernel* flavour: ``built`` builds the guest kernel first (or takes the
-    cached build), ``debian`` is the distribution's.
+    cached build), ``debian`` is the distribution's. A Debian recipe
+    (:mod:`harness.guest.debian`) boots Debian's own kernel and takes *options*; our
+    kernel runs its assembly VM.
 
     Raises:
         InputError, ConfigError: a refused passphrase, an unknown variant, recipe or
-            kernel flavour.
+            kernel flavour, or an option the recipe does not take.
         PrerequisiteError: a host tool is missing.
     """
     passphrase = image.image_passphrase(passphrase_file, secret_only)
     variant = image.parse_variant(luks)
     flavour = image.parse_guest_kernel(kernel)
-    doctor.require(IMAGE_TOOLS, docker_engine=True)
+    distro = debian.DebianRecipe.load(recipe)
+    if distro is None and options is not None and options != debian.DebianOptions():
+        raise ConfigError(
+            f"--suite, --size, --packages, --format, --root-password-file and --ssh-key "
+            f"are for the Debian recipe, not {recipe}."
+        )
+    if distro is None:
+        image.Recipe.load(recipe)  # an unknown recipe is refused before any build
+    doctor.require(
+        (*IMAGE_TOOLS, *DEBIAN_IMAGE_TOOLS) if distro else IMAGE_TOOLS, docker_engine=True
+    )
     dest = Path(out).resolve() if out else cfg.layout.image(recipe, variant)
     built = None
-    if flavour is image.GuestKernel.BUILT:
+    if flavour is image.GuestKernel.BUILT or distro is not None:
         built = linux.guest_kernel(build_component(cfg, linux.SPEC.name, {}))
-    tools = builder_image(registry.TOOLS_BUILDER, Workspace.of(cfg))
+    ws = Workspace.of(cfg)
+    tools = builder_image(registry.TOOLS_BUILDER, ws)
+    if distro is not None:
+        assert built is not None
+        return debian.build(
+            distro,
+            variant,
+            dest,
+            options or debian.DebianOptions(),
+            cache=cfg.layout.image_cache,
+            builder=builder_image(registry.DEBIAN_IMAGE_BUILDER, ws).tag,
+            tools_builder=tools.tag,
+            kernel=built,
+            passphrase=passphrase,
+        )
     return image.build_image(
         recipe, variant, dest, cfg.layout.image_cache, tools.tag, passphrase, built
     )

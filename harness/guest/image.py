@@ -114,6 +114,29 @@ class GuestKernel(enum.StrEnum):
     DEBIAN = "debian"
 
 
+class DiskFormat(enum.StrEnum):
+    """How an image's disk is stored (``qcow2``: converted by qemu-img, as the post does)."""
+
+    RAW = "raw"
+    QCOW2 = "qcow2"
+
+    @property
+    def file_name(self) -> str:
+        return "disk.img" if self is DiskFormat.RAW else "disk.qcow2"
+
+
+class Ready(enum.StrEnum):
+    """What shows, on the serial console, that an image booted.
+
+    ``marker``: the harness's own guests print ``HARNESS-BOOTED token=...``.
+    ``login``: a distribution's system reaches its login prompt, the hostname carrying
+    the token (``harness-TOKEN login:``; images/debian).
+    """
+
+    MARKER = "marker"
+    LOGIN = "login"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """An image recipe: ``images/NAME/recipe.toml`` and the files beside it.
@@ -195,6 +218,9 @@ class ImageMetadata:
     disk_sha256: str | None = None
     kernel: str | None = None
     guest_kernel: GuestKernel = GuestKernel.DEBIAN  # what images had before "built"
+    ready: Ready = Ready.MARKER  # every image before the Debian recipe
+    suite: str | None = None  # the Debian recipe's
+    disk_format: DiskFormat = DiskFormat.RAW
 
     def to_json(self) -> dict[str, Any]:
         """The keys in the order image.json has always had them; unknown ones left out."""
@@ -209,6 +235,9 @@ class ImageMetadata:
             "disk_sha256": self.disk_sha256,
             "kernel": self.kernel,
             "guest_kernel": self.guest_kernel.value,
+            "ready": self.ready.value,
+            "suite": self.suite,
+            "disk_format": self.disk_format.value,
         }
         return {key: value for key, value in data.items() if value is not None}
 
@@ -229,6 +258,9 @@ class ImageMetadata:
             disk_sha256=f.optional_text("disk_sha256"),
             kernel=f.optional_text("kernel"),
             guest_kernel=f.choice("guest_kernel", GuestKernel, default=GuestKernel.DEBIAN),
+            ready=f.choice("ready", Ready, default=Ready.MARKER),
+            suite=f.optional_text("suite"),
+            disk_format=f.choice("disk_format", DiskFormat, default=DiskFormat.RAW),
         )
 
     def dump(self, path: Path) -> None:
@@ -397,6 +429,14 @@ class BuiltKernel:
     release: str
 
 
+def unlock_files(unlock: Path) -> dict[str, tuple[int, bytes]]:
+    """The cryptsetup closure of :func:`fetch_unlock_tools`, as initramfs files."""
+    return {
+        path.lstrip("/"): (0o100755, (unlock / path.lstrip("/")).read_bytes())
+        for path in (unlock / CLOSURE_FILES).read_text().split()
+    }
+
+
 def _built_root_tree(
     recipe: Recipe,
     kernel: BuiltKernel,
@@ -410,10 +450,7 @@ def _built_root_tree(
     """The encrypted root of a ``built`` image: the kernel, an initramfs that unlocks
     this root with *key* (by crypttab, UUID *luks_uuid*) and switches to it, and the
     root's own init that reports."""
-    files = {
-        path.lstrip("/"): (0o100755, (unlock / path.lstrip("/")).read_bytes())
-        for path in (unlock / CLOSURE_FILES).read_text().split()
-    }
+    files = unlock_files(unlock)
     crypttab = f"{ROOT_MAPPING} UUID={luks_uuid} /{KEY_FILE} luks\n"
     files["etc/crypttab"] = (0o100644, crypttab.encode())
     files[KEY_FILE] = (0o100400, key)
@@ -488,6 +525,58 @@ def payload_offset(luks: Path) -> int:
     raise InfrastructureError(f"cryptsetup luksDump shows no payload offset for {luks}.")
 
 
+def luks_header(
+    variant: LuksVariant,
+    pass_path: Path,
+    work: Path,
+    payload_bytes: int,
+    uuid: str | None = None,
+    key_path: Path | None = None,
+) -> tuple[Path, int]:
+    """``work/luks.img``: a LUKS header by cryptsetup, room for *payload_bytes* after it
+    (sparse), and where the payload starts. With *key_path*, a second key slot opens it
+    with that key file (the initramfs's). Both openers are tested before it is returned.
+    """
+    luks = work / "luks.img"
+    with open(luks, "wb") as f:
+        f.truncate(variant.header_bytes + payload_bytes)
+    uuid_args = ["--uuid", uuid] if uuid else []
+    run.run(["cryptsetup", "luksFormat", "--batch-mode", "--use-urandom",
+             *variant.format_args, *uuid_args, "--key-file", str(pass_path),
+             str(luks)])  # fmt: skip
+    if key_path is not None:
+        run.run(["cryptsetup", "luksAddKey", "--batch-mode", *variant.keyslot_args,
+                 "--key-file", str(pass_path), str(luks), str(key_path)])  # fmt: skip
+    for opener in (pass_path, key_path):
+        if opener is not None:
+            run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(opener),
+                     str(luks)])  # fmt: skip
+    offset = payload_offset(luks)
+    with open(luks, "r+b") as f:
+        f.truncate(offset + payload_bytes)
+    return luks, offset
+
+
+#: Bytes encrypted per step when a payload is streamed (a whole number of sectors).
+CHUNK = 16 * 1024 * 1024
+
+
+def fill_luks(
+    disk: Path, start: int, luks: Path, offset: int, plain: Path, pass_path: Path, work: Path
+) -> None:
+    """Write *luks*'s header at *start* in *disk*, then *plain* encrypted after it,
+    streamed (a Debian root is gigabytes)."""
+    key = volume_key(luks, pass_path, work)
+    with open(disk, "r+b") as f, open(luks, "rb") as header, open(plain, "rb") as src:
+        f.seek(start)
+        f.write(header.read(offset))
+        sector = 0
+        while chunk := src.read(CHUNK):
+            f.write(xts.encrypt(key, chunk, SECTOR, sector))
+            sector += len(chunk) // SECTOR
+    del key
+
+
 def _luks_volume(
     plain: bytes,
     variant: LuksVariant,
@@ -498,27 +587,12 @@ def _luks_volume(
 ) -> tuple[Path, int]:
     """A LUKS volume holding *plain*: real header by cryptsetup, payload by us. With
     *key_path*, a second key slot opens it with that key file (the initramfs's)."""
-    luks = work / "luks.img"
-    with open(luks, "wb") as f:
-        f.truncate(variant.header_bytes + len(plain))
-    uuid_args = ["--uuid", uuid] if uuid else []
-    run.run(["cryptsetup", "luksFormat", "--batch-mode", "--use-urandom",
-             *variant.format_args, *uuid_args, "--key-file", str(pass_path),
-             str(luks)])  # fmt: skip
-    if key_path is not None:
-        run.run(["cryptsetup", "luksAddKey", "--batch-mode", *variant.keyslot_args,
-                 "--key-file", str(pass_path), str(luks), str(key_path)])  # fmt: skip
-    offset = payload_offset(luks)
+    luks, offset = luks_header(variant, pass_path, work, len(plain), uuid, key_path)
     key = volume_key(luks, pass_path, work)
     with open(luks, "r+b") as f:
-        f.truncate(offset + len(plain))
         f.seek(offset)
         f.write(xts.encrypt(key, plain))
     del key
-    for opener in (pass_path, key_path):
-        if opener is not None:
-            run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(opener),
-                     str(luks)])  # fmt: skip
     return luks, offset
 
 
@@ -660,4 +734,5 @@ def load(directory: Path) -> Image:
     meta_path = directory / "image.json"
     if not meta_path.is_file():
         raise ConfigError(f"{directory} holds no image.json.", hint="./inv build-image first")
-    return Image(directory / "disk.img", directory / "passphrase", ImageMetadata.load(meta_path))
+    metadata = ImageMetadata.load(meta_path)
+    return Image(directory / metadata.disk_format.file_name, directory / "passphrase", metadata)

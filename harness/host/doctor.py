@@ -55,6 +55,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("cryptsetup", "cryptsetup-bin", ("cryptsetup",), "LUKS headers for images"),
     Requirement("sfdisk", "fdisk", ("sfdisk",), "GPT layout of guest images"),
     Requirement("mtools", "mtools", ("mcopy",), "FAT images without mounting"),
+    Requirement("qemu-img", "qemu-utils", ("qemu-img",), "qcow2 guest images"),
     Requirement("dosfstools", "dosfstools", ("mkfs.fat",), "FAT filesystems"),
     Requirement("e2fsprogs", "e2fsprogs", ("mkfs.ext4",), "ext4 root filesystems"),
     Requirement("debootstrap", "debootstrap", ("debootstrap",), "base images without a registry"),

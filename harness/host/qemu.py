@@ -273,6 +273,7 @@ class LaunchConfig:
     sev: SevGuestObject | None = None
     cpu: str | None = None
     vcpus: int = 1
+    disk_format: str = "raw"
 
     def __post_init__(self) -> None:
         if self.sev is not None and self.secret is not None:
@@ -291,7 +292,7 @@ class LaunchConfig:
                 self.emulator,
                 sev.object_id if sev else None,
             ),
-            "-drive", f"file={self.disk},if=virtio,format=raw,snapshot=on",
+            "-drive", f"file={self.disk},if=virtio,format={self.disk_format},snapshot=on",
             *(
                 arg
                 for extra in self.extra_disks

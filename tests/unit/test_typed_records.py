@@ -121,7 +121,9 @@ def test_image_json_keeps_its_bytes(tmp_path: Path) -> None:
         "token": "0123456789abcdef",
         "disk_sha256": "ab" * 32,
         "kernel": "vmlinuz-6.1.0-40-cloud-amd64",
-        "guest_kernel": "debian",  # added last, by the built kernel
+        "guest_kernel": "debian",  # added by the built kernel
+        "ready": "marker",  # these two by the Debian recipe
+        "disk_format": "raw",
     }
     META.dump(tmp_path / "image.json")
     assert (tmp_path / "image.json").read_text() == json.dumps(before, indent=2) + "\n"
