@@ -361,16 +361,24 @@ def assemble(
                 f"The assembly VM did not finish within {timeout:g} s; see {log_path}."
             ) from err
     took = time.monotonic() - started
-    text = log_path.read_text(errors="replace")
+    judge_assembly(log_path.read_text(errors="replace"), proc.returncode, log_path)
+    return took
+
+
+def judge_assembly(text: str, status: int, log_path: Path) -> None:
+    """The assembly VM's console: it finished only if it said so, and said nothing failed.
+
+    Raises:
+        VerificationError: a step failed (named), or no line says it finished.
+    """
     if m := re.search(rf"^{ASSEMBLY_FAILED} (.*)$", text, re.MULTILINE):
         raise VerificationError(
             f"The assembly VM failed at {m.group(1).strip()}; see {log_path}.",
         )
     if not re.search(rf"^{ASSEMBLY_OK}\r?$", text, re.MULTILINE):
         raise VerificationError(
-            f"The assembly VM ended (status {proc.returncode}) without finishing; see {log_path}."
+            f"The assembly VM ended (status {status}) without finishing; see {log_path}."
         )
-    return took
 
 
 def check_esp(disk: Path) -> None:

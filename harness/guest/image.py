@@ -162,6 +162,11 @@ class Recipe:
         except FileNotFoundError as err:
             known = sorted(p.name for p in RECIPES.iterdir() if (p / "recipe.toml").exists())
             raise ConfigError(f"No image recipe {name!r}; known: {', '.join(known)}.") from err
+        if data.get("kind", "minimal") != "minimal":
+            raise ConfigError(
+                f"Image recipe {name!r} is a {data['kind']} recipe, not one of the "
+                "harness's own guests."
+            )
         if "base" not in data:
             return cls(
                 name,

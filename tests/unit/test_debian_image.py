@@ -1,0 +1,234 @@
+"""The Debian recipe's parts that need no container or VM: its options, its recipe file,
+the judge of the assembly VM's console, and the verdicts on a guest that shows it booted
+with a login prompt (scripted fake guests, the real Console and verdict code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.boots import scenarios, verdicts
+from harness.errors import ConfigError, GuestVerdict, InputError, VerificationError
+from harness.guest import debian, image
+from harness.guest.image import DiskFormat, Ready
+from harness.passphrase import Passphrase
+from tests.fakeguest import Reaction, console
+
+pytestmark = pytest.mark.unit
+
+GOOD = Passphrase(b"owner-passphrase")
+WRONG = Passphrase(b"wrong-passphrase")
+TOKEN = "0123456789abcdef"
+GRUB_START = "Entering grub config\n"
+BLI = (
+    "error: /src/grub-core/commands/bli.c:set_loader_device_part_uuid:115:unable to\n"
+    "find boot device.\n"
+)
+DEBIAN_GRUB = "Transferring to (crypto0)/boot/grub/grub.cfg\n  Booting `Debian GNU/Linux'\n"
+LOGIN = f"\nDebian GNU/Linux 13 harness-{TOKEN} ttyS0\n\nharness-{TOKEN} login: "
+PROMPT_LINE = "Enter passphrase for hd0,gpt2 (1234): "
+NO_TABLE = "error: EFI secret area holds no secret table.\n"
+INITRAMFS_PROMPT = "Please unlock disk root: "
+
+
+def judge(tmp_path: Path, name: str, opening: str, react: Reaction | None = None) -> list[str]:
+    scenario = scenarios.SCENARIOS[name]
+    con, child = console(
+        tmp_path, opening, react, exits=True, allowed_errors=scenario.allowed_errors
+    )
+    verdicts.play(
+        scenarios.play_on(scenario, Ready.LOGIN),
+        con,
+        token=TOKEN,
+        passphrase=GOOD,
+        wrong=WRONG,
+        host_typed=None,
+        timeout=5,
+        exit_timeout=5,
+    )
+    return child.typed
+
+
+def fails(tmp_path: Path, name: str, opening: str, react: Reaction | None = None) -> str:
+    with pytest.raises(GuestVerdict) as err:
+        judge(tmp_path, name, opening, react)
+    return err.value.matched
+
+
+def after(expected: str, output: str) -> Reaction:
+    def react(typed: str) -> str:
+        return output if expected in typed else ""
+
+    return react
+
+
+# -- a guest that shows it booted by its login prompt ------------------------------------
+
+
+def test_passwordless_reaches_the_login_prompt(tmp_path: Path) -> None:
+    assert judge(tmp_path, "passwordless", BLI + GRUB_START + DEBIAN_GRUB + LOGIN) == []
+
+
+def test_the_initramfs_asking_for_the_passphrase_fails_passwordless(tmp_path: Path) -> None:
+    opening = BLI + GRUB_START + DEBIAN_GRUB + INITRAMFS_PROMPT
+    assert fails(tmp_path, "passwordless", opening).startswith("forbidden")
+
+
+def test_the_harness_marker_is_no_login_prompt(tmp_path: Path) -> None:
+    opening = GRUB_START + DEBIAN_GRUB + f"HARNESS-BOOTED token={TOKEN}\n"
+    assert fails(tmp_path, "passwordless", opening) in ("timeout", "exited")
+
+
+def test_another_images_login_prompt_fails(tmp_path: Path) -> None:
+    opening = GRUB_START + DEBIAN_GRUB + "harness-fedcba9876543210 login: "
+    assert fails(tmp_path, "passwordless", opening) == "token"
+
+
+def test_no_secret_types_once_then_logs_in(tmp_path: Path) -> None:
+    opening = BLI + GRUB_START + NO_TABLE + PROMPT_LINE
+    typed = judge(tmp_path, "no-secret", opening, after(GOOD.typed(), DEBIAN_GRUB + LOGIN))
+    assert typed == [GOOD.typed() + "\n"]
+
+
+def test_no_secret_with_a_second_prompt_fails(tmp_path: Path) -> None:
+    opening = GRUB_START + NO_TABLE + PROMPT_LINE
+    react = after(GOOD.typed(), DEBIAN_GRUB + INITRAMFS_PROMPT)
+    assert fails(tmp_path, "no-secret", opening, react).startswith("forbidden")
+
+
+def test_a_module_of_another_grub_is_an_error(tmp_path: Path) -> None:
+    """What GRUB 2.12's bli.mod printed under GRUB 2.14 (patches/ovmf/0003)."""
+    garbage = "error: unable to find boot device:I?`a(>:2:.\n"
+    assert fails(tmp_path, "passwordless", GRUB_START + garbage + DEBIAN_GRUB + LOGIN) == (
+        "GRUB error"
+    )
+
+
+def test_the_login_play_keeps_the_scenario() -> None:
+    for scenario in scenarios.SCENARIOS.values():
+        play = scenarios.play_on(scenario, Ready.LOGIN)
+        assert (play.ending, play.typed, play.host) == (
+            scenario.ending,
+            scenario.typed,
+            scenario.host,
+        )
+        assert play.marker == verdicts.LOGIN and play.never == (verdicts.INITRAMFS_PROMPT,)
+        assert scenarios.play_on(scenario, Ready.MARKER) == scenario.play
+
+
+def test_owner_scenarios_take_the_debian_image() -> None:
+    assert scenarios.SCENARIOS["passwordless"].takes("debian")
+    assert scenarios.SCENARIOS["no-secret"].takes("minimal")
+    assert not scenarios.SCENARIOS["console-keys"].takes("debian")
+
+
+# -- the assembly VM's console ---------------------------------------------------------
+
+
+def test_assembly_judge(tmp_path: Path) -> None:
+    log = tmp_path / "assembly.log"
+    debian.judge_assembly("harness: update-grub\nHARNESS-ASSEMBLY-OK\r\n", 0, log)
+    with pytest.raises(VerificationError, match="failed at grub-install"):
+        debian.judge_assembly("HARNESS-ASSEMBLY-FAILED grub-install\nreboot\n", 0, log)
+    with pytest.raises(VerificationError, match="without finishing"):
+        debian.judge_assembly("harness: update-initramfs -u -k all\n", 1, log)
+    # Said mid-line (a program echoing it) is not the VM's own last word.
+    with pytest.raises(VerificationError, match="without finishing"):
+        debian.judge_assembly("echo HARNESS-ASSEMBLY-OK\n", 0, log)
+
+
+# -- options -----------------------------------------------------------------------------
+
+
+def test_sizes() -> None:
+    assert debian.parse_size("2G") == 2048
+    assert debian.parse_size("1536M") == 1536
+    assert debian.parse_size("3GiB") == 3072
+    assert debian.parse_size("1024") == 1024
+    for bad in ("", "2T", "-1G", "big", "512M"):
+        with pytest.raises(ConfigError):
+            debian.parse_size(bad)
+
+
+def test_package_names_reach_no_shell() -> None:
+    assert debian.parse_packages("vim, openssh-server,libc6-dev") == (
+        "vim",
+        "openssh-server",
+        "libc6-dev",
+    )
+    assert debian.parse_packages("") == ()
+    for bad in ("vim;reboot", "a b", "$(id)", "Vim", "-x"):
+        with pytest.raises(ConfigError):
+            debian.parse_packages(bad)
+
+
+def test_format_and_suite() -> None:
+    assert debian.parse_format("qcow2") is DiskFormat.QCOW2
+    with pytest.raises(ConfigError):
+        debian.parse_format("vmdk")
+    recipe = debian.DebianRecipe.load("debian")
+    assert recipe is not None
+    assert debian.pick_suite(recipe, None) == "trixie"
+    assert debian.pick_suite(recipe, "bookworm") == "bookworm"
+    with pytest.raises(ConfigError, match="sid"):
+        debian.pick_suite(recipe, "sid")
+
+
+def test_recipes_know_their_kind() -> None:
+    assert debian.DebianRecipe.load("minimal") is None
+    assert debian.DebianRecipe.load("no-such-recipe") is None
+    with pytest.raises(ConfigError, match="debian recipe"):
+        image.Recipe.load("debian")
+    recipe = debian.DebianRecipe.load("debian")
+    assert recipe is not None
+    for name in ("make-root", "assemble-init"):
+        assert recipe.file(name).is_file()
+    assert "cryptsetup-initramfs" in recipe.packages
+
+
+def test_root_password_file(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_bytes(b"s3cret\n")
+    path.chmod(0o600)
+    assert debian.root_password(path) == b"s3cret"
+    path.chmod(0o644)
+    with pytest.raises(InputError, match="readable by group or others"):
+        debian.root_password(path)
+    for bad in (b"", b"\n", b"two\nlines\n", b"a\0b"):
+        path.write_bytes(bad)
+        path.chmod(0o600)
+        with pytest.raises(InputError):
+            debian.root_password(path)
+
+
+def test_ssh_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "id.pub"
+    path.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4= owner@example")
+    assert debian.ssh_key(path).endswith(b"owner@example\n")
+    path.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n")
+    with pytest.raises(InputError, match="private key"):
+        debian.ssh_key(path)
+    path.write_text("not a key\n")
+    with pytest.raises(InputError):
+        debian.ssh_key(path)
+    with pytest.raises(InputError):
+        debian.ssh_key(tmp_path / "missing.pub")
+
+
+def test_image_json_of_a_debian_image_round_trips(tmp_path: Path) -> None:
+    meta = image.ImageMetadata(
+        variant=image.LuksVariant.LUKS2_PBKDF2,
+        token=TOKEN,
+        recipe="debian",
+        partition_start=65 * 1024 * 1024,
+        ready=Ready.LOGIN,
+        suite="trixie",
+        disk_format=DiskFormat.QCOW2,
+    )
+    meta.dump(tmp_path / "image.json")
+    img = image.load(tmp_path)
+    assert img.metadata == meta
+    assert img.disk == tmp_path / "disk.qcow2"
+    assert os.path.basename(img.disk) == DiskFormat.QCOW2.file_name
