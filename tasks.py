@@ -284,7 +284,8 @@ def build_image(
     iterable=["entry"],
     help={
         "scenario": "passwordless, no-secret, wrong-secret, refusal, secret-wiped, "
-        "secret-removed, tampered-firmware, ... (see the README)",
+        "secret-removed, tampered-firmware, ... (see the README); ordinary: a debian-recipe "
+        "image under Debian's OVMF with its passphrase typed once",
         "entry": "a secret beside the passphrase, GUID:FILE (0600; repeatable); replaces "
         "the three default ones",
         "firmware": "OVMF.fd to boot, with its manifest (default <workspace>/ovmf/OVMF.fd)",
@@ -329,6 +330,8 @@ def boot(
         "out": "report directory, replaced at the end of the run (default <workspace>/nightly)",
         "history": "where every run's results.json is kept (default <workspace>/nightly-history)",
         "jobs": "boots at a time",
+        "debian": "the Debian variant: build a Debian image and boot it to its login prompt "
+        "(default on; --no-debian leaves it out)",
         **{k: COMMON_HELP[k] for k in ("upstream", "qemu", "workspace", "launch")},
         "qemu": "system (qemu-system-x86_64 on PATH, the default) or built: build QEMU too",
     },
@@ -343,6 +346,7 @@ def nightly(
     qemu: str = "",
     workspace: str = "",
     launch: str = "",
+    debian: bool = True,
 ) -> None:
     """Build, run the boot matrix, write JUnit/HTML/JSON reports; exit 0 pass, 1 fail, 2 infra."""
     from pathlib import Path
@@ -357,6 +361,7 @@ def nightly(
         Path(out).resolve() if out else None,
         Path(history).resolve() if history else None,
         jobs,
+        debian=debian,
     )
     if status:
         raise Exit(code=status)
@@ -858,6 +863,16 @@ def bench_nightly(c: Context, jobs: int = 2) -> None:
     print(bench_mod.nightly(_config(), jobs))
 
 
+@task(help={"runs": "boots of each kind (the median is reported)"})
+@entry
+def bench_image(c: Context, runs: int = 1) -> None:
+    """The Debian image: build with packages cached, and boots to login beside bare QEMU."""
+    from tools import bench as bench_mod
+
+    print(bench_mod.image(_config(), runs))
+
+
+bench.add_task(bench_image, name="image")
 bench.add_task(bench_nightly)
 bench.add_task(bench_inspect)
 bench.add_task(bench_build)

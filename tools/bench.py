@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import run, timing
 from harness.components import linux, ovmf, pipeline, registry
@@ -21,6 +22,11 @@ from harness.config import PATCHES, Config
 from harness.errors import PrerequisiteError
 from harness.host import containers
 from harness.upstream import patchset
+
+if TYPE_CHECKING:
+    from harness.boots.scenarios import Scenario
+    from harness.guest.image import Image
+    from harness.host.qemu import Accel
 
 ROOT = Path(__file__).resolve().parent.parent
 #: bookworm's split 4 MiB build: VARS then CODE is exactly the 4 MiB combined image
@@ -292,7 +298,12 @@ def kernel(cfg: Config, keep: bool = False) -> str:
     )
 
 
-def _bare_boot(argv: list[str], passphrase: str | None, timeout: float = 120) -> float:
+def _bare_boot(
+    argv: list[str],
+    passphrase: str | None,
+    timeout: float = 120,
+    marker: str = r"HARNESS-BOOTED token=\w+",
+) -> float:
     """The same QEMU command with nothing of ours around it: raw pexpect to the marker."""
     import pexpect
 
@@ -304,10 +315,39 @@ def _bare_boot(argv: list[str], passphrase: str | None, timeout: float = 120) ->
         if passphrase is not None:
             child.expect("Enter passphrase for")
             child.sendline(passphrase)
-        child.expect(r"HARNESS-BOOTED token=\w+")
+        child.expect(marker)
         return time.perf_counter() - start
     finally:
         child.close(force=True)
+
+
+def _bare_scenario(
+    scn: Scenario,
+    firmware: Path,
+    digest: bytes,
+    img: Image,
+    bench_dir: Path,
+    accel: Accel,
+    marker: str = r"HARNESS-BOOTED token=\w+",
+) -> float:
+    """The launch *scn* prepares (the owner's secret injected or not), driven bare."""
+    from harness.boots import scenarios
+    from harness.passphrase import Passphrase
+
+    passphrase = Passphrase.read(img.passphrase_file)
+    with scenarios.prepared(
+        scn,
+        firmware=firmware,
+        expected_digest=digest,
+        disk=img.disk,
+        passphrase=passphrase,
+        workdir=bench_dir / "bare",
+        accel=accel,
+        guest_kernel=img.guest_kernel,
+        disk_format=img.metadata.disk_format,
+    ) as launch:
+        typed = passphrase.typed() if scn.expects_prompt else None
+        return _bare_boot(launch.cfg.argv(), typed, 600, marker)
 
 
 def boot(cfg: Config, runs: int = 1) -> str:
@@ -381,18 +421,7 @@ def boot(cfg: Config, runs: int = 1) -> str:
                 if not res.passed:
                     raise PrerequisiteError(f"{name} failed during the benchmark: {res.detail}")
                 ours.append(res.seconds)
-                with scenarios.prepared(
-                    scn,
-                    firmware=firmware,
-                    expected_digest=digest,
-                    disk=img.disk,
-                    passphrase=passphrase,
-                    workdir=bench_dir / "bare",
-                    accel=accel,
-                    guest_kernel=img.guest_kernel,
-                ) as launch:
-                    typed = passphrase.typed() if scn.expects_prompt else None
-                    bare.append(_bare_boot(launch.cfg.argv(), typed))
+                bare.append(_bare_scenario(scn, firmware, digest, img, bench_dir, accel))
             o, b = statistics.median(ours), statistics.median(bare)
             label = f"{name} {variant.value}{', debian kernel' if guest is None else ''}"
             lines.append(f"{label + ' (target <= 1.25)':44} {o:8.1f} {b:8.1f} {o / b:6.2f}")
@@ -417,6 +446,119 @@ def boot(cfg: Config, runs: int = 1) -> str:
             f"{f'matrix of {len(matrix.MATRIX)} boots, -n {jobs}':44} "
             f"{time.perf_counter() - start:8.1f}"
         )
+    return "\n".join(lines)
+
+
+def image(cfg: Config, runs: int = 1) -> str:
+    """The Debian recipe: build-image with the packages cached, stage by stage, beside a
+    bare mmdebstrap of the same packages in the same builder; then the boots to the login
+    prompt (passwordless, no-secret, the ordinary path) beside the same QEMU command
+    driven bare to the same login prompt."""
+    from harness.boots import ordinary, scenarios
+    from harness.guest import debian
+    from harness.guest import image as image_mod
+    from harness.host import containers, qemu
+    from harness.passphrase import Passphrase
+
+    ws = Workspace.of(cfg)
+    bench_dir = cfg.layout.bench / "debian"
+    kernel = linux.guest_kernel(pipeline.build(linux.SPEC, ws))
+    built = ovmf.build_ovmf(ws)
+    firmware = ovmf.firmware(built)
+    digest = built.manifest.launch_digest
+    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, choice=cfg.accel)
+    tools = builder_image(registry.TOOLS_BUILDER, ws)
+    debian_builder = builder_image(registry.DEBIAN_IMAGE_BUILDER, ws)
+    recipe = debian.DebianRecipe.load("debian")
+    assert recipe is not None
+    lines = [
+        "Debian image benchmark (TCG unless the probe found KVM working)",
+        f"{'what':52} {'ours s':>8} {'bare s':>8} {'ratio':>6}",
+    ]
+    img = None
+    for attempt in ("first build (packages as cached before)", "packages cached"):
+        stages: dict[str, float] = {}
+        start = time.perf_counter()
+        img = debian.build(
+            recipe,
+            image_mod.LuksVariant.LUKS1,
+            bench_dir / "image",
+            debian.DebianOptions(),
+            cache=cfg.layout.image_cache,
+            builder=debian_builder.tag,
+            tools_builder=tools.tag,
+            kernel=kernel,
+            timings=stages,
+        )
+        total = time.perf_counter() - start
+        detail = ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
+        lines.append(f"{f'build-image --recipe debian, {attempt}':52} {total:8.1f}")
+        lines.append(f"{'  stages: ' + detail:52}")
+    assert img is not None
+    # The root alone, as one would type it: mmdebstrap with the same packages and the
+    # same .deb cache, into a directory, nothing configured, no filesystem image.
+    debs = cfg.layout.image_cache / "debian-trixie-debs"
+    script = (
+        f"mmdebstrap --mode=root --variant=minbase --include={','.join(recipe.packages)} "
+        "--skip=essential/unlink --setup-hook='mkdir -p \"$1\"/var/cache/apt/archives' "
+        "--setup-hook='sync-in /cache /var/cache/apt/archives' "
+        f"trixie /tmp/root {recipe.mirror} >/dev/null 2>&1"
+    )
+    start = time.perf_counter()
+    containers.run_logged(
+        debian_builder.tag,
+        ["bash", "-c", script],
+        mounts=[containers.Mount(debs, "/cache", read_only=True)],
+        log_path=bench_dir / "bare-mmdebstrap.log",
+        as_root=True,
+        what="bare mmdebstrap",
+    )
+    bare_root = time.perf_counter() - start
+    lines.append(f"{'  root stage beside bare mmdebstrap':52} {stages['root']:8.1f} "
+                 f"{bare_root:8.1f} {stages['root'] / bare_root:6.2f}")  # fmt: skip
+    passphrase = Passphrase.read(img.passphrase_file)
+    meta = img.metadata
+    for name in ("passwordless", "no-secret", ordinary.NAME):
+        ours, bare = [], []
+        for _ in range(runs):
+            where = bench_dir / "boot" / name
+            if name == ordinary.NAME:
+                res = ordinary.run_ordinary(img, where, accel)
+            else:
+                res = scenarios.run_scenario(
+                    scenarios.SCENARIOS[name],
+                    firmware=firmware,
+                    expected_digest=digest,
+                    disk=img.disk,
+                    passphrase=passphrase,
+                    token=img.token,
+                    variant=meta.variant.value,
+                    workdir=where,
+                    accel=accel,
+                    guest_kernel=img.guest_kernel,
+                    ready=meta.ready,
+                    disk_format=meta.disk_format,
+                )
+            if not res.passed:
+                raise PrerequisiteError(f"{name} failed during the benchmark: {res.detail}")
+            ours.append(res.seconds)
+            if name == ordinary.NAME:
+                cfg_bare = qemu.LaunchConfig(
+                    firmware=qemu.DEBIAN_OVMF,
+                    disk=img.disk,
+                    accel=accel,
+                    qmp=bench_dir / "bare.qmp",
+                    disk_format=meta.disk_format.value,
+                )
+                bare.append(_bare_boot(cfg_bare.argv(), passphrase.typed(), 600, "login: "))
+            else:
+                scn = scenarios.SCENARIOS[name]
+                bare.append(_bare_scenario(scn, firmware, digest, img, bench_dir, accel, "login: "))
+        o, b = statistics.median(ours), statistics.median(bare)
+        lines.append(f"{f'{name} to the login prompt (target <= 1.15)':52} {o:8.1f} {b:8.1f} "
+                     f"{o / b:6.2f}")  # fmt: skip
+    size = img.disk.stat().st_size / 2**30
+    lines.append(f"image: {size:.2f} GiB raw, {meta.kernel}, Debian {meta.suite}")
     return "\n".join(lines)
 
 

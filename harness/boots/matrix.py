@@ -10,13 +10,14 @@ serves the test suite, ``./inv nightly`` and ``./inv patches.check``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.boots import scenarios, verdicts
+from harness.boots import ordinary, scenarios, verdicts
 from harness.config import LaunchKind
 from harness.guest import image
 from harness.guest.image import Image, LuksVariant
@@ -48,6 +49,11 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
         )
     ),
 )
+#: The Debian variant (images/debian): the distribution's own image on LUKS1 (which
+#: Debian's GRUB opens as well, for the ordinary path), judged to its login prompt.
+DEBIAN_RECIPE = "debian"
+DEBIAN_LUKS = LuksVariant.LUKS1
+DEBIAN_CASES = ("passwordless", "no-secret", ordinary.NAME)
 #: The recipe of the hostile host's own disk, and its LUKS variant.
 HOST_RECIPE = "host-disk"
 HOST_VARIANT = LuksVariant.LUKS1
@@ -55,6 +61,11 @@ HOST_VARIANT = LuksVariant.LUKS1
 
 def case_id(name: str, variant: str) -> str:
     return f"{name}-{variant}"
+
+
+def debian_variant(variant: LuksVariant) -> str:
+    """The variant the Debian image's results carry (``debian-luks1``)."""
+    return f"{DEBIAN_RECIPE}-{variant.value}"
 
 
 @dataclass(frozen=True)
@@ -145,3 +156,49 @@ def run_matrix(
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         return list(pool.map(one, cases))
+
+
+def run_debian(
+    firmware: Firmware,
+    img: Image,
+    accel: qemu.Accel,
+    workdir: Path,
+    *,
+    jobs: int = 2,
+    emulator: qemu.Qemu = qemu.SYSTEM,
+    on_result: Callable[[scenarios.Result], None] | None = None,
+    kind: LaunchKind = LaunchKind.SIMULATED,
+) -> list[scenarios.Result]:
+    """The Debian variant's boots (:data:`DEBIAN_CASES`) of *img*: passwordless and
+    no-secret under *firmware*, then the ordinary path under Debian's OVMF. Results carry
+    the variant ``debian-<luks>``, their seconds the boot to the login prompt."""
+    variant = debian_variant(img.variant)
+
+    def one(name: str) -> scenarios.Result:
+        where = workdir / case_id(name, variant)
+        if name == ordinary.NAME:
+            result = ordinary.run_ordinary(img, where, accel, emulator)
+        else:
+            result = scenarios.run_scenario(
+                scenarios.SCENARIOS[name],
+                firmware=firmware.path,
+                expected_digest=firmware.digest,
+                disk=img.disk,
+                passphrase=Passphrase.read(img.passphrase_file),
+                token=img.token,
+                variant=variant,
+                workdir=where,
+                accel=accel,
+                emulator=emulator,
+                kind=kind,
+                guest_kernel=img.guest_kernel,
+                ready=img.metadata.ready,
+                disk_format=img.metadata.disk_format,
+            )
+        result = dataclasses.replace(result, variant=variant)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(one, DEBIAN_CASES))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.boots import extras, matrix, scenarios
+from harness.boots import extras, matrix, ordinary, scenarios
 from harness.boots.verdicts import Host
 from harness.components import qemu as qemu_build
 from harness.components import registry
 from harness.components.pipeline import builder_image
 from harness.components.workspace import Workspace
-from harness.config import Config, QemuChoice
+from harness.config import Config, LaunchKind, QemuChoice
 from harness.errors import ConfigError, InputError
 from harness.guest import image
 from harness.host import console, qemu
@@ -64,8 +64,10 @@ def boot(
             cannot launch *kind* (checked before anything starts).
     """
     kind = cfg.launch
-    HostSev.probe().require(kind)
     emulator = select_qemu(cfg)
+    if name == ordinary.NAME:
+        return _ordinary(cfg, firmware, image_dir, interactive, entries, emulator)
+    HostSev.probe().require(kind)
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
     scenario = scenarios.SCENARIOS[name]
@@ -125,6 +127,28 @@ def boot(
         print("serial console follows; Ctrl-] leaves")
         console.interact(launch.cfg.argv())
     return None
+
+
+def _ordinary(
+    cfg: Config,
+    firmware: Path,
+    image_dir: Path,
+    interactive: bool,
+    entries: Sequence[str],
+    emulator: qemu.Qemu,
+) -> scenarios.Result:
+    """The post's ordinary path (:mod:`harness.boots.ordinary`): Debian's OVMF unless
+    *firmware* names another, no launch, no secret."""
+    if entries or interactive or cfg.launch is not LaunchKind.SIMULATED:
+        raise ConfigError(
+            "The ordinary boot injects nothing and launches no SEV guest; it takes no "
+            "--entry, --interactive or --launch."
+        )
+    img = image.load(image_dir)
+    accel = qemu.working_accelerator(cfg.layout.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
+    fw = qemu.DEBIAN_OVMF if firmware == cfg.layout.firmware else firmware.resolve()
+    workdir = cfg.layout.boots / f"{ordinary.NAME}-{img.variant}"
+    return ordinary.run_ordinary(img, workdir, accel, emulator, fw)
 
 
 def _host_disk(cfg: Config) -> scenarios.HostDisk:

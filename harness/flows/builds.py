@@ -139,6 +139,8 @@ def build_image(
         )
     if distro is None:
         image.Recipe.load(recipe)  # an unknown recipe is refused before any build
+    else:
+        debian.pick_suite(distro, (options or debian.DebianOptions()).suite)
     doctor.require(
         (*IMAGE_TOOLS, *DEBIAN_IMAGE_TOOLS) if distro else IMAGE_TOOLS, docker_engine=True
     )

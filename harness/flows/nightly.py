@@ -2,7 +2,10 @@
 
 Stages, each a set of JUnit test cases: "series" (each component's series applies on
 its base), "build" (GRUB, then OVMF with it; from the build cache when nothing changed),
-"boot" (every case of the boot matrix on fresh images). Reports land in the output
+"boot" (every case of the boot matrix on fresh images), and the Debian variant: "image"
+(a Debian image of images/debian, built rootless) and its boots to the login prompt
+(passwordless and no-secret under the firmware, the ordinary path under Debian's OVMF;
+``--no-debian`` leaves it out). Reports land in the output
 directory, which is replaced as a whole at the end, so a reader never sees half a
 report; the run's results.json is also kept in the history directory, and the report
 says what changed since the previous complete run there.
@@ -21,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from harness.errors import (
     InfrastructureError,
     InputError,
     PatchError,
+    VerificationError,
 )
 from harness.flows import report
 from harness.flows.results import (
@@ -55,7 +60,8 @@ from harness.flows.results import (
     Suite,
     night_verdict,
 )
-from harness.guest.image import LuksVariant
+from harness.guest import debian
+from harness.guest.image import BuiltKernel, LuksVariant
 from harness.host import containers, doctor, qemu
 from harness.host.sev import HostSev
 from harness.records import load_json
@@ -131,6 +137,7 @@ def nightly(
     jobs: int = 2,
     workspace: Workspace | None = None,
     cases: tuple[tuple[str, LuksVariant], ...] = matrix.MATRIX,
+    debian: bool = True,
 ) -> int:
     """Run the night; returns the exit status (see the module docstring).
 
@@ -138,7 +145,7 @@ def nightly(
     and build to the night). The report goes to *out* and the history to *history*
     (default: the workspace's); *workspace* (default: the configuration's) holds the
     builds. *cases* are the boots of the night: the whole matrix unless a caller (a
-    test of the night's plumbing) asks for fewer.
+    test of the night's plumbing) asks for fewer; *debian* adds the Debian variant.
 
     Raises:
         ConfigError: *out* is a directory that is not a report.
@@ -154,7 +161,7 @@ def nightly(
     staging.mkdir(parents=True)
     night = Run(staging, _now(), cfg.upstream, cfg.qemu)
     try:
-        _run(night, cfg, jobs, workspace, cases)
+        _run(night, cfg, jobs, workspace, cases, debian)
     except InfrastructureError as err:
         night.error = err.message
         log.error("the run could not complete: %s", err.message)
@@ -181,10 +188,12 @@ def _run(
     jobs: int,
     workspace: Workspace | None,
     cases: tuple[tuple[str, LuksVariant], ...],
+    debian: bool,
 ) -> None:
-    doctor.require(
-        ("docker", "qemu", "git", "cryptsetup", "sfdisk", "e2fsprogs"), docker_engine=True
-    )
+    tools_needed: tuple[str, ...] = ("docker", "qemu", "git", "cryptsetup", "sfdisk", "e2fsprogs")
+    if debian:
+        tools_needed += ("mtools", "qemu-img", "ovmf")
+    doctor.require(tools_needed, docker_engine=True)
     ws = workspace or Workspace.of(cfg)
     specs = registry.for_boots(cfg.qemu)
     tools = builder_image(registry.TOOLS_BUILDER, ws)
@@ -194,7 +203,7 @@ def _run(
         ws = dataclasses.replace(ws, upstream=moved)
     # One night at a time per workspace: the boots share its image and run directories.
     with ws.locked():
-        _night(night, cfg, ws, tools, specs, jobs, cases)
+        _night(night, cfg, ws, tools, specs, jobs, cases, debian)
 
 
 def _night(
@@ -205,6 +214,7 @@ def _night(
     specs: tuple[Spec[Any], ...],
     jobs: int,
     cases: tuple[tuple[str, LuksVariant], ...],
+    debian: bool,
 ) -> None:
     t0 = time.monotonic()
     applies = {spec.name: _series(night, ws, ws.component(spec.name)) for spec in specs}
@@ -227,6 +237,8 @@ def _night(
         )
         for name, variant in cases:
             night.case(Suite.BOOT, matrix.case_id(name, variant), Verdict.SKIPPED, 0, why)
+        if debian:
+            _skip_debian(night, why)
         return
     manifest: ovmf.OvmfManifest = fw.manifest
     night.firmware = FirmwareBuilt(
@@ -280,18 +292,105 @@ def _night(
         kind=cfg.launch,
     )
     for result in results:
-        case = matrix.case_id(result.scenario, result.variant)
-        link = night.keep(result.transcript, f"transcripts/{case}.log")
-        night.case(
-            Suite.BOOT,
-            case,
-            result.outcome,
-            result.seconds,
-            result.detail,
-            "" if result.passed else _tail(result.transcript),
-            {LinkKind.TRANSCRIPT: link} if link else {},
-        )
+        _boot_case(night, result)
     night.timings["boots"] = time.monotonic() - t2
+    if debian:
+        t3 = time.monotonic()
+        _debian_stage(night, ws, tools, linux.guest_kernel(kernel), firmware, accel, emulator,
+                      work, jobs, booted, cfg)  # fmt: skip
+        night.timings["debian"] = time.monotonic() - t3
+
+
+def _boot_case(night: Run, result: scenarios.Result) -> None:
+    case = matrix.case_id(result.scenario, result.variant)
+    link = night.keep(result.transcript, f"transcripts/{case}.log")
+    night.case(
+        Suite.BOOT,
+        case,
+        result.outcome,
+        result.seconds,
+        result.detail,
+        "" if result.passed else _tail(result.transcript),
+        {LinkKind.TRANSCRIPT: link} if link else {},
+    )
+
+
+#: The Debian image's case in the "image" suite.
+DEBIAN_IMAGE_CASE = matrix.debian_variant(matrix.DEBIAN_LUKS)
+
+
+def _skip_debian(night: Run, why: str) -> None:
+    night.case(Suite.IMAGE, DEBIAN_IMAGE_CASE, Verdict.SKIPPED, 0, why)
+    for name in matrix.DEBIAN_CASES:
+        case = matrix.case_id(name, DEBIAN_IMAGE_CASE)
+        night.case(Suite.BOOT, case, Verdict.SKIPPED, 0, why)
+
+
+def _debian_stage(
+    night: Run,
+    ws: Workspace,
+    tools: containers.BuilderImage,
+    kernel: BuiltKernel,
+    firmware: matrix.Firmware,
+    accel: qemu.Accel,
+    emulator: qemu.Qemu,
+    work: Path,
+    jobs: int,
+    booted: Callable[[scenarios.Result], None],
+    cfg: Config,
+) -> None:
+    """The Debian variant: the image (a verdict: the assembly in the guest may fail),
+    then its boots to the login prompt."""
+    recipe = debian.DebianRecipe.load(matrix.DEBIAN_RECIPE)
+    assert recipe is not None, "images/debian is part of the harness"
+    dest = work / "images" / DEBIAN_IMAGE_CASE
+    started = time.monotonic()
+    try:
+        img = debian.build(
+            recipe,
+            matrix.DEBIAN_LUKS,
+            dest,
+            debian.DebianOptions(),
+            cache=ws.layout.image_cache,
+            builder=builder_image(registry.DEBIAN_IMAGE_BUILDER, ws).tag,
+            tools_builder=tools.tag,
+            kernel=kernel,
+        )
+    except VerificationError as err:
+        # The assembly ran in our kernel and failed there: the product's failure.
+        log_path = next(dest.glob(f"image-*/{debian.ASSEMBLY_LOG}"), dest / debian.ASSEMBLY_LOG)
+        link = night.keep(log_path, f"logs/{DEBIAN_IMAGE_CASE}-assembly.log")
+        night.case(Suite.IMAGE, DEBIAN_IMAGE_CASE, Verdict.FAILED, time.monotonic() - started,
+                   err.message, _tail(log_path), {LinkKind.LOG: link} if link else {})  # fmt: skip
+        for name in matrix.DEBIAN_CASES:
+            case = matrix.case_id(name, DEBIAN_IMAGE_CASE)
+            night.case(Suite.BOOT, case, Verdict.SKIPPED, 0, "the Debian image was not built")
+        return
+    except HarnessError as err:
+        raise InfrastructureError(f"The Debian image could not be built: {err.message}") from err
+    link = night.keep(dest / debian.ASSEMBLY_LOG, f"logs/{DEBIAN_IMAGE_CASE}-assembly.log")
+    size = img.disk.stat().st_size / 2**30
+    night.case(
+        Suite.IMAGE,
+        DEBIAN_IMAGE_CASE,
+        Verdict.PASSED,
+        time.monotonic() - started,
+        f"Debian {img.metadata.suite}, {img.metadata.kernel}, {size:.1f} GiB",
+        links={LinkKind.LOG: link} if link else {},
+    )
+    if cfg.launch.hardware:
+        log.info("the Debian variant boots under the simulated launch only for now")
+    for result in matrix.run_debian(
+        firmware,
+        img,
+        accel,
+        work / "boot",
+        jobs=jobs,
+        emulator=emulator,
+        on_result=booted,
+        kind=cfg.launch,
+    ):
+        _boot_case(night, result)
 
 
 def _series(night: Run, ws: Workspace, comp: Component) -> bool:
@@ -395,7 +494,8 @@ def _publish(night: Run, out: Path, history: Path, started: float) -> Published:
     results = Published(record, report.compare(_previous(history), record))
     staging = night.out
     (staging / "junit.xml").write_bytes(report.junit(record))
-    (staging / "index.html").write_text(report.page(results))
+    history_href = os.path.relpath(history / HISTORY_PAGE, out)
+    (staging / "index.html").write_text(report.page(results, history_href))
     # Reporting times itself, so only results.json (written last) carries that figure.
     reporting = round(time.monotonic() - started, 3)
     record = dataclasses.replace(record, timings={**record.timings, "reporting": reporting})
@@ -408,9 +508,54 @@ def _publish(night: Run, out: Path, history: Path, started: float) -> Published:
     tmp = kept.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, kept)
+    _keep_history(history, kept, staging)
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():
         os.replace(out, old)
     os.replace(staging, out)
     shutil.rmtree(old, ignore_errors=True)
     return results
+
+
+#: The history view, in the history directory beside the results files it shows.
+HISTORY_PAGE = "index.html"
+#: What of a night the history keeps beside its results (the report's own copies).
+KEPT_DIRS = ("transcripts", "logs")
+
+
+def _keep_history(history: Path, kept: Path, staging: Path) -> None:
+    """Keep this night's transcripts and logs in ``history/nights/<id>``, drop those of
+    nights the page no longer shows, and write the history page."""
+    nights = history / "nights"
+    night_id = kept.stem.removeprefix("results-")
+    for name in KEPT_DIRS:
+        if (staging / name).is_dir():
+            shutil.copytree(staging / name, nights / night_id / name, dirs_exist_ok=True)
+    files = sorted(history.glob("results-*.json"), reverse=True)
+    shown: list[report.Kept] = []
+    for path in files:
+        try:
+            night = Night.from_json(load_json(path), str(path))
+        except InputError as err:
+            log.debug("not in the history page: %s: %s", path, err.message)
+            continue
+        shown.append(report.Kept(path.stem.removeprefix("results-"), night, frozenset()))
+        if len(shown) == report.HISTORY_NIGHTS:
+            break
+    ids = {k.id for k in shown}
+    if nights.is_dir():
+        for stale in nights.iterdir():
+            if stale.name not in ids:
+                shutil.rmtree(stale, ignore_errors=True)
+    shown = [
+        dataclasses.replace(
+            k,
+            files=frozenset(
+                str(p.relative_to(history)) for p in (nights / k.id).rglob("*") if p.is_file()
+            ),
+        )
+        for k in shown
+    ]
+    tmp = history / f".{HISTORY_PAGE}.tmp"
+    tmp.write_text(report.history_page(shown))
+    os.replace(tmp, history / HISTORY_PAGE)

@@ -7,8 +7,13 @@ A report can be re-rendered from any ``results.json`` in the history:
 
 from __future__ import annotations
 
-import html
+import dataclasses
+import math
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
 
 from harness.flows.results import (
     NIGHT_WORDS,
@@ -18,10 +23,11 @@ from harness.flows.results import (
     Night,
     PatchInput,
     Published,
+    Suite,
 )
 from harness.verdict import Verdict
 
-__all__ = ["SCHEMA", "Changes", "compare", "junit", "page", "summary"]
+__all__ = ["SCHEMA", "Changes", "compare", "history_page", "junit", "page", "summary"]
 
 
 def compare(previous: Night | None, current: Night) -> Changes:
@@ -131,98 +137,179 @@ def junit(night: Night) -> bytes:
 
 # -- HTML ---------------------------------------------------------------------------
 
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
-table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 2px 8px;
-text-align: left; vertical-align: top; } code { font-size: 12px; }
-.passed { background: #e6f4ea; } .failed { background: #fce8e6; } .skipped { color: #777; }
-#summary { font-size: 1.2em; font-weight: bold; }
-#summary.pass { color: #137333; } #summary.fail, #summary.infrastructure { color: #a50e0e; }
-pre { background: #f6f6f6; padding: 6px; max-width: 100em; overflow-x: auto; }
-"""
+TEMPLATES = Path(__file__).with_name("templates")
+#: Autoescaping on: every value the pages show is the guests' or the builds' text.
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+#: The Debian variant's cases end with this (their seconds are the boot to login).
+DEBIAN_CASE_SUFFIX = "-debian-luks1"
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value))
-
-
-def _link(href: str, text: str) -> str:
-    return f'<a href="{_e(href)}">{_e(text)}</a>'
-
-
-def page(published: Published) -> str:
-    """A static page: verdict, changes, every case, the firmware, the inputs, timings."""
-    night, word = published.night, NIGHT_WORDS[published.night.verdict]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>harness nightly {_e(night.started)}</title>",
-        f"<style>{STYLE}</style></head><body>",
-        f"<h1>Nightly firmware regression, {_e(night.started)} "
-        f"(upstream: {_e(night.upstream)})</h1>",
-        f'<p id="summary" class="{_e(word)}">{_e(summary(night))}</p>',
-        '<h2>Since the previous run</h2><ul id="changes">',
-        *(f"<li>{_e(line)}</li>" for line in published.changes.lines()),
-        "</ul>",
-        *(
-            ['<h2>Notes</h2><ul id="notes">', *(f"<li>{_e(n)}</li>" for n in night.notes), "</ul>"]
-            if night.notes
-            else []
-        ),
-        '<h2>Cases</h2><table id="cases"><tr><th>stage</th><th>case</th><th>result</th>'
-        "<th>seconds</th><th>detail</th><th>files</th></tr>",
-    ]
-    for case in night.cases:
-        links = " ".join(_link(href, k) for k, href in case.links.items())
-        detail = _e(case.detail)
-        if case.outcome is Verdict.FAILED and case.output:
-            detail += f"<pre>{_e(case.output)}</pre>"
-        parts.append(
-            f'<tr class="{_e(case.outcome)}"><td>{_e(case.suite)}</td>'
-            f"<td>{_e(case.name)}</td><td>{_e(case.outcome)}</td>"
-            f"<td>{case.seconds:.1f}</td><td>{detail}</td><td>{links}</td></tr>"
-        )
-    parts.append("</table>")
-    fw = night.firmware
-    if fw:
-        parts += [
-            '<h2>Firmware</h2><table id="firmware">',
-            f"<tr><th>file</th><td>{_link(fw.manifest, 'manifest.json')}</td></tr>",
-            f"<tr><th>sha256</th><td><code>{_e(fw.sha256)}</code></td></tr>",
-            f"<tr><th>SEV launch digest</th><td><code>{_e(fw.sev_launch_digest)}</code>"
-            + (
-                " (the image's SHA-256: no kernel is measured with it)"
-                if fw.sev_launch_digest == fw.sha256
-                else ""
-            )
-            + "</td></tr>",
-            f"<tr><th>from the build cache</th><td>{_e('yes' if fw.cached else 'no')}</td></tr>",
-            "</table>",
-        ]
-    parts.append(
-        '<h2>Inputs</h2><table id="inputs"><tr><th>component</th><th>version</th>'
-        "<th>source</th><th>archive sha256</th><th>patches</th></tr>"
+def page(published: Published, history_href: str | None = None) -> str:
+    """A static page: verdict, changes, every case, the Debian boots to login, the
+    firmware, the inputs, timings; *history_href* links the history page."""
+    night = published.night
+    return _ENV.get_template("report.html.j2").render(
+        night=night,
+        word=NIGHT_WORDS[night.verdict],
+        summary=summary(night),
+        changes=published.changes.lines(),
+        logins=[
+            c for c in night.cases if c.suite is Suite.BOOT and c.name.endswith(DEBIAN_CASE_SUFFIX)
+        ],
+        fw=night.firmware,
+        host=night.host.to_json(),
+        history_href=history_href,
     )
-    for name, comp in night.components.items():
-        patches = "<br>".join(
-            f"{_e(p.file)} <code>{_e(p.sha256[:12])}</code>" for p in comp.patches
+
+
+# -- history ------------------------------------------------------------------------
+
+#: Nights the history page shows (and whose transcripts the history keeps).
+HISTORY_NIGHTS = 30
+MARKS = {Verdict.PASSED: "✓", Verdict.FAILED: "✗", Verdict.SKIPPED: "-"}
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One night of the history: its id (the results file's stem after ``results-``),
+    its results, and which of its files the history holds (relative to the history)."""
+
+    id: str
+    night: Night
+    files: frozenset[str]
+
+    @property
+    def label(self) -> str:
+        return self.night.started[5:16].replace("T", " ")  # MM-DD HH:MM
+
+
+@dataclass(frozen=True)
+class Cell:
+    outcome: str
+    mark: str
+    title: str
+    href: str | None
+
+
+@dataclass(frozen=True)
+class Row:
+    case: str
+    cells: list[Cell | None]
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    seconds: float
+    outcome: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    y: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One case's seconds across nights, oldest left, in the SVG's coordinates."""
+
+    case: str
+    points: list[Point]
+    ticks: list[Tick]
+    first: str
+    last: str
+    width: int = 280
+    height: int = 120
+    left: int = 40
+    right: int = 270
+    top: int = 8
+    bottom: int = 100
+
+
+def _case_name(case: CaseResult) -> str:
+    return f"{case.suite}/{case.name}"
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten at or above *value* (> 0)."""
+    power = 10.0 ** math.floor(math.log10(value))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= value))
+
+
+def chart(case: str, series: list[tuple[Kept, CaseResult]]) -> Chart:
+    """*series*: the nights the case ran, oldest first."""
+    geometry = Chart(case, [], [], "", "")
+    top = _nice_ceiling(max(max(c.seconds for _, c in series), 1.0))
+    span_x = geometry.right - geometry.left
+    span_y = geometry.bottom - geometry.top
+    points = []
+    for n, (kept, result) in enumerate(series):
+        fraction = n / (len(series) - 1) if len(series) > 1 else 0.5
+        points.append(
+            Point(
+                round(geometry.left + fraction * span_x, 1),
+                round(geometry.bottom - result.seconds / top * span_y, 1),
+                result.seconds,
+                str(result.outcome),
+                kept.label,
+            )
         )
-        parts.append(
-            f"<tr><td>{_e(name)}</td><td>{_e(comp.version)}</td><td>{_e(comp.source)}</td>"
-            f"<td><code>{_e(comp.sha256)}</code></td><td>{patches or '(none)'}</td></tr>"
-        )
-    parts.append("</table>")
-    host = night.host.to_json()
-    if host:
-        parts.append('<h2>Host</h2><table id="host">')
-        parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in host.items()]
-        parts.append("</table>")
-    parts.append('<h2>Time</h2><table id="timings">')
-    parts += [f"<tr><th>{_e(k)}</th><td>{v:.1f} s</td></tr>" for k, v in night.timings.items()]
-    parts += [
-        "</table>",
-        f"<p>{_link('results.json', 'results.json')} · {_link('junit.xml', 'junit.xml')}</p>",
-        "</body></html>",
+    ticks = [
+        Tick(round(geometry.bottom - f * span_y, 1), f"{top * f:g} s") for f in (0.0, 0.5, 1.0)
     ]
-    return "\n".join(parts) + "\n"
+    return dataclasses.replace(
+        geometry, points=points, ticks=ticks, first=series[0][0].label, last=series[-1][0].label
+    )
+
+
+def history_page(kept: list[Kept]) -> str:
+    """The history view, *kept* newest first: a grid of nights x cases (each cell linking
+    to that night's transcript or log, when the history holds it) and, per case that
+    takes time (an image build, a boot), a chart of its seconds across the nights."""
+    names: list[str] = []
+    for k in kept:
+        for case in k.night.cases:
+            if _case_name(case) not in names:
+                names.append(_case_name(case))
+    by_night = [{_case_name(c): c for c in k.night.cases} for k in kept]
+    rows = []
+    for name in names:
+        cells: list[Cell | None] = []
+        for k, cases in zip(kept, by_night, strict=True):
+            found = cases.get(name)
+            if found is None:
+                cells.append(None)
+                continue
+            link = next(iter(found.links.values()), None)
+            href = f"nights/{k.id}/{link}" if link and f"nights/{k.id}/{link}" in k.files else None
+            title = f"{found.outcome}, {found.seconds:.1f} s: {found.detail}"
+            cells.append(Cell(str(found.outcome), MARKS[found.outcome], title, href))
+        rows.append(Row(name, cells))
+    charts = []
+    for name in names:
+        series = [
+            (k, cases[name])
+            for k, cases in reversed(list(zip(kept, by_night, strict=True)))
+            if name in cases
+            and cases[name].outcome is not Verdict.SKIPPED
+            and cases[name].suite in (Suite.BOOT, Suite.IMAGE)
+        ]
+        if series:
+            charts.append(chart(name, series))
+    passed = sum(1 for k in kept if k.night.verdict is Verdict.PASSED)
+    return _ENV.get_template("history.html.j2").render(
+        nights=kept,
+        rows=rows,
+        charts=charts,
+        summary=f"{passed} of {len(kept)} nights passed; newest {kept[0].night.started}"
+        if kept
+        else "no night yet",
+    )

@@ -34,6 +34,7 @@ class Suite(enum.StrEnum):
     SERIES = "series"
     BUILD = "build"
     BOOT = "boot"
+    IMAGE = "image"  # a distribution's image, built for its boots
 
 
 class LinkKind(enum.StrEnum):

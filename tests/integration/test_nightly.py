@@ -50,9 +50,9 @@ def results_of(report: Path) -> dict[str, Any]:
     return data
 
 
-def inv_nightly(report: Path, history: Path) -> subprocess.CompletedProcess[str]:
+def inv_nightly(report: Path, history: Path, *more: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(ROOT / "inv"), "nightly", "--out", str(report), "--history", str(history)],
+        [str(ROOT / "inv"), "nightly", "--out", str(report), "--history", str(history), *more],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -116,7 +116,8 @@ def read_in_chromium(page: Path) -> PageReader:
 def test_nights_in_a_row(tmp_path: Path) -> None:
     report, history = tmp_path / "report", tmp_path / "history"
 
-    first = inv_nightly(report, history)
+    # The Debian variant has a night of its own below.
+    first = inv_nightly(report, history, "--no-debian")
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert "first run: nothing to compare with" in first.stdout
 
@@ -159,12 +160,18 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
             data = path.read_bytes()
             assert not any(s in data for s in secrets), f"a passphrase is in {path}"
 
-    second = inv_nightly(report, history)
+    second = inv_nightly(report, history, "--no-debian")
     assert second.returncode == 0, second.stdout + second.stderr[-3000:]
     assert "no change since the run of" in second.stdout
     assert results_of(report)["changes"]["none"] is True
     assert len(list(history.glob("results-*.json"))) == 2
     assert "<li>no change since the run of" in (report / "index.html").read_text()
+    # The history page: both nights, each cell linking to that night's own transcript.
+    grid = read_in_chromium(history / "index.html")
+    assert grid.summary == f"2 of 2 nights passed; newest {results_of(report)['started']}"
+    assert grid.links and all((history / href).is_file() for href in grid.links)
+    assert len({href.split("/")[1] for href in grid.links}) == 2
+    assert "../history/index.html" in read_in_chromium(report / "index.html").links
 
     # A regression: the GRUB series stops applying. Exit 1, the case is newly failing,
     # and nothing is built or booted.
@@ -176,7 +183,9 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     # The guest kernel's series still applies, so the night builds it: from the main
     # workspace's build cache (the same inputs), not cold again.
     (ws.root / "cache" / "builds").symlink_to(OUT / "cache" / "builds")
-    assert nightly.nightly(PINNED, report, history, workspace=ws) == nightly.EXIT_FAILED
+    assert (
+        nightly.nightly(PINNED, report, history, workspace=ws, debian=False) == nightly.EXIT_FAILED
+    )
     results = results_of(report)
     assert results["changes"]["newly_failing"] == ["series/grub: series applies"]
     assert {c["outcome"] for c in results["cases"] if c["suite"] == "boot"} == {"skipped"}
@@ -189,7 +198,10 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
         f'sha256 = "{"0" * 64}"\n'
         '[[source]]\nkind = "debian"\npackage = "grub2"\nversion = "2.14-999"\n'
     )
-    assert nightly.nightly(PINNED, report, history, workspace=ws) == nightly.EXIT_INFRASTRUCTURE
+    assert (
+        nightly.nightly(PINNED, report, history, workspace=ws, debian=False)
+        == nightly.EXIT_INFRASTRUCTURE
+    )
     results = results_of(report)
     assert results["verdict"] == "infrastructure"
     assert "could not be fetched" in results["infrastructure_error"]
@@ -222,7 +234,12 @@ def test_a_night_on_upstream_head(tmp_path: Path) -> None:
     report = tmp_path / "report"
     head = resolve(workspace=str(OUT), upstream="head")
     status = nightly.nightly(
-        head, report, tmp_path / "history", workspace=Workspace(OUT), cases=FEW_CASES
+        head,
+        report,
+        tmp_path / "history",
+        workspace=Workspace(OUT),
+        cases=FEW_CASES,
+        debian=False,
     )
     assert status in (nightly.EXIT_OK, nightly.EXIT_FAILED)
     results = results_of(report)
@@ -250,7 +267,7 @@ def test_bad_options_are_one_sentence(tmp_path: Path) -> None:
 def test_a_night_with_the_built_qemu(tmp_path: Path) -> None:
     report = tmp_path / "report"
     built = resolve(workspace=str(OUT), qemu="built")
-    status = nightly.nightly(built, report, tmp_path / "history", cases=FEW_CASES)
+    status = nightly.nightly(built, report, tmp_path / "history", cases=FEW_CASES, debian=False)
     assert status == nightly.EXIT_OK
     results = results_of(report)
     names = {(c["suite"], c["name"]): c["outcome"] for c in results["cases"]}
@@ -259,3 +276,37 @@ def test_a_night_with_the_built_qemu(tmp_path: Path) -> None:
     assert results["host"]["qemu"].startswith("QEMU emulator version 10.0.13 (harness)")
     assert results["host"]["qemu"].endswith("(built)")
     assert sum(1 for suite, _ in names if suite == "boot") == len(FEW_CASES)
+
+
+def test_a_night_with_the_debian_variant(tmp_path: Path) -> None:
+    """The Debian image is built and booted to its login prompt three ways; the report
+    shows the boot to login and the history charts it."""
+    report, history = tmp_path / "report", tmp_path / "history"
+    cases = (("passwordless", LuksVariant.LUKS1),)
+    assert nightly.nightly(PINNED, report, history, cases=cases) == nightly.EXIT_OK
+    results = results_of(report)
+    debian_cases = {c["name"]: c for c in results["cases"] if c["name"].endswith("-debian-luks1")}
+    assert set(debian_cases) == {
+        f"{name}-debian-luks1" for name in ("passwordless", "no-secret", "ordinary")
+    }
+    assert all(c["outcome"] == "passed" and c["seconds"] > 0 for c in debian_cases.values())
+    image_case = next(c for c in results["cases"] if c["suite"] == "image")
+    assert image_case["name"] == "debian-luks1" and image_case["outcome"] == "passed"
+    assert "Debian trixie" in image_case["detail"]
+    assert "debian" in results["timings"]
+    page = read_in_chromium(report / "index.html")
+    assert page.summary.startswith("PASS")
+    for href in page.links:
+        assert (report / href).is_file(), f"the page links to {href}, which is missing"
+    assert {f"transcripts/{name}.log" for name in debian_cases} <= set(page.links)
+    assert '<table id="logins">' in (report / "index.html").read_text()
+    grid = read_in_chromium(history / "index.html")
+    assert all((history / href).is_file() for href in grid.links)
+    text = (history / "index.html").read_text()
+    assert 'id="chart-boot/passwordless-debian-luks1"' in text
+    # Nothing secret of the Debian image in the report or the history.
+    secret = OUT / "runs" / nightly.RUN_DIR / "images" / "debian-luks1" / "passphrase"
+    data = secret.read_bytes()
+    for path in [*report.rglob("*"), *history.rglob("*")]:
+        if path.is_file():
+            assert data not in path.read_bytes(), f"the passphrase is in {path}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -131,3 +132,74 @@ def test_a_changed_series_is_a_change() -> None:
     assert report.compare(load(changed), load(results())).series == {
         "grub": "changed 0001-x.patch; removed 0002-y.patch"
     }
+
+
+# -- the history view ---------------------------------------------------------------
+
+
+def night_at(hour: int, seconds: float, failed: bool = False) -> Night:
+    res = results(started=f"2026-11-{20 + hour // 24:02d}T{hour % 24:02d}:00:00Z")
+    res["cases"][1]["seconds"] = seconds
+    res["cases"].append(
+        {"suite": "boot", "name": "passwordless-debian-luks1", "outcome": "passed",
+         "seconds": 60.0 + hour, "detail": "ok", "output": "",
+         "links": {"transcript": "transcripts/passwordless-debian-luks1.log"}}
+    )  # fmt: skip
+    return load(fail(res, 1) if failed else res)
+
+
+def kept(*nights: tuple[str, Night], files: tuple[str, ...] = ()) -> list[report.Kept]:
+    return [report.Kept(i, n, frozenset(files)) for i, n in nights]
+
+
+def test_the_history_grid_links_each_night_to_its_own_transcript() -> None:
+    history = kept(
+        ("b", night_at(2, 9.0, failed=True)),
+        ("a", night_at(1, 5.0)),
+        files=("nights/b/transcripts/passwordless-luks1.log",),
+    )
+    page = report.history_page(history)
+    assert page.count('<tr><td class="case">') == 3  # series, two boots
+    assert 'href="nights/b/transcripts/passwordless-luks1.log"' in page
+    # Night a's transcript is no longer kept: its cell says how it went, without a link.
+    assert "nights/a/" not in page
+    assert "guest did &lt;b&gt;not&lt;/b&gt; boot" in page  # the failed cell's title
+    assert page.index('title="2026-11-20T02:00:00Z"') < page.index('title="2026-11-20T01:00:00Z"')
+
+
+def test_a_slow_down_shows_in_the_chart_before_it_fails() -> None:
+    history = kept(("c", night_at(3, 20.0)), ("b", night_at(2, 5.0)), ("a", night_at(1, 5.0)))
+    points = {
+        c.case: c.points
+        for c in (report.chart(n, s) for n, s in _series(history, "boot/passwordless-luks1"))
+    }["boot/passwordless-luks1"]
+    assert [p.seconds for p in points] == [5.0, 5.0, 20.0]  # oldest first
+    assert points[0].x < points[1].x < points[2].x
+    assert points[2].y < points[1].y == points[0].y  # slower is higher on the chart
+    page = report.history_page(history)
+    assert page.count("<svg") == 2  # the two boots; the series case takes no time
+    assert "<polyline" in page and "20 s" in page
+
+
+def _series(history: list[report.Kept], name: str) -> list[tuple[str, Any]]:
+    series = [
+        (k, c) for k in reversed(history) for c in k.night.cases if f"{c.suite}/{c.name}" == name
+    ]
+    return [(name, series)]
+
+
+def test_the_nice_ceiling_covers_the_slowest_night() -> None:
+    for seconds, top in ((0.4, 1.0), (5.0, 5.0), (61.0, 100.0), (130.0, 200.0)):
+        chart = report.chart("x", [(kept(("a", night_at(1, 1)))[0], _case(seconds))])
+        assert chart.ticks[-1].label == f"{top:g} s"
+        assert chart.points[0].y >= chart.top
+
+
+def _case(seconds: float) -> Any:
+    return dataclasses.replace(load(results()).cases[1], seconds=seconds)
+
+
+def test_the_report_shows_the_debian_boot_to_login_and_links_the_history() -> None:
+    page = report.page(Published(night_at(1, 5.0), Changes(None)), "../history/index.html")
+    assert '<a href="../history/index.html">' in page
+    assert '<table id="logins">' in page and "61.0" in page

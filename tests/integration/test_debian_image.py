@@ -1,0 +1,235 @@
+"""The Debian recipe for real: mmdebstrap in the builder, the assembly VM on our kernel,
+then the image under the AmdSev firmware (passwordless, and one prompt without a secret)
+and under Debian's own OVMF with the passphrase typed (the post's ordinary path).
+
+What the image holds is read back independently of the build: cryptsetup opens the
+LUKS header with the passphrase and with the key file found inside the root, and
+debugfs reads the decrypted root's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import run
+from harness.boots import ordinary, scenarios, verdicts
+from harness.components import ovmf, registry
+from harness.guest import debian, image, xts
+from harness.guest.image import BuiltKernel, Image, LuksVariant, Ready, volume_key
+from harness.host import qemu
+from harness.passphrase import Passphrase
+from tests.conftest import ROOT, tools_builder
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.qemu,
+    pytest.mark.tools,
+    pytest.mark.slow,
+    # The fixtures may wait for the cold OVMF and guest kernel builds.
+    pytest.mark.timeout(3600),
+]
+OUT = ROOT / "out"
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+
+
+@pytest.fixture(scope="module")
+def debian_image(guest_kernel: BuiltKernel) -> Image:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    recipe = debian.DebianRecipe.load("debian")
+    assert recipe is not None
+    return debian.build(
+        recipe,
+        LuksVariant.LUKS1,
+        OUT / "images" / f"test-debian-{worker}",
+        debian.DebianOptions(),
+        cache=OUT / "cache" / "images",
+        builder=tools_builder(registry.DEBIAN_IMAGE_BUILDER).tag,
+        tools_builder=tools_builder().tag,
+        kernel=guest_kernel,
+    )
+
+
+@pytest.fixture(scope="module")
+def root_fs(debian_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The root filesystem, decrypted with the volume key cryptsetup gives for the
+    passphrase."""
+    work = tmp_path_factory.mktemp("debian-root")
+    meta = debian_image.metadata
+    assert meta.payload_offset is not None
+    key = volume_key(luks_header(debian_image, work / "header"), debian_image.passphrase_file, work)
+    plain = work / "root.ext4"
+    with open(debian_image.disk, "rb") as disk, open(plain, "wb") as out:
+        disk.seek(meta.partition_start + meta.payload_offset)
+        sector = 0
+        # Up to the backup GPT: the filesystem ends where ext4 says, the rest is ignored.
+        left = debian_image.disk.stat().st_size - disk.tell() - 1024 * 1024
+        while left > 0:
+            chunk = disk.read(min(image.CHUNK, left))
+            out.write(xts.decrypt(key, chunk, 512, sector))
+            sector += len(chunk) // 512
+            left -= len(chunk)
+    return plain
+
+
+def luks_header(img: Image, dest: Path) -> Path:
+    """The root partition's LUKS header, as a file cryptsetup reads."""
+    meta = img.metadata
+    assert meta.payload_offset is not None
+    with open(img.disk, "rb") as disk:
+        disk.seek(meta.partition_start)
+        dest.write_bytes(disk.read(meta.payload_offset))
+    return dest
+
+
+def debugfs(fs: Path, request: str) -> str:
+    return run.run(["debugfs", "-R", request, str(fs)]).stdout.decode(errors="replace")
+
+
+def test_the_image_is_laid_out_as_the_post_says(debian_image: Image, tmp_path: Path) -> None:
+    meta = debian_image.metadata
+    assert (meta.recipe, meta.ready, meta.suite) == ("debian", Ready.LOGIN, "trixie")
+    assert meta.guest_kernel is image.GuestKernel.DEBIAN and meta.kernel
+    assert stat.S_IMODE(debian_image.passphrase_file.stat().st_mode) == 0o600
+    table = json.loads(run.run(["sfdisk", "--json", str(debian_image.disk)]).stdout)
+    esp, root = table["partitiontable"]["partitions"]
+    assert esp["type"] == ESP_TYPE
+    assert root["start"] * 512 == meta.partition_start
+    # The removable-media path, read by mtools, not by the code that checked it.
+    listing = run.run(
+        ["mdir", "-b", "-i", f"{debian_image.disk}@@{esp['start'] * 512}", "::/EFI/BOOT"]
+    ).stdout.decode()
+    assert "BOOTX64.EFI" in listing.upper()
+    header = luks_header(debian_image, tmp_path / "header")
+    run.run(["cryptsetup", "open", "--test-passphrase", "--key-file",
+             str(debian_image.passphrase_file), str(header)])  # fmt: skip
+
+
+def test_the_root_is_configured_to_unlock_with_its_key_file(
+    debian_image: Image, root_fs: Path, tmp_path: Path
+) -> None:
+    header = luks_header(debian_image, tmp_path / "header")
+    luks_uuid = run.run(["cryptsetup", "luksUUID", str(header)]).stdout.decode().strip()
+    crypttab = debugfs(root_fs, "cat /etc/crypttab")
+    assert crypttab.split() == [
+        "root", f"UUID={luks_uuid}", "/etc/cryptsetup-keys.d/root.key", "luks",
+    ]  # fmt: skip
+    # The key file: root's, 0400, and it opens the LUKS header (its own key slot).
+    stat_text = debugfs(root_fs, "stat /etc/cryptsetup-keys.d/root.key")
+    assert re.search(r"Mode:\s+0400", stat_text) and re.search(r"User:\s+0\s", stat_text)
+    key = tmp_path / "root.key"
+    run.run(["debugfs", "-R", f"dump /etc/cryptsetup-keys.d/root.key {key}", str(root_fs)])
+    run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(key), str(header)])
+    key_bytes = key.read_bytes()
+    assert len(key_bytes) == image.KEY_BYTES
+    # GRUB unlocks the root by its UUID in the distribution's own grub.cfg.
+    grub_cfg = debugfs(root_fs, "cat /boot/grub/grub.cfg")
+    assert f"cryptomount -u {luks_uuid}" in grub_cfg
+    assert "grub-mkconfig" in grub_cfg
+    assert "GRUB_ENABLE_CRYPTODISK=y" in debugfs(root_fs, "cat /etc/default/grub")
+    # The initramfs is readable by root only (UMASK=0077).
+    boot = debugfs(root_fs, "ls -l /boot")
+    initrds = [ln for ln in boot.splitlines() if "initrd.img-" in ln]
+    assert initrds and all(re.search(r"\b100600\b", ln) for ln in initrds), boot
+    # Empty machine-id; no password for root unless one was given; no host keys.
+    assert debugfs(root_fs, "cat /etc/machine-id") == ""
+    shadow_root = debugfs(root_fs, "cat /etc/shadow").splitlines()[0].split(":")
+    assert shadow_root[0] == "root" and shadow_root[1] in ("*", "!", "!*")
+    assert "ssh_host_" not in debugfs(root_fs, "ls /etc/ssh")
+    assert f"harness-{debian_image.token}" == debugfs(root_fs, "cat /etc/hostname").strip()
+    # No secret in anything the build published beside the disk.
+    passphrase = Passphrase.read(debian_image.passphrase_file).value
+    for name in ("image.json", debian.BUILD_LOG, debian.ASSEMBLY_LOG, debian.PACKAGES_FILE):
+        text = (debian_image.disk.parent / name).read_bytes()
+        assert passphrase not in text and key_bytes not in text, name
+    leftovers = {p.name for p in debian_image.disk.parent.iterdir()}
+    assert leftovers == {
+        "disk.img", "image.json", "passphrase", debian.BUILD_LOG, debian.ASSEMBLY_LOG,
+        debian.PACKAGES_FILE,
+    }  # fmt: skip
+
+
+def _boot(
+    name: str, debian_image: Image, firmware: ovmf.OvmfBuild, accel: qemu.Accel
+) -> scenarios.Result:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return scenarios.run_scenario(
+        scenarios.SCENARIOS[name],
+        firmware=ovmf.firmware(firmware),
+        expected_digest=firmware.manifest.launch_digest,
+        disk=debian_image.disk,
+        passphrase=Passphrase.read(debian_image.passphrase_file),
+        token=debian_image.token,
+        variant=debian_image.variant.value,
+        workdir=OUT / "boot" / f"test-debian-{worker}" / name,
+        accel=accel,
+        guest_kernel=debian_image.guest_kernel,
+        ready=debian_image.metadata.ready,
+        disk_format=debian_image.metadata.disk_format,
+    )
+
+
+def prompts(transcript: Path) -> tuple[int, int]:
+    text = transcript.read_text(errors="replace")
+    return (
+        len(re.findall(verdicts.PROMPT, text)),
+        len(re.findall(verdicts.INITRAMFS_PROMPT, text)),
+    )
+
+
+def test_passwordless_reaches_the_login_prompt(
+    debian_image: Image, firmware: ovmf.OvmfBuild, accel: qemu.Accel
+) -> None:
+    result = _boot("passwordless", debian_image, firmware, accel)
+    assert result.passed, result.detail
+    assert prompts(result.transcript) == (0, 0)
+    text = result.transcript.read_text(errors="replace")
+    assert re.search(rf"harness-{debian_image.token} login:", text)
+    # Nothing was loaded from the disk's GRUB 2.12 modules (patches/ovmf/0003).
+    assert "x86_64-efi" not in text
+
+
+def test_no_secret_prompts_exactly_once(
+    debian_image: Image, firmware: ovmf.OvmfBuild, accel: qemu.Accel
+) -> None:
+    result = _boot("no-secret", debian_image, firmware, accel)
+    assert result.passed, result.detail
+    assert prompts(result.transcript) == (1, 0)
+
+
+def test_the_image_boots_the_ordinary_way_with_debians_ovmf(
+    debian_image: Image, accel: qemu.Accel
+) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    result = ordinary.run_ordinary(
+        debian_image, OUT / "boot" / f"test-debian-{worker}" / "ordinary", accel
+    )
+    assert result.passed, result.detail
+    assert prompts(result.transcript) == (1, 0)
+    assert "Entering grub config" not in result.transcript.read_text(errors="replace")
+
+
+def test_build_image_refuses_bad_options_in_one_sentence() -> None:
+    for args in (
+        ["--recipe", "debian", "--suite", "sid"],
+        ["--recipe", "debian", "--size", "100M"],
+        ["--recipe", "debian", "--packages", "vim;reboot"],
+        ["--recipe", "debian", "--format", "vmdk"],
+        ["--recipe", "minimal", "--suite", "trixie"],
+    ):
+        proc = subprocess.run(
+            [str(ROOT / "inv"), "build-image", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().startswith("error:"), proc.stderr
