@@ -53,7 +53,7 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
 #: Debian's GRUB opens as well, for the ordinary path), judged to its login prompt.
 DEBIAN_RECIPE = "debian"
 DEBIAN_LUKS = LuksVariant.LUKS1
-DEBIAN_CASES = ("passwordless", "no-secret", ordinary.NAME)
+DEBIAN_CASES = ("passwordless", "no-secret", "broken-keyslot", ordinary.NAME)
 #: The recipe of the hostile host's own disk, and its LUKS variant.
 HOST_RECIPE = "host-disk"
 HOST_VARIANT = LuksVariant.LUKS1

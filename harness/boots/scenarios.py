@@ -45,6 +45,7 @@ from harness.errors import (
 from harness.files import write_private
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
+from harness.guest import image
 from harness.guest.image import DiskFormat, GuestKernel, Ready
 from harness.guest.report import REMOVE_SECRET_GUID
 from harness.host import qemu
@@ -325,6 +326,16 @@ SCENARIOS: dict[str, Scenario] = {
             host=Host.CONSOLE_KEYS,
         ),
         Scenario(
+            "broken-keyslot",
+            "the host kills the key file's LUKS slot on the Debian disk it launches: GRUB "
+            "unlocks with the secret, the initramfs cannot; it must stop, never offer its "
+            "root shell (which holds the key file) or a prompt on the host's console",
+            Secret.GOOD,
+            ending=Ending.HALTS,
+            recipe="debian",
+            host=Host.KEY_SLOT,
+        ),
+        Scenario(
             "broken-kernel",
             "the owner's grub.cfg names a missing kernel after the secret unlocked the "
             "root: GRUB stops locked, never a shell",
@@ -464,6 +475,13 @@ def prepared(
             raise FirmwareFormatError(f"{firmware} has no secret block to inject into.")
         loaded = private / "OVMF.fd"
         loaded.write_bytes(fw_bytes)
+        if scenario.host is Host.KEY_SLOT:
+            if disk_format is not DiskFormat.RAW:
+                raise ConfigError(f"{scenario.name} damages a raw disk; this one is {disk_format}.")
+            damaged = private / disk.name
+            image.kill_key_slot(disk, damaged, image.KEY_FILE_SLOT)
+            notes.append(f"the host killed LUKS key slot {image.KEY_FILE_SLOT} (the key file's)")
+            disk = damaged
         wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
         owner_table = _owner_table(scenario, passphrase, wrong, extras, area.size)
         plain = owner_table.serialize(area.size) if owner_table else None

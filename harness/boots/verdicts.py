@@ -52,6 +52,9 @@ GRUB_SHELL = r"grub> "
 RESCUE_SHELL = r"grub rescue>|Entering rescue mode"
 EDITOR = r"Minimum Emacs-like screen editing is supported"
 OWNER_DATA = r"harness\.token="
+#: A distribution's initramfs that gave up on the root and offers a root shell on the
+#: console (initramfs-tools' prompt, busybox's banner): it holds the key file.
+INITRAMFS_SHELL = r"\(initramfs\) |built-in shell \(ash\)"
 #: Error messages that prove which part of GRUB's secret path ran.
 NO_TABLE = r"holds no secret table"
 NO_USABLE_KEY = r"no key protector provided a usable key"
@@ -97,6 +100,7 @@ class Host(enum.StrEnum):
     PASSIVE = "passive"  # types what the scenario says, nothing else
     FOREIGN_DISK = "foreign-disk"  # its own LUKS disk attached; types its passphrase
     CONSOLE_KEYS = "console-keys"  # presses c, e, Esc at menus; wrong passphrases
+    KEY_SLOT = "key-slot"  # kills the key file's LUKS slot on the disk; wrong passphrases
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,8 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
         "marker": p.marker,
         "locked": CLI_LOCKED,
     }
-    forbid = (HOST_MARKER, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA, *p.never)
+    forbid = (HOST_MARKER, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA, INITRAMFS_SHELL,
+              *p.never)  # fmt: skip
     keys = list(HOST_KEYS) if p.host is Host.CONSOLE_KEYS else []
     prompts = 0
     deadline = time.monotonic() + timeout

@@ -424,6 +424,8 @@ ROOT_MAPPING = report.BUILT_ROOT.removeprefix("/dev/mapper/")
 #: The key file the initramfs unlocks the root with (0400, inside the encrypted volume).
 KEY_FILE = "etc/keys/root.key"
 KEY_BYTES = 64
+#: The passphrase is in LUKS key slot 0, the initramfs's key file in this one.
+KEY_FILE_SLOT = 1
 
 
 @dataclass(frozen=True)
@@ -551,7 +553,8 @@ def luks_header(
              str(luks)])  # fmt: skip
     if key_path is not None:
         run.run(["cryptsetup", "luksAddKey", "--batch-mode", *variant.keyslot_args,
-                 "--key-file", str(pass_path), str(luks), str(key_path)])  # fmt: skip
+                 "--key-slot", str(KEY_FILE_SLOT), "--key-file", str(pass_path), str(luks),
+                 str(key_path)])  # fmt: skip
     for opener in (pass_path, key_path):
         if opener is not None:
             run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(opener),
@@ -562,6 +565,42 @@ def luks_header(
     return luks, offset
 
 
+#: LUKS magic, at the start of every LUKS1 and LUKS2 header.
+LUKS_MAGIC = b"LUKS\xba\xbe"
+
+
+def kill_key_slot(disk: Path, dest: Path, slot: int) -> int:
+    """What a hostile host can do to a disk it holds: *dest* is a copy of *disk* whose
+    LUKS partition has key *slot* killed (``cryptsetup luksKillSlot`` in batch mode needs
+    no key). Returns the partition's offset.
+
+    Raises:
+        ConfigError: *disk* has no LUKS partition.
+    """
+    table = json.loads(run.run(["sfdisk", "--json", str(disk)]).stdout)
+    for part in table["partitiontable"]["partitions"]:
+        start, size = int(part["start"]) * SECTOR, int(part["size"]) * SECTOR
+        with open(disk, "rb") as f:
+            f.seek(start)
+            if f.read(len(LUKS_MAGIC)) != LUKS_MAGIC:
+                continue
+        shutil.copyfile(disk, dest)
+        header = dest.with_name(dest.name + ".luks")
+        with open(dest, "rb") as f:
+            f.seek(start)
+            header.write_bytes(f.read(min(size, LUKS2_HEADER_MAX)))
+        run.run(["cryptsetup", "luksKillSlot", "--batch-mode", str(header), str(slot)])
+        with open(dest, "r+b") as f:
+            f.seek(start)
+            f.write(header.read_bytes())
+        header.unlink()
+        return start
+    raise ConfigError(f"{disk} has no LUKS partition.")
+
+
+#: What kill_key_slot reads and rewrites: the largest default header (payload after it
+#: is read and written back unchanged).
+LUKS2_HEADER_MAX = 16 * 1024 * 1024
 #: Bytes encrypted per step when a payload is streamed (a whole number of sectors).
 CHUNK = 16 * 1024 * 1024
 

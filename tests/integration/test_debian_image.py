@@ -34,6 +34,8 @@ pytestmark = [
     pytest.mark.slow,
     # The fixtures may wait for the cold OVMF and guest kernel builds.
     pytest.mark.timeout(3600),
+    # One worker builds the image and runs every test of it (./inv test: loadgroup).
+    pytest.mark.xdist_group("debian-image"),
 ]
 OUT = ROOT / "out"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -89,7 +91,11 @@ def luks_header(img: Image, dest: Path) -> Path:
 
 
 def debugfs(fs: Path, request: str) -> str:
-    return run.run(["debugfs", "-R", request, str(fs)]).stdout.decode(errors="replace")
+    """What debugfs prints for *request* (its banner, on stderr, left out)."""
+    proc = subprocess.run(
+        ["debugfs", "-R", request, str(fs)], capture_output=True, check=True, timeout=120
+    )
+    return proc.stdout.decode(errors="replace")
 
 
 def test_the_image_is_laid_out_as_the_post_says(debian_image: Image, tmp_path: Path) -> None:
@@ -139,8 +145,9 @@ def test_the_root_is_configured_to_unlock_with_its_key_file(
     assert initrds and all(re.search(r"\b100600\b", ln) for ln in initrds), boot
     # Empty machine-id; no password for root unless one was given; no host keys.
     assert debugfs(root_fs, "cat /etc/machine-id") == ""
-    shadow_root = debugfs(root_fs, "cat /etc/shadow").splitlines()[0].split(":")
-    assert shadow_root[0] == "root" and shadow_root[1] in ("*", "!", "!*")
+    shadow = debugfs(root_fs, "cat /etc/shadow").splitlines()
+    root_entry = next(line.split(":") for line in shadow if line.startswith("root:"))
+    assert root_entry[1] in ("*", "!", "!*"), "root has a password nobody gave"
     assert "ssh_host_" not in debugfs(root_fs, "ls /etc/ssh")
     assert f"harness-{debian_image.token}" == debugfs(root_fs, "cat /etc/hostname").strip()
     # No secret in anything the build published beside the disk.
@@ -201,6 +208,18 @@ def test_no_secret_prompts_exactly_once(
     result = _boot("no-secret", debian_image, firmware, accel)
     assert result.passed, result.detail
     assert prompts(result.transcript) == (1, 0)
+
+
+def test_a_host_that_kills_the_key_files_slot_gets_no_shell(
+    debian_image: Image, firmware: ovmf.OvmfBuild, accel: qemu.Accel
+) -> None:
+    """Without panic=-1 the initramfs dropped to a root shell on the host's console,
+    where the key file (which opens the host's intact copy of the disk) is readable."""
+    result = _boot("broken-keyslot", debian_image, firmware, accel)
+    assert result.passed, result.detail
+    text = result.transcript.read_text(errors="replace")
+    assert "Rebooting automatically due to panic= boot argument" in text
+    assert "(initramfs)" not in text
 
 
 def test_the_image_boots_the_ordinary_way_with_debians_ovmf(

@@ -287,7 +287,8 @@ def test_a_night_with_the_debian_variant(tmp_path: Path) -> None:
     results = results_of(report)
     debian_cases = {c["name"]: c for c in results["cases"] if c["name"].endswith("-debian-luks1")}
     assert set(debian_cases) == {
-        f"{name}-debian-luks1" for name in ("passwordless", "no-secret", "ordinary")
+        f"{name}-debian-luks1"
+        for name in ("passwordless", "no-secret", "broken-keyslot", "ordinary")
     }
     assert all(c["outcome"] == "passed" and c["seconds"] > 0 for c in debian_cases.values())
     image_case = next(c for c in results["cases"] if c["suite"] == "image")

@@ -124,6 +124,7 @@ def test_scenario_table_is_consistent() -> None:
         "wrong-policy",
         "foreign-pdh",
         "secret-removed",
+        "broken-keyslot",
     } == {name for name in SCENARIOS if not name.startswith("planted-")}
     assert {f"planted-{n}" for n, _ in malformed_tables(b"x")} == {
         name for name in SCENARIOS if name.startswith("planted-")
@@ -132,6 +133,9 @@ def test_scenario_table_is_consistent() -> None:
     assert SCENARIOS["tampered-firmware"].expects_prompt
     assert SCENARIOS["refusal"].ending is Ending.GIVES_UP
     assert SCENARIOS["broken-kernel"].ending is Ending.HALTS
+    assert SCENARIOS["broken-keyslot"].ending is Ending.HALTS
+    assert SCENARIOS["broken-keyslot"].takes("debian")
+    assert not SCENARIOS["broken-keyslot"].takes("minimal")
     assert all(name in SCENARIOS for name, _ in MATRIX)
 
 

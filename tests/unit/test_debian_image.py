@@ -232,3 +232,38 @@ def test_image_json_of_a_debian_image_round_trips(tmp_path: Path) -> None:
     assert img.metadata == meta
     assert img.disk == tmp_path / "disk.qcow2"
     assert os.path.basename(img.disk) == DiskFormat.QCOW2.file_name
+
+
+# -- the host that breaks the key file's slot ----------------------------------------------
+
+UNLOCKED = GRUB_START + "Slot 0 opened\n" + DEBIAN_GRUB
+GAVE_UP = (
+    "cryptsetup: ERROR: root: maximum number of tries exceeded\n"
+    "Gave up waiting for root file system device.\n"
+    "ALERT!  /dev/mapper/root does not exist.  Dropping to a shell!\n"
+)
+
+
+def test_the_initramfs_shell_on_the_hosts_console_fails(tmp_path: Path) -> None:
+    shell = "\nBusyBox v1.37.0 (Debian 1:1.37.0-6+b9) built-in shell (ash)\n(initramfs) "
+    assert fails(tmp_path, "broken-keyslot", UNLOCKED + GAVE_UP + shell).startswith("forbidden")
+
+
+def test_the_bare_initramfs_prompt_alone_is_a_shell(tmp_path: Path) -> None:
+    assert fails(tmp_path, "broken-keyslot", UNLOCKED + "(initramfs) ").startswith("forbidden")
+
+
+def test_an_initramfs_that_reboots_passes(tmp_path: Path) -> None:
+    reboot = GAVE_UP.replace("Dropping to a shell!", "") + (
+        "Rebooting automatically due to panic= boot argument\n"
+    )
+    assert judge(tmp_path, "broken-keyslot", UNLOCKED + reboot) == []
+
+
+def test_booting_to_login_with_a_dead_key_slot_fails(tmp_path: Path) -> None:
+    assert fails(tmp_path, "broken-keyslot", UNLOCKED + LOGIN) == "booted"
+
+
+def test_the_initramfs_prompt_fails_the_broken_key_slot(tmp_path: Path) -> None:
+    opening = UNLOCKED + INITRAMFS_PROMPT
+    assert fails(tmp_path, "broken-keyslot", opening).startswith("forbidden")
