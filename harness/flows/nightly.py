@@ -358,7 +358,7 @@ def _debian_stage(
         )
     except VerificationError as err:
         # The assembly ran in our kernel and failed there: the product's failure.
-        log_path = next(dest.glob(f"image-*/{debian.ASSEMBLY_LOG}"), dest / debian.ASSEMBLY_LOG)
+        log_path = dest / f"{debian.FAILED_PREFIX}{debian.ASSEMBLY_LOG}"
         link = night.keep(log_path, f"logs/{DEBIAN_IMAGE_CASE}-assembly.log")
         night.case(Suite.IMAGE, DEBIAN_IMAGE_CASE, Verdict.FAILED, time.monotonic() - started,
                    err.message, _tail(log_path), {LinkKind.LOG: link} if link else {})  # fmt: skip

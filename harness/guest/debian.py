@@ -358,7 +358,8 @@ def assemble(
             proc.kill()
             proc.wait()
             raise InfrastructureError(
-                f"The assembly VM did not finish within {timeout:g} s; see {log_path}."
+                f"The assembly VM did not finish within {timeout:g} s; its console is kept as "
+                f"{FAILED_PREFIX}{log_path.name} in the image directory."
             ) from err
     took = time.monotonic() - started
     judge_assembly(log_path.read_text(errors="replace"), proc.returncode, log_path)
@@ -373,11 +374,13 @@ def judge_assembly(text: str, status: int, log_path: Path) -> None:
     """
     if m := re.search(rf"^{ASSEMBLY_FAILED} (.*)$", text, re.MULTILINE):
         raise VerificationError(
-            f"The assembly VM failed at {m.group(1).strip()}; see {log_path}.",
+            f"The assembly VM failed at {m.group(1).strip()}; its console is kept as "
+            f"{FAILED_PREFIX}{log_path.name} in the image directory.",
         )
     if not re.search(rf"^{ASSEMBLY_OK}\r?$", text, re.MULTILINE):
         raise VerificationError(
-            f"The assembly VM ended (status {status}) without finishing; see {log_path}."
+            f"The assembly VM ended (status {status}) without finishing; its console is kept "
+            f"as {FAILED_PREFIX}{log_path.name} in the image directory."
         )
 
 
@@ -496,8 +499,21 @@ def build(
             os.replace(work / name, out / name)
         log.info("debian image: %s", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
         return Image(out / final.name, out / "passphrase", metadata)
+    except BaseException:
+        _keep_failed_logs(work, out)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+#: A failed build's logs (no secret in them), beside the previous image, which stays.
+FAILED_PREFIX = "failed-"
+
+
+def _keep_failed_logs(work: Path, out: Path) -> None:
+    for name in (BUILD_LOG, ASSEMBLY_LOG):
+        if (work / name).is_file():
+            os.replace(work / name, out / f"{FAILED_PREFIX}{name}")
 
 
 def _sha256(path: Path) -> str:

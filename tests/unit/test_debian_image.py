@@ -267,3 +267,42 @@ def test_booting_to_login_with_a_dead_key_slot_fails(tmp_path: Path) -> None:
 def test_the_initramfs_prompt_fails_the_broken_key_slot(tmp_path: Path) -> None:
     opening = UNLOCKED + INITRAMFS_PROMPT
     assert fails(tmp_path, "broken-keyslot", opening).startswith("forbidden")
+
+
+def test_a_failed_build_keeps_the_previous_image_and_its_own_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stages that need a container are scripted: the root stage writes its log and
+    fails as the assembly VM would. Nothing of the failed build but its logs lands."""
+    out = tmp_path / "image"
+    out.mkdir()
+    for name, data in (("disk.img", b"old disk"), ("image.json", b"{}"), ("passphrase", b"p")):
+        (out / name).write_bytes(data)
+    unlock = tmp_path / "unlock"
+    unlock.mkdir()
+    (unlock / image.CLOSURE_FILES).write_text("")
+    busybox = tmp_path / "busybox" / "bin"
+    busybox.mkdir(parents=True)
+    (busybox / "busybox").write_bytes(b"\x7fELF")
+    monkeypatch.setattr(image, "fetch_packages", lambda *a: busybox.parent)
+    monkeypatch.setattr(image, "fetch_unlock_tools", lambda *a: unlock)
+
+    def failing_root(*args: object) -> Path:
+        log_path = args[-1]
+        assert isinstance(log_path, Path)
+        log_path.write_text("I: running apt-get update...\nE: the mirror said no\n")
+        raise VerificationError("scripted failure")
+
+    monkeypatch.setattr(debian, "make_root", failing_root)
+    recipe = debian.DebianRecipe.load("debian")
+    assert recipe is not None
+    kernel = image.BuiltKernel(tmp_path / "bzImage", "6.12")
+    with pytest.raises(VerificationError, match="scripted"):
+        debian.build(recipe, image.LuksVariant.LUKS1, out, debian.DebianOptions(),
+                     cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
+    assert (out / "disk.img").read_bytes() == b"old disk"
+    assert (out / "passphrase").read_bytes() == b"p"
+    assert "the mirror said no" in (out / "failed-build.log").read_text()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "disk.img", "failed-build.log", "image.json", "passphrase",
+    ]  # fmt: skip
