@@ -459,7 +459,8 @@ def build(
             variant, pass_path, work, root_fs.stat().st_size, ids.luks_uuid, key_path
         )
         disk, root_start = gpt_disk(made / "esp.img", luks.stat().st_size, work)
-        image.fill_luks(disk, root_start, luks, offset, root_fs, pass_path, work)
+        free = image.free_ranges(root_fs)
+        image.fill_luks(disk, root_start, luks, offset, root_fs, pass_path, work, free)
         for name in ("root.ext4", "esp.img"):
             (made / name).unlink()
         timings["disk"] = time.monotonic() - started

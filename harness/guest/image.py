@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import tomllib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -605,19 +606,68 @@ LUKS2_HEADER_MAX = 16 * 1024 * 1024
 CHUNK = 16 * 1024 * 1024
 
 
+def free_ranges(fs: Path) -> list[tuple[int, int]]:
+    """Byte ranges ``[start, end)`` of the ext4 image *fs* that its block bitmaps mark
+    free (as ``dumpe2fs`` reads them). ext4 never reads a free block before it writes it,
+    so such a block needs no ciphertext: left as zeros on the disk (a hole), it decrypts
+    to noise nobody reads. That shows which blocks are in use, as any LUKS volume not
+    filled with random data before use does, and keeps a Debian image sparse.
+    """
+    text = run.run(["dumpe2fs", str(fs)]).stdout.decode(errors="replace")
+    size = re.search(r"^Block size:\s+(\d+)", text, re.MULTILINE)
+    if size is None:
+        raise InfrastructureError(f"dumpe2fs shows no block size for {fs}.")
+    block = int(size.group(1))
+    ranges: list[tuple[int, int]] = []
+    for m in re.finditer(r"^\s+Free blocks: (.*)$", text, re.MULTILINE):
+        for part in filter(None, (p.strip() for p in m.group(1).split(","))):
+            first, _, last = part.partition("-")
+            ranges.append((int(first) * block, (int(last or first) + 1) * block))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _used(size: int, free: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The complement of *free* (sorted, disjoint) in ``[0, size)``."""
+    used, at = [], 0
+    for start, end in free:
+        if start > at:
+            used.append((at, min(start, size)))
+        at = max(at, end)
+    if at < size:
+        used.append((at, size))
+    return [(a, b) for a, b in used if b > a]
+
+
 def fill_luks(
-    disk: Path, start: int, luks: Path, offset: int, plain: Path, pass_path: Path, work: Path
+    disk: Path,
+    start: int,
+    luks: Path,
+    offset: int,
+    plain: Path,
+    pass_path: Path,
+    work: Path,
+    free: Sequence[tuple[int, int]] = (),
 ) -> None:
     """Write *luks*'s header at *start* in *disk*, then *plain* encrypted after it,
-    streamed (a Debian root is gigabytes)."""
+    streamed (a Debian root is gigabytes); the *free* byte ranges of *plain* (see
+    :func:`free_ranges`) are skipped and stay holes."""
     key = volume_key(luks, pass_path, work)
     with open(disk, "r+b") as f, open(luks, "rb") as header, open(plain, "rb") as src:
         f.seek(start)
         f.write(header.read(offset))
-        sector = 0
-        while chunk := src.read(CHUNK):
-            f.write(xts.encrypt(key, chunk, SECTOR, sector))
-            sector += len(chunk) // SECTOR
+        for first, end in _used(plain.stat().st_size, list(free)):
+            src.seek(first)
+            f.seek(start + offset + first)
+            at = first
+            while at < end and (chunk := src.read(min(CHUNK, end - at))):
+                f.write(xts.encrypt(key, chunk, SECTOR, at // SECTOR))
+                at += len(chunk)
     del key
 
 

@@ -292,3 +292,12 @@ def test_what_runs_on_sev_hardware() -> None:
     assert not {"replayed-secret", "wrong-policy", "foreign-pdh"} & hardware
     assert not any(name.startswith("planted-") for name in hardware)
     assert "secret-removed" not in hardware
+
+
+def test_used_ranges_are_the_complement_of_the_free_ones() -> None:
+    from harness.guest.image import _used
+
+    assert _used(100, []) == [(0, 100)]
+    assert _used(100, [(0, 100)]) == []
+    assert _used(100, [(10, 20), (30, 40)]) == [(0, 10), (20, 30), (40, 100)]
+    assert _used(100, [(0, 10), (90, 120)]) == [(10, 90)]
