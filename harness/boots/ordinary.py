@@ -36,6 +36,16 @@ PLAY = Play(
 )
 
 
+def require_own_bootloader(img: Image) -> None:
+    """Raises: ConfigError: *img* has no bootloader of its own (not the Debian recipe)."""
+    if img.metadata.ready is not Ready.LOGIN:
+        raise ConfigError(
+            f"The {img.metadata.recipe} image has no bootloader of its own; the ordinary "
+            "path boots images of the debian recipe.",
+            hint="./inv build-image --recipe debian",
+        )
+
+
 def run_ordinary(
     img: Image,
     workdir: Path,
@@ -49,12 +59,7 @@ def run_ordinary(
     Raises:
         ConfigError: the image has no bootloader of its own (not the Debian recipe).
     """
-    if img.metadata.ready is not Ready.LOGIN:
-        raise ConfigError(
-            f"The {img.metadata.recipe} image has no bootloader of its own; the ordinary "
-            "path boots images of the debian recipe.",
-            hint="./inv build-image --recipe debian",
-        )
+    require_own_bootloader(img)
     workdir.mkdir(parents=True, exist_ok=True)
     transcript = workdir / "console.log"
     passphrase = Passphrase.read(img.passphrase_file)

@@ -14,7 +14,7 @@ from harness.components.workspace import Workspace
 from harness.config import Config, LaunchKind, QemuChoice
 from harness.errors import ConfigError, InputError
 from harness.guest import image
-from harness.host import console, qemu
+from harness.host import console, doctor, qemu
 from harness.host.sev import HostSev
 from harness.passphrase import Passphrase
 from harness.sev import owner
@@ -145,8 +145,11 @@ def _ordinary(
             "--entry, --interactive or --launch."
         )
     img = image.load(image_dir)
-    accel = qemu.working_accelerator(cfg.layout.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
+    ordinary.require_own_bootloader(img)
     fw = qemu.DEBIAN_OVMF if firmware == cfg.layout.firmware else firmware.resolve()
+    if fw == qemu.DEBIAN_OVMF:
+        doctor.require(("ovmf",))
+    accel = qemu.working_accelerator(cfg.layout.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
     workdir = cfg.layout.boots / f"{ordinary.NAME}-{img.variant}"
     return ordinary.run_ordinary(img, workdir, accel, emulator, fw)
 

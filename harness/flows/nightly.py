@@ -378,8 +378,6 @@ def _debian_stage(
         f"Debian {img.metadata.suite}, {img.metadata.kernel}, {size:.1f} GiB",
         links={LinkKind.LOG: link} if link else {},
     )
-    if cfg.launch.hardware:
-        log.info("the Debian variant boots under the simulated launch only for now")
     for result in matrix.run_debian(
         firmware,
         img,

@@ -269,7 +269,7 @@ def make_root(
             env=env,
             log_path=log_path,
             as_root=True,
-            what=f"the Debian {suite} root",
+            what=f"Debian {suite} root",
         )
     finally:
         shutil.rmtree(given, ignore_errors=True)  # the key file and the password
@@ -416,9 +416,10 @@ def build(
     """Build the Debian image into *out*: the disk (raw or qcow2), ``image.json``,
     ``passphrase`` (0600), the build and assembly logs and the package list.
 
-    Everything is made in a private directory and moved into *out* at the end, so a
-    failed build leaves the previous image as it was. *timings* (if given) receives the
-    seconds of each stage: root, disk, assembly.
+    Everything is made in a private directory beside *out* and swapped in whole at the
+    end, so a failed build leaves the previous image as it was (with the failed build's
+    logs beside it, ``failed-*.log``). *timings* (if given) receives the seconds of each
+    stage: root, disk, assembly.
 
     Raises:
         ConfigError: a bad option.
@@ -426,6 +427,8 @@ def build(
         VerificationError: the assembly failed in the guest, or the result is incomplete.
     """
     suite = pick_suite(recipe, options.suite)
+    if out.is_dir() and any(out.iterdir()) and not (out / "image.json").exists():
+        raise ConfigError(f"{out} is not empty and holds no image; pick another --out.")
     size_mib = options.size_mib or recipe.size_mib
     inputs: dict[str, bytes] = {}
     packages = list(recipe.packages)
@@ -440,42 +443,45 @@ def build(
     busybox = (busybox_pkg / "bin/busybox").read_bytes()
     unlock = image.fetch_unlock_tools(cache, tools_builder)
     ids = Ids.fresh()
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="image-", dir=out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The new image directory, made beside the old one and swapped in whole at the end;
+    # what only the build needs (the key file, the plaintext root) is in its scratch.
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     os.chmod(work, 0o700)
+    scratch = work / ".scratch"
+    scratch.mkdir(mode=0o700)
     timings = {} if timings is None else timings
     try:
         pass_path = work / "passphrase"
         key = secrets.token_bytes(KEY_BYTES)
-        key_path = work / "root.key"
+        key_path = scratch / "root.key"
         write_private({pass_path: passphrase.value, key_path: key})
         started = time.monotonic()
         made = make_root(recipe, suite, tuple(packages), size_mib, ids, key_path, inputs,
-                         work, cache, builder, work / BUILD_LOG)  # fmt: skip
+                         scratch, cache, builder, work / BUILD_LOG)  # fmt: skip
         timings["root"] = time.monotonic() - started
         started = time.monotonic()
         root_fs = made / "root.ext4"
         luks, offset = image.luks_header(
-            variant, pass_path, work, root_fs.stat().st_size, ids.luks_uuid, key_path
+            variant, pass_path, scratch, root_fs.stat().st_size, ids.luks_uuid, key_path
         )
-        disk, root_start = gpt_disk(made / "esp.img", luks.stat().st_size, work)
+        disk, root_start = gpt_disk(made / "esp.img", luks.stat().st_size, scratch)
         free = image.free_ranges(root_fs)
-        image.fill_luks(disk, root_start, luks, offset, root_fs, pass_path, work, free)
+        image.fill_luks(disk, root_start, luks, offset, root_fs, pass_path, scratch, free)
         for name in ("root.ext4", "esp.img"):
             (made / name).unlink()
         timings["disk"] = time.monotonic() - started
-        initrd = work / "assemble.cpio.gz"
+        initrd = scratch / "assemble.cpio.gz"
         init = recipe.file("assemble-init").read_bytes()
         write_private({initrd: assembly_initramfs(busybox, unlock, init, key)})
         del key
         timings["assembly"] = assemble(kernel, initrd, disk, work / ASSEMBLY_LOG, emulator)
-        initrd.unlink()
         check_esp(disk)
-        final = disk
+        final = work / options.disk_format.file_name
         if options.disk_format is DiskFormat.QCOW2:
-            final = work / DiskFormat.QCOW2.file_name
             run.run(["qemu-img", "convert", "-O", "qcow2", str(disk), str(final)])
-            disk.unlink()
+        else:
+            os.replace(disk, final)
         metadata = ImageMetadata(
             variant=variant,
             token=ids.token,
@@ -492,12 +498,8 @@ def build(
         )
         metadata.dump(work / "image.json")
         os.replace(made / PACKAGES_FILE, work / PACKAGES_FILE)
-        for stale in DiskFormat:
-            if stale is not options.disk_format:
-                (out / stale.file_name).unlink(missing_ok=True)
-        for name in (final.name, "image.json", "passphrase", BUILD_LOG, ASSEMBLY_LOG,
-                     PACKAGES_FILE):  # fmt: skip
-            os.replace(work / name, out / name)
+        shutil.rmtree(scratch)  # the key file, the plaintext root's remains
+        _swap_in(work, out)
         log.info("debian image: %s", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
         return Image(out / final.name, out / "passphrase", metadata)
     except BaseException:
@@ -507,11 +509,24 @@ def build(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace the image directory *out* by *new* with two renames: a reader sees the old
+    image or the new one, never half of each."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 #: A failed build's logs (no secret in them), beside the previous image, which stays.
 FAILED_PREFIX = "failed-"
 
 
 def _keep_failed_logs(work: Path, out: Path) -> None:
+    if not work.is_dir():
+        return  # swapped in already
+    out.mkdir(parents=True, exist_ok=True)
     for name in (BUILD_LOG, ASSEMBLY_LOG):
         if (work / name).is_file():
             os.replace(work / name, out / f"{FAILED_PREFIX}{name}")

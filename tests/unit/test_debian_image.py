@@ -306,3 +306,12 @@ def test_a_failed_build_keeps_the_previous_image_and_its_own_logs(
     assert sorted(p.name for p in out.iterdir()) == [
         "disk.img", "failed-build.log", "image.json", "passphrase",
     ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # A directory that holds something else is never an image directory to replace.
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"meow")
+    with pytest.raises(ConfigError, match="holds no image"):
+        debian.build(recipe, image.LuksVariant.LUKS1, other, debian.DebianOptions(),
+                     cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
+    assert (other / "cat.jpg").read_bytes() == b"meow"
