@@ -427,7 +427,8 @@ def build(
         VerificationError: the assembly failed in the guest, or the result is incomplete.
     """
     suite = pick_suite(recipe, options.suite)
-    if out.is_dir() and any(out.iterdir()) and not (out / "image.json").exists():
+    foreign = out.is_dir() and not (out / "image.json").exists()
+    if foreign and any(not p.name.startswith(FAILED_PREFIX) for p in out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no image; pick another --out.")
     size_mib = options.size_mib or recipe.size_mib
     inputs: dict[str, bytes] = {}

@@ -315,3 +315,12 @@ def test_a_failed_build_keeps_the_previous_image_and_its_own_logs(
         debian.build(recipe, image.LuksVariant.LUKS1, other, debian.DebianOptions(),
                      cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
     assert (other / "cat.jpg").read_bytes() == b"meow"
+    # A directory a failed first build left (its logs only) is taken again.
+    first = tmp_path / "first"
+    with pytest.raises(VerificationError, match="scripted"):
+        debian.build(recipe, image.LuksVariant.LUKS1, first, debian.DebianOptions(),
+                     cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
+    with pytest.raises(VerificationError, match="scripted"):
+        debian.build(recipe, image.LuksVariant.LUKS1, first, debian.DebianOptions(),
+                     cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
+    assert [p.name for p in first.iterdir()] == ["failed-build.log"]
