@@ -71,9 +71,7 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
     argv = [sys.executable, "-m", "pytest"]
     argv += ["-m", m] if m else []
     argv += ["-k", k] if k else []
-    # loadgroup: tests that share an expensive module fixture (the Debian image) name a
-    # group and run on one worker, so it is built once.
-    argv += ["-n", str(jobs), "--dist", "loadgroup"] if jobs else []
+    argv += ["-n", str(jobs)] if jobs else []
     argv += [] if m == "unit" else ["--durations=25"]  # where a cold run spends its time
     proc = run.run(argv, check=False, capture=False)
     if proc.returncode:
