@@ -301,15 +301,15 @@ class Image:
 
 def fetch_packages(packages: tuple[str, ...], cache: Path, builder: str) -> Path:
     """Download *packages* (no dependencies) with apt in the builder container; unpack
-    them."""
+    them. Safe when several builds ask at once (parallel test workers, the nightly): each
+    downloads into its own directory and the first to finish publishes it."""
     key = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:16]
     # Keyed by the package list alone: recipes built on one base share the download.
     unpacked = cache / f"packages-{key}"
     if unpacked.is_dir():
         return unpacked
-    debs = cache / f"packages-{key}.debs"
-    shutil.rmtree(debs, ignore_errors=True)
-    debs.mkdir(parents=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = Path(tempfile.mkdtemp(prefix=f"packages-{key}.debs-", dir=cache))
     # Metapackages (linux-image-cloud-amd64) are resolved to the package they name.
     script = (
         "set -e; apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null; cd /debs; "
@@ -318,19 +318,26 @@ def fetch_packages(packages: tuple[str, ...], cache: Path, builder: str) -> Path
         'apt-get download -qq "${real:-$p}"; done; '
         f"chown -R {os.getuid()}:{os.getgid()} /debs"
     )
-    containers.run_logged(
-        builder,
-        ["bash", "-c", script],
-        mounts=[containers.Mount(debs, "/debs")],
-        log_path=cache / "apt.log",
-        as_root=True,
-        what="package download",
-    )
-    tmp = Path(tempfile.mkdtemp(dir=cache))
-    for deb in sorted(debs.glob("*.deb")):
-        run.run(["dpkg-deb", "-x", str(deb), str(tmp)])
-    tmp.rename(unpacked)
-    shutil.rmtree(debs, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"packages-{key}.tmp-", dir=cache))
+    try:
+        containers.run_logged(
+            builder,
+            ["bash", "-c", script],
+            mounts=[containers.Mount(debs, "/debs")],
+            log_path=cache / "apt.log",
+            as_root=True,
+            what="package download",
+        )
+        for deb in sorted(debs.glob("*.deb")):
+            run.run(["dpkg-deb", "-x", str(deb), str(tmp)])
+        try:
+            tmp.rename(unpacked)
+        except OSError:
+            if not unpacked.is_dir():  # not another build's copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(debs, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return unpacked
 
 
