@@ -299,6 +299,16 @@ class Image:
         return self.metadata.guest_kernel
 
 
+def _publish(tmp: Path, dest: Path) -> None:
+    """Rename the finished download *tmp* to *dest*; when another build published it
+    first, theirs stays (it may be in use) and *tmp* is left for the caller to remove."""
+    try:
+        tmp.rename(dest)
+    except OSError:
+        if not dest.is_dir():  # not another build's copy: a real failure
+            raise
+
+
 def fetch_packages(packages: tuple[str, ...], cache: Path, builder: str) -> Path:
     """Download *packages* (no dependencies) with apt in the builder container; unpack
     them. Safe when several builds ask at once (parallel test workers, the nightly): each
@@ -330,11 +340,7 @@ def fetch_packages(packages: tuple[str, ...], cache: Path, builder: str) -> Path
         )
         for deb in sorted(debs.glob("*.deb")):
             run.run(["dpkg-deb", "-x", str(deb), str(tmp)])
-        try:
-            tmp.rename(unpacked)
-        except OSError:
-            if not unpacked.is_dir():  # not another build's copy: a real failure
-                raise
+        _publish(tmp, unpacked)
     finally:
         shutil.rmtree(debs, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -361,6 +367,7 @@ def fetch_unlock_tools(cache: Path, builder: str) -> Path:
     done = cache / f"unlock-{key}"
     if (done / CLOSURE_FILES).is_file():
         return done
+    cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="unlock-", dir=cache))
     script = (
         "set -e; apt-get -o Acquire::Check-Valid-Until=false update -qq >/dev/null; "
@@ -386,8 +393,7 @@ def fetch_unlock_tools(cache: Path, builder: str) -> Path:
             as_root=True,
             what="cryptsetup for the initramfs",
         )
-        shutil.rmtree(done, ignore_errors=True)
-        tmp.rename(done)
+        _publish(tmp, done)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return done
