@@ -82,8 +82,11 @@ def console(
     exits: bool = False,
     allowed_errors: tuple[str, ...] = (),
     secrets: tuple[bytes, ...] = (),
+    expected_failures: tuple[str, ...] = (),
 ) -> tuple[Console, FakeChild]:
     """A real Console over a scripted guest; the transcript goes to *tmp_path*."""
     child = FakeChild(opening, react, exits)
-    con = Console(cast(Any, child), tmp_path / "console.log", secrets, allowed_errors)
+    con = Console(
+        cast(Any, child), tmp_path / "console.log", secrets, allowed_errors, expected_failures
+    )
     return con, child

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.boots import ordinary, scenarios, verdicts
+from harness.boots import ordinary, scenarios
 from harness.config import LaunchKind
 from harness.guest import image
 from harness.guest.image import Image, LuksVariant
@@ -43,6 +43,7 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
             "wrong-policy",
             "foreign-pdh",
             "foreign-disk",
+            "search-hijack",
             "console-keys",
             "broken-kernel",
             *(name for name in scenarios.SCENARIOS if name.startswith("planted-")),
@@ -88,7 +89,11 @@ class Images:
         return self.owner[(scenarios.SCENARIOS[name].recipe, variant)]
 
     def host_disk(self) -> scenarios.HostDisk:
-        return scenarios.HostDisk(self.host.disk, Passphrase.read(self.host.passphrase_file))
+        return scenarios.HostDisk(
+            self.host.disk,
+            Passphrase.read(self.host.passphrase_file),
+            self.host.disk.parent / image.HOST_BOOT,
+        )
 
 
 def build_images(
@@ -145,7 +150,7 @@ def run_matrix(
             workdir=workdir / case_id(name, variant),
             accel=accel,
             emulator=emulator,
-            host_disk=images.host_disk() if scenario.host is verdicts.Host.FOREIGN_DISK else None,
+            host_disk=images.host_disk() if scenario.needs_host_disk else None,
             kind=kind,
             guest_kernel=img.guest_kernel,
         )

@@ -101,6 +101,9 @@ FOREIGN_DISK_ERRORS = (
     r"no key protector provided a usable key",
     r"stays locked",
 )
+#: search-hijack: the owner's grub.cfg searches for a UUID the host garbled, and (the
+#: defence holding) finds it nowhere.
+SEARCH_MISSED = r"no such device: [0-9a-fA-F-]+"
 #: A wrong answer to GRUB's CLI lock, and the owner's grub.cfg failing to load a kernel.
 CONSOLE_ERRORS = (
     r"access denied",
@@ -214,6 +217,8 @@ class Scenario:
             return FALLBACK_ERRORS
         if self.host is Host.FOREIGN_DISK:
             return FOREIGN_DISK_ERRORS
+        if self.host is Host.SEARCH_HIJACK:
+            return (SEARCH_MISSED,)
         if self.host is Host.CONSOLE_KEYS:
             return CONSOLE_ERRORS
         return ()
@@ -225,7 +230,19 @@ class Scenario:
 
     @property
     def play(self) -> verdicts.Play:
-        return verdicts.Play(self.ending, self.typed, self.host, self.before_prompt)
+        shown = (SEARCH_MISSED,) if self.host is Host.SEARCH_HIJACK else ()
+        return verdicts.Play(self.ending, self.typed, self.host, self.before_prompt, shown=shown)
+
+    @property
+    def expected_failures(self) -> tuple[str, ...]:
+        """Failure patterns this scenario's guest shows by design: with its root's UUID
+        garbled, our kernel's initramfs rightly refuses to mount it."""
+        return ("the initramfs failing",) if self.host is Host.SEARCH_HIJACK else ()
+
+    @property
+    def needs_host_disk(self) -> bool:
+        """The host brings its own disk (or what it holds) to this scenario."""
+        return self.host in (Host.FOREIGN_DISK, Host.SEARCH_HIJACK)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -318,6 +335,16 @@ SCENARIOS: dict[str, Scenario] = {
             host=Host.FOREIGN_DISK,
         ),
         Scenario(
+            "search-hijack",
+            "the host garbles the ciphertext block holding half of the owner's root "
+            "filesystem UUID and attaches a filesystem of its own with that UUID, its kernel "
+            "on it: the owner's grub.cfg, which searches by UUID, finds it nowhere, and the "
+            "host's kernel never runs",
+            Secret.GOOD,
+            ending=Ending.STOPS,
+            host=Host.SEARCH_HIJACK,
+        ),
+        Scenario(
             "console-keys",
             "the host presses c, e and Esc at the owner's menu and answers GRUB's lock with "
             "wrong passphrases: no shell, no editor, no owner data; Enter boots",
@@ -364,10 +391,12 @@ SCENARIOS |= {
 
 @dataclass(frozen=True)
 class HostDisk:
-    """The hostile host's own LUKS disk and the passphrase it made it with."""
+    """The hostile host's own LUKS disk, the passphrase it made it with, and its own
+    kernel and initramfs in the clear (:data:`harness.guest.image.HOST_BOOT`)."""
 
     disk: Path
     passphrase: Passphrase
+    boot: Path
 
 
 def tamper(firmware: bytes) -> bytes:
@@ -448,7 +477,7 @@ def prepared(
             kernel and the image boots another.
         SecretFormatError: the owner's table does not fit the firmware's secret block.
     """
-    if scenario.host is Host.FOREIGN_DISK and host_disk is None:
+    if scenario.needs_host_disk and host_disk is None:
         raise ConfigError(f"{scenario.name} needs the host's own disk.")
     if scenario.removes and guest_kernel is not GuestKernel.BUILT:
         raise ConfigError(
@@ -482,6 +511,11 @@ def prepared(
             image.kill_key_slot(disk, damaged, image.KEY_FILE_SLOT)
             notes.append(f"the host killed LUKS key slot {image.KEY_FILE_SLOT} (the key file's)")
             disk = damaged
+        extra_disks: tuple[Path, ...] = ()
+        if scenario.host is Host.FOREIGN_DISK and host_disk:
+            extra_disks = (host_disk.disk,)
+        if scenario.host is Host.SEARCH_HIJACK and host_disk:
+            disk, extra_disks = _hijack(scenario, disk, disk_format, host_disk, private, notes)
         wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
         owner_table = _owner_table(scenario, passphrase, wrong, extras, area.size)
         plain = owner_table.serialize(area.size) if owner_table else None
@@ -502,9 +536,7 @@ def prepared(
         cfg = qemu.LaunchConfig(
             firmware=loaded,
             disk=disk,
-            extra_disks=(host_disk.disk,)
-            if scenario.host is Host.FOREIGN_DISK and host_disk
-            else (),
+            extra_disks=extra_disks,
             accel=accel,
             qmp=sockets / "qmp.sock",
             secret=(secret, area.base) if secret else None,
@@ -528,6 +560,39 @@ def prepared(
     finally:
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _hijack(
+    scenario: Scenario,
+    disk: Path,
+    disk_format: DiskFormat,
+    host_disk: HostDisk,
+    private: Path,
+    notes: list[str],
+) -> tuple[Path, tuple[Path, ...]]:
+    """search-hijack's preparation: the owner's disk with its root's UUID garbled, and the
+    host's filesystem carrying the original UUID.
+
+    Raises:
+        ConfigError: the disk is not raw, or its image.json does not name the root's UUID.
+    """
+    if disk_format is not DiskFormat.RAW:
+        raise ConfigError(f"{scenario.name} damages a raw disk; this one is {disk_format}.")
+    metadata = image.load(disk.parent).metadata
+    if metadata.root_fs_uuid is None:
+        raise ConfigError(
+            f"{scenario.name}: {disk.parent}/image.json does not name the root's UUID.",
+            hint="rebuild the image with ./inv build-image",
+        )
+    damaged = private / disk.name
+    image.garble_root_uuid(disk, damaged, metadata)
+    hijack = private / "host-root.img"
+    image.hijack_disk(host_disk.boot, metadata.root_fs_uuid, metadata.kernel, hijack, private)
+    notes.append(
+        "the host garbled the ciphertext block holding half of the root's filesystem UUID "
+        "and attached an ext4 of that UUID with its own kernel"
+    )
+    return damaged, (hijack,)
 
 
 def run_scenario(
@@ -584,7 +649,13 @@ def run_scenario(
             p.value for p in (passphrase, launch.wrong, host_disk and host_disk.passphrase) if p
         )
         try:
-            with qemu.running(launch.cfg, transcript, redact, scenario.allowed_errors) as guest:
+            with qemu.running(
+                launch.cfg,
+                transcript,
+                redact,
+                scenario.allowed_errors,
+                scenario.expected_failures,
+            ) as guest:
                 if launch.hardware is not None:
                     notes += _over_qmp(guest, launch.hardware, launch.area)
                 verdicts.play(

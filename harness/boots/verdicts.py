@@ -44,6 +44,8 @@ GIVE_UP = r"Failed to find any grub configuration"
 CLI_LOCKED = r"Rescue mode has been disabled"
 #: The host disk's grub.cfg announces itself with this word (images/host-disk).
 HOST_MARKER = r"HOST-GRUB-CFG"
+#: The host's own kernel and init, booted in the owner's guest (images/host-disk/init).
+HOST_KERNEL = r"HOST-KERNEL-RUNS"
 #: GRUB's menu, as drawn on a serial terminal.
 MENU = r"Use the \S+ and \S+ keys to select"
 ANY_KEY = r"Press any key to continue"
@@ -92,6 +94,9 @@ class Ending(enum.StrEnum):
     BOOTS = "boots"  # the owner's image prints its marker with its token
     GIVES_UP = "gives-up"  # the firmware's grub.cfg says so, then reboots (QEMU exits)
     HALTS = "halts"  # GRUB stops with its CLI locked, or the guest exits; no shell
+    #: The host damaged the owner's root: the guest stops, whether or not the owner's
+    #: image got as far as its marker first; only what must never show is judged.
+    STOPS = "stops"
 
 
 class Host(enum.StrEnum):
@@ -101,6 +106,9 @@ class Host(enum.StrEnum):
     FOREIGN_DISK = "foreign-disk"  # its own LUKS disk attached; types its passphrase
     CONSOLE_KEYS = "console-keys"  # presses c, e, Esc at menus; wrong passphrases
     KEY_SLOT = "key-slot"  # kills the key file's LUKS slot on the disk; wrong passphrases
+    #: garbles the root's filesystem UUID and offers a filesystem of its own with that
+    #: UUID (its kernel on it); wrong passphrases at any prompt
+    SEARCH_HIJACK = "search-hijack"
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,9 @@ class Play:
     before_prompt: str | None = None  # must be on the console before the first prompt
     marker: str = MARKER  # what shows the owner's image booted; group 1 is its token
     never: tuple[str, ...] = ()  # prompts of the guest's own that must never show
+    #: what the console must have shown once the play ends: proof that the attack was
+    #: really played (and met the defence), not merely that nothing bad showed
+    shown: tuple[str, ...] = ()
 
 
 def play(
@@ -139,6 +150,15 @@ def play(
             raise GuestVerdict("The foreign-disk host has no passphrase to type.", "setup", "")
         _play_hostile(p, con, token, typed, timeout)
     con.check_transcript()
+    said = " ".join(con.text().split())
+    for wanted in p.shown:
+        if not re.search(wanted, said):
+            raise GuestVerdict(
+                f"The console never showed {wanted!r}: the scenario's attack did not play "
+                "out as it must for the verdict to mean anything.",
+                "not played",
+                con.tail(),
+            )
 
 
 def _play_owner(
@@ -209,8 +229,8 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
         "marker": p.marker,
         "locked": CLI_LOCKED,
     }
-    forbid = (HOST_MARKER, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA, INITRAMFS_SHELL,
-              *p.never)  # fmt: skip
+    forbid = (HOST_MARKER, HOST_KERNEL, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA,
+              INITRAMFS_SHELL, *p.never)  # fmt: skip
     keys = list(HOST_KEYS) if p.host is Host.CONSOLE_KEYS else []
     prompts = 0
     deadline = time.monotonic() + timeout
@@ -229,8 +249,8 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
                 _press(con, keys)
                 waiting_for_key = True
                 continue
-            if verdict.matched == "exited" and p.ending is Ending.HALTS:
-                return
+            if verdict.matched == "exited" and p.ending in (Ending.HALTS, Ending.STOPS):
+                break
             raise
         waiting_for_key = False
         if name == "prompt":
@@ -242,17 +262,20 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
             _press(con, keys)
             waiting_for_key = True
         elif name == "marker":
-            if p.ending is not Ending.BOOTS:
+            if p.ending not in (Ending.BOOTS, Ending.STOPS):
                 raise GuestVerdict("The guest booted where it must stop.", "booted", con.tail())
             check_token(m.group(1), token)
-            break
+            if p.ending is Ending.BOOTS:
+                break
+            # STOPS: the owner's image may finish; what follows is still judged.
+            events.pop("marker")
         elif name == "locked":
-            if p.ending is not Ending.HALTS:
+            if p.ending not in (Ending.HALTS, Ending.STOPS):
                 raise GuestVerdict(
                     "GRUB stopped with its CLI locked instead of booting.", "locked", con.tail()
                 )
             break
-    if prompts and p.host is Host.FOREIGN_DISK:
+    if prompts and p.host in (Host.FOREIGN_DISK, Host.SEARCH_HIJACK):
         raise GuestVerdict(
             f"GRUB asked for a passphrase {prompts} time(s) after the secret unlocked the "
             "owner's root; the host answered with its own.",

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.boots import extras, matrix, ordinary, scenarios
-from harness.boots.verdicts import Host
 from harness.components import qemu as qemu_build
 from harness.components import registry
 from harness.components.pipeline import builder_image
@@ -85,7 +84,7 @@ def boot(
     digest = expected_digest(firmware)
     passphrase = Passphrase.read(img.passphrase_file)
     workdir = cfg.layout.boots / f"{name}-{img.variant}"
-    host_disk = _host_disk(cfg) if scenario.host is Host.FOREIGN_DISK else None
+    host_disk = _host_disk(cfg) if scenario.needs_host_disk else None
     if not interactive:
         return scenarios.run_scenario(
             scenario,
@@ -164,7 +163,9 @@ def _host_disk(cfg: Config) -> scenarios.HostDisk:
         cfg.layout.image_cache,
         tools.tag,
     )
-    return scenarios.HostDisk(img.disk, Passphrase.read(img.passphrase_file))
+    return scenarios.HostDisk(
+        img.disk, Passphrase.read(img.passphrase_file), img.disk.parent / image.HOST_BOOT
+    )
 
 
 def render(result: scenarios.Result) -> str:

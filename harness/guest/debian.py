@@ -496,6 +496,7 @@ def build(
             ready=Ready.LOGIN,
             suite=suite,
             disk_format=options.disk_format,
+            root_fs_uuid=ids.fs_uuid,
         )
         metadata.dump(work / "image.json")
         os.replace(made / PACKAGES_FILE, work / PACKAGES_FILE)

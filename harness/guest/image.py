@@ -154,6 +154,9 @@ class Recipe:
     kernel_glob: str
     busybox: str
     filesystem_mib: int
+    #: Keep the root's kernel and initramfs unencrypted beside the disk, in
+    #: :data:`HOST_BOOT` (the hostile host's own disk: they are its to reuse).
+    keeps_boot: bool = False
 
     @classmethod
     def load(cls, name: str, _seen: tuple[str, ...] = ()) -> Recipe:
@@ -177,6 +180,7 @@ class Recipe:
                 data["kernel_glob"],
                 data["busybox"],
                 int(data["filesystem_mib"]),
+                bool(data.get("keeps_boot", False)),
             )
         if data["base"] in (*_seen, name):
             raise ConfigError(f"Image recipe {name!r} is its own base.")
@@ -189,6 +193,7 @@ class Recipe:
             data.get("kernel_glob", base.kernel_glob),
             data.get("busybox", base.busybox),
             int(data.get("filesystem_mib", base.filesystem_mib)),
+            bool(data.get("keeps_boot", base.keeps_boot)),
         )
 
     def file(self, name: str) -> Path:
@@ -227,6 +232,9 @@ class ImageMetadata:
     ready: Ready = Ready.MARKER  # every image before the Debian recipe
     suite: str | None = None  # the Debian recipe's
     disk_format: DiskFormat = DiskFormat.RAW
+    #: The root filesystem's UUID (what a grub.cfg searches for); no secret, the host
+    #: reads it off the ESP or the console. None for images made before it was kept.
+    root_fs_uuid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The keys in the order image.json has always had them; unknown ones left out."""
@@ -244,6 +252,7 @@ class ImageMetadata:
             "ready": self.ready.value,
             "suite": self.suite,
             "disk_format": self.disk_format.value,
+            "root_fs_uuid": self.root_fs_uuid,
         }
         return {key: value for key, value in data.items() if value is not None}
 
@@ -267,6 +276,7 @@ class ImageMetadata:
             ready=f.choice("ready", Ready, default=Ready.MARKER),
             suite=f.optional_text("suite"),
             disk_format=f.choice("disk_format", DiskFormat, default=DiskFormat.RAW),
+            root_fs_uuid=f.optional_text("root_fs_uuid"),
         )
 
     def dump(self, path: Path) -> None:
@@ -466,6 +476,7 @@ def _built_root_tree(
     token: str,
     key: bytes,
     luks_uuid: str,
+    fs_uuid: str,
     dest: Path,
 ) -> None:
     """The encrypted root of a ``built`` image: the kernel, an initramfs that unlocks
@@ -480,8 +491,7 @@ def _built_root_tree(
     (boot / "grub").mkdir(parents=True)
     shutil.copy2(kernel.path, boot / "vmlinuz")
     (boot / "initrd.img").write_bytes(initramfs(busybox, init, files))
-    cfg = recipe.file("grub.cfg.in").read_text().replace("@TOKEN@", token)
-    (boot / "grub" / "grub.cfg").write_text(cfg)
+    (boot / "grub" / "grub.cfg").write_text(grub_cfg(recipe, token, luks_uuid, fs_uuid))
     for d in ("bin", "sbin", "proc", "sys", "dev", "run", "etc/harness"):
         (dest / d).mkdir(parents=True, exist_ok=True)
     (dest / "bin" / "busybox").write_bytes(busybox)
@@ -497,6 +507,17 @@ def _built_root_tree(
     (dest / "etc" / "harness" / "token").write_text(token + "\n")
 
 
+def grub_cfg(recipe: Recipe, token: str, luks_uuid: str, fs_uuid: str) -> str:
+    """The recipe's grub.cfg for one image: its token, its LUKS and root UUIDs."""
+    return (
+        recipe.file("grub.cfg.in")
+        .read_text()
+        .replace("@TOKEN@", token)
+        .replace("@LUKS_UUID@", luks_uuid)
+        .replace("@FS_UUID@", fs_uuid)
+    )
+
+
 def _kernel(recipe: Recipe, unpacked: Path) -> Path:
     kernels = sorted(unpacked.glob(recipe.kernel_glob))
     if not kernels:
@@ -504,14 +525,15 @@ def _kernel(recipe: Recipe, unpacked: Path) -> Path:
     return kernels[-1]
 
 
-def _root_tree(recipe: Recipe, kernel: Path, unpacked: Path, token: str, dest: Path) -> None:
+def _root_tree(
+    recipe: Recipe, kernel: Path, unpacked: Path, token: str, uuids: tuple[str, str], dest: Path
+) -> None:
     boot = dest / "boot"
     (boot / "grub").mkdir(parents=True)
     shutil.copy2(kernel, boot / "vmlinuz")
     init = recipe.file("init").read_bytes()
     (boot / "initrd.img").write_bytes(initramfs((unpacked / recipe.busybox).read_bytes(), init))
-    cfg = recipe.file("grub.cfg.in").read_text().replace("@TOKEN@", token)
-    (boot / "grub" / "grub.cfg").write_text(cfg)
+    (boot / "grub" / "grub.cfg").write_text(grub_cfg(recipe, token, *uuids))
 
 
 def volume_key(luks: Path, passphrase_file: Path, work: Path) -> bytes:
@@ -611,6 +633,67 @@ def kill_key_slot(disk: Path, dest: Path, slot: int) -> int:
         header.unlink()
         return start
     raise ConfigError(f"{disk} has no LUKS partition.")
+
+
+#: Where the root filesystem's UUID sits in an ext4 superblock (1024 + 0x68), and the
+#: 16-byte block of ciphertext that holds its second half: XTS encrypts each 16-byte
+#: block of a sector on its own, so garbling that block changes only those 16 bytes.
+EXT4_UUID_OFFSET = 1024 + 0x68
+UUID_BLOCK = (1136, 16)
+
+
+def garble_root_uuid(disk: Path, dest: Path, metadata: ImageMetadata) -> None:
+    """What a hostile host can do to the owner's encrypted root without any key: *dest*
+    is a copy of *disk* in which the ciphertext block holding half of the root
+    filesystem's UUID is replaced by random bytes, so that the UUID a reader finds
+    there is no longer the owner's (GRUB's ext2 reader checks neither the UUID nor the
+    superblock checksum, so everything else on the volume still reads).
+
+    Raises:
+        ConfigError: *metadata* does not say where the payload starts.
+    """
+    if metadata.payload_offset is None:
+        raise ConfigError(f"{disk.parent}/image.json does not say where the payload starts.")
+    at = metadata.partition_start + metadata.payload_offset + UUID_BLOCK[0]
+    run.run(["cp", "--sparse=always", str(disk), str(dest)])
+    with open(dest, "r+b") as f:
+        f.seek(at)
+        old = f.read(UUID_BLOCK[1])
+        new = secrets.token_bytes(UUID_BLOCK[1])
+        while new == old:  # vanishingly rare, but then nothing would be garbled
+            new = secrets.token_bytes(UUID_BLOCK[1])
+        f.seek(at)
+        f.write(new)
+
+
+#: The hostile host's own kernel and initramfs, kept beside its disk (recipe keeps_boot).
+HOST_BOOT = "host-boot"
+#: The size of the filesystem the host offers in place of the owner's root.
+HIJACK_MIB = 64
+
+
+def _no_grub(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if n == "grub"]
+
+
+def hijack_disk(boot: Path, fs_uuid: str, kernel: str | None, dest: Path, work: Path) -> None:
+    """The host's answer to a grub.cfg that searches for *fs_uuid*: an unencrypted ext4
+    of that UUID on *dest*, whose /boot holds the host's kernel and initramfs (from
+    *boot*) under the names the owner's grub.cfg loads: ``vmlinuz`` and ``initrd.img``,
+    and for a distribution's kernel release *kernel* (``linux-image-REL VERSION``)
+    ``vmlinuz-REL`` and ``initrd.img-REL`` as well."""
+    tree = work / "hijack-root"
+    (tree / "boot").mkdir(parents=True)
+    names = [("vmlinuz", "initrd.img")]
+    if kernel and kernel.startswith("linux-image-"):
+        release = kernel.split()[0].removeprefix("linux-image-")
+        names.append((f"vmlinuz-{release}", f"initrd.img-{release}"))
+    for vmlinuz, initrd in names:
+        shutil.copy2(boot / "vmlinuz", tree / "boot" / vmlinuz)
+        shutil.copy2(boot / "initrd.img", tree / "boot" / initrd)
+    run.run(["mkfs.ext4", "-q", "-F", "-U", fs_uuid, "-d", str(tree), str(dest),
+             f"{HIJACK_MIB}M"])  # fmt: skip
+    shutil.rmtree(tree)
 
 
 #: What kill_key_slot reads and rewrites: the largest default header (payload after it
@@ -756,25 +839,27 @@ def build_image(
     try:
         pass_path = work / "passphrase"
         write_private({pass_path: passphrase.value})
-        key_path, luks_uuid = None, None
+        key_path = None
+        luks_uuid, fs_uuid = str(uuid.uuid4()), str(uuid.uuid4())
         if kernel is None:
             debian_kernel = _kernel(recipe, unpacked)
             kernel_name = debian_kernel.name
-            _root_tree(recipe, debian_kernel, unpacked, token, work / "root")
+            _root_tree(recipe, debian_kernel, unpacked, token, (luks_uuid, fs_uuid), work / "root")
         else:
             assert unlock is not None
             key = secrets.token_bytes(KEY_BYTES)
             key_path = work / "root.key"
             write_private({key_path: key})
-            luks_uuid = str(uuid.uuid4())
             kernel_name = f"linux-{kernel.release}"
             busybox = (unpacked / recipe.busybox).read_bytes()
-            _built_root_tree(recipe, kernel, busybox, unlock, token, key, luks_uuid,
+            _built_root_tree(recipe, kernel, busybox, unlock, token, key, luks_uuid, fs_uuid,
                              work / "root")  # fmt: skip
             del key
+        if recipe.keeps_boot:
+            shutil.copytree(work / "root" / "boot", work / HOST_BOOT, ignore=_no_grub)
         fs = work / "fs.img"
-        run.run(["mkfs.ext4", "-q", "-F", "-L", "harness-root", "-d", str(work / "root"),
-                 str(fs), f"{recipe.filesystem_mib}M"])  # fmt: skip
+        run.run(["mkfs.ext4", "-q", "-F", "-L", "harness-root", "-U", fs_uuid,
+                 "-d", str(work / "root"), str(fs), f"{recipe.filesystem_mib}M"])  # fmt: skip
         shutil.rmtree(work / "root")  # it holds the key file
         luks, offset = _luks_volume(fs.read_bytes(), variant, pass_path, work, luks_uuid, key_path)
         disk = _gpt_disk(luks, work)
@@ -788,8 +873,12 @@ def build_image(
             disk_sha256=hashlib.sha256(disk.read_bytes()).hexdigest(),
             kernel=kernel_name,
             guest_kernel=GuestKernel.DEBIAN if debian else GuestKernel.BUILT,
+            root_fs_uuid=fs_uuid,
         )
         metadata.dump(work / "image.json")
+        if recipe.keeps_boot:
+            shutil.rmtree(out / HOST_BOOT, ignore_errors=True)
+            os.replace(work / HOST_BOOT, out / HOST_BOOT)
         for name in ("disk.img", "image.json", "passphrase"):
             os.replace(work / name, out / name)
         return Image(out / "disk.img", out / "passphrase", metadata)

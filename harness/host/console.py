@@ -70,6 +70,9 @@ class Console:
     transcript: Path
     secrets: Sequence[bytes] = ()
     allowed_errors: Sequence[str] = ()
+    #: Names of :data:`FAILURES` this guest shows by design (the scenario damaged what
+    #: they report on); every other failure pattern still fails the wait.
+    expected_failures: Sequence[str] = ()
     _raw: list[str] = field(default_factory=list)
     # How much of pexpect's unconsumed buffer a wait that timed out already recorded: a
     # timeout leaves the buffer in place, and the next wait's ``before`` starts with it.
@@ -95,6 +98,11 @@ class Console:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.text().rstrip().splitlines()[-lines:])
 
+    @property
+    def failures(self) -> tuple[FailurePattern, ...]:
+        """The failure patterns this console watches for."""
+        return tuple(f for f in FAILURES if f.name not in self.expected_failures)
+
     def expect(self, wanted: str, timeout: float, forbid: Sequence[str] = ()) -> re.Match[str]:
         """Wait for *wanted*; fail on a failure pattern, a forbidden pattern, EOF or timeout.
 
@@ -115,7 +123,7 @@ class Console:
         Raises:
             GuestVerdict: naming what happened instead.
         """
-        watch = [(f.name, f.pattern) for f in FAILURES]
+        watch = [(f.name, f.pattern) for f in self.failures]
         watch += [(f"forbidden: {p}", p) for p in forbid]
         names = list(wanted)
         patterns: list[_Pattern] = [
@@ -166,7 +174,7 @@ class Console:
             self._pending = len(before) if index == 1 else 0
             self._record()
         text = ANSI.sub("", "".join(self._raw))
-        for failure in FAILURES:
+        for failure in self.failures:
             if re.search(failure.pattern, text):
                 raise GuestVerdict(
                     f"The transcript shows {failure.name}.", failure.name, self.tail()
@@ -202,15 +210,16 @@ class Console:
         Raises:
             GuestVerdict: a failure pattern appeared before the exit.
         """
+        failures = self.failures
         patterns: list[_Pattern] = [
             pexpect.EOF,
             pexpect.TIMEOUT,
-            *(f.pattern for f in FAILURES),
+            *(f.pattern for f in failures),
         ]
         index = self.child.expect(patterns, timeout=timeout)
         self._take(self.child.after, timed_out=index == 1)
         if index >= 2:
-            name = FAILURES[index - 2].name
+            name = failures[index - 2].name
             raise GuestVerdict(f"The guest showed {name} on its way out.", name, self.tail())
         return index == 0
 
@@ -234,10 +243,13 @@ def spawn(
     transcript: Path,
     secrets: Sequence[bytes] = (),
     allowed_errors: Sequence[str] = (),
+    expected_failures: Sequence[str] = (),
 ) -> Console:
     """Start *argv* with its stdio on a pty and wrap it; the caller must close it."""
     child = pexpect.spawn(argv[0], list(argv[1:]), encoding=WIRE, timeout=None, echo=False)
-    return Console(child, transcript, tuple(secrets), tuple(allowed_errors))
+    return Console(
+        child, transcript, tuple(secrets), tuple(allowed_errors), tuple(expected_failures)
+    )
 
 
 def interact(argv: Sequence[str]) -> None:

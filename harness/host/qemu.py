@@ -353,12 +353,16 @@ def running(
     transcript: Path,
     secrets: tuple[bytes, ...] = (),
     allowed_errors: tuple[str, ...] = (),
+    expected_failures: tuple[str, ...] = (),
 ) -> Iterator[Guest]:
-    """QEMU with the guest's console; always stopped (QMP quit, then kill) on the way out."""
+    """QEMU with the guest's console; always stopped (QMP quit, then kill) on the way out.
+
+    *allowed_errors* and *expected_failures* are what the scenario's path shows by design
+    (:class:`harness.host.console.Console`)."""
     cfg.emulator.require()
     cfg.qmp.unlink(missing_ok=True)
     log.debug("+ %s", " ".join(cfg.argv()))
-    con = console_mod.spawn(cfg.argv(), transcript, secrets, allowed_errors)
+    con = console_mod.spawn(cfg.argv(), transcript, secrets, allowed_errors, expected_failures)
     qmp = None
     try:
         deadline = time.monotonic() + QMP_CONNECT_TIMEOUT

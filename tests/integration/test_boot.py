@@ -138,8 +138,9 @@ def test_scenario(
     if name == "refusal":
         assert "HARNESS-BOOTED" not in transcript
         assert "Failed to find any grub configuration" in transcript
-    if name in ("foreign-disk", "console-keys", "broken-kernel"):
+    if name in ("foreign-disk", "search-hijack", "console-keys", "broken-kernel"):
         assert "HOST-GRUB-CFG" not in transcript and "grub>" not in transcript
+        assert "HOST-KERNEL-RUNS" not in transcript
     if name == "foreign-disk":
         assert "Enter passphrase" not in transcript
 
@@ -153,7 +154,7 @@ def test_a_twin_of_the_owner_disk_is_refused_by_the_initramfs(
     img = images.for_case("foreign-disk", LuksVariant.LUKS1)
     twin = tmp_path / "twin.img"
     shutil.copyfile(img.disk, twin)
-    host = scenarios.HostDisk(twin, Passphrase.read(img.passphrase_file))
+    host = scenarios.HostDisk(twin, Passphrase.read(img.passphrase_file), images.host_disk().boot)
     result = _boot("foreign-disk", img, firmware, accel, tmp_path / "boot", host_disk=host)
     assert not result.passed
     assert "the initramfs failing" in result.detail, result.detail

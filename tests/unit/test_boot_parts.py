@@ -125,6 +125,7 @@ def test_scenario_table_is_consistent() -> None:
         "foreign-pdh",
         "secret-removed",
         "broken-keyslot",
+        "search-hijack",
     } == {name for name in SCENARIOS if not name.startswith("planted-")}
     assert {f"planted-{n}" for n, _ in malformed_tables(b"x")} == {
         name for name in SCENARIOS if name.startswith("planted-")

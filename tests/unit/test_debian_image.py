@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from harness import run
 from harness.boots import scenarios, verdicts
+from harness.config import RECIPES
 from harness.errors import ConfigError, GuestVerdict, InputError, VerificationError
 from harness.guest import debian, image
 from harness.guest.image import DiskFormat, Ready
@@ -324,3 +326,30 @@ def test_a_failed_build_keeps_the_previous_image_and_its_own_logs(
         debian.build(recipe, image.LuksVariant.LUKS1, first, debian.DebianOptions(),
                      cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
     assert [p.name for p in first.iterdir()] == ["failed-build.log"]
+
+
+SEARCHING_CFG = """\
+menuentry 'Debian GNU/Linux' {
+	cryptomount -u 5f0e
+	set root='cryptouuid/5f0e'
+	search --no-floppy --fs-uuid --set=root --hint='cryptouuid/5f0e' 7e0043e2
+	linux /boot/vmlinuz-6.12 root=/dev/mapper/root ro console=ttyS0 panic=-1
+}
+"""
+
+
+@pytest.mark.parametrize("searches", [True, False])
+def test_the_assembly_refuses_a_grub_cfg_that_searches(tmp_path: Path, searches: bool) -> None:
+    """The assembly VM's own check (the line of images/debian/assemble-init, run by sh):
+    a grub.cfg that searches for its root is refused, one that names it passes."""
+    script = (RECIPES / "debian" / "assemble-init").read_text().splitlines()
+    line = next(text for text in script if "searches for a device" in text)
+    cfg = tmp_path / "boot" / "grub" / "grub.cfg"
+    cfg.parent.mkdir(parents=True)
+    text = SEARCHING_CFG if searches else SEARCHING_CFG.replace("\tsearch", "\t# no search:")
+    cfg.write_text(text)
+    check = 'fail() { echo "FAILED $*"; exit 1; }\n' + line.replace("/mnt/", f"{tmp_path}/")
+    done = run.run(["sh", "-c", check], check=False)
+    said = done.stdout.decode()
+    # (As in the script, the line's own status is grep's when nothing failed.)
+    assert ("FAILED grub.cfg searches for a device" in said) is searches, said

@@ -40,7 +40,12 @@ def judge(
     """Play scenario *name* against the script; returns what was typed."""
     scenario = scenarios.SCENARIOS[name]
     con, child = console(
-        tmp_path, opening, react, exits=exits, allowed_errors=scenario.allowed_errors
+        tmp_path,
+        opening,
+        react,
+        exits=exits,
+        allowed_errors=scenario.allowed_errors,
+        expected_failures=scenario.expected_failures,
     )
     verdicts.play(
         scenario.play,
@@ -187,6 +192,52 @@ def test_foreign_disk_fails_when_the_hosts_grub_cfg_runs(tmp_path: Path) -> None
 def test_foreign_disk_fails_on_any_prompt_even_if_the_owner_boots(tmp_path: Path) -> None:
     react = answers(("host-passphrase", BOOTED))
     assert fails(tmp_path, "foreign-disk", GRUB_START + PROMPT_LINE, react) == "prompted"
+
+
+SEARCH_MISSED = "error: no such device: 0d5c2a3e-5b1f-4a47-9d0e-6a2b7c9e1f00.\n"
+HOST_KERNEL = (
+    "HOST-KERNEL-RUNS: the host's kernel runs in the owner's guest; secrets it can read: 3\n"
+)
+
+
+def test_search_hijack_passes_when_search_finds_nothing_and_the_guest_stops(
+    tmp_path: Path,
+) -> None:
+    # Our kernel: the owner's kernel runs, its initramfs cannot mount the damaged root.
+    failed = "HARNESS-INITRAMFS-FAILED /dev/mapper/root does not mount\n"
+    assert judge(tmp_path, "search-hijack", GRUB_START + SEARCH_MISSED + failed) == []
+
+
+def test_only_search_hijack_expects_the_initramfs_to_fail(tmp_path: Path) -> None:
+    failed = "HARNESS-INITRAMFS-FAILED /dev/mapper/root does not mount\n"
+    assert fails(tmp_path, "passwordless", GRUB_START + failed) == "the initramfs failing"
+
+
+def test_search_hijack_passes_when_the_owners_image_finishes(tmp_path: Path) -> None:
+    # Debian's kernel: the owner's busybox initramfs never reads the root and finishes.
+    assert judge(tmp_path, "search-hijack", GRUB_START + SEARCH_MISSED + BOOTED) == []
+
+
+def test_search_hijack_fails_when_the_hosts_kernel_runs(tmp_path: Path) -> None:
+    # What today's main did: search found the host's filesystem, the host's kernel ran.
+    opening = GRUB_START + "harness: loading the kernel from the encrypted root\n"
+    assert "HOST-KERNEL-RUNS" in fails(tmp_path, "search-hijack", opening + HOST_KERNEL)
+
+
+def test_search_hijack_fails_when_the_attack_did_not_play(tmp_path: Path) -> None:
+    # The hint still matched (the UUID was not garbled): nothing bad showed, but the
+    # verdict would mean nothing.
+    assert fails(tmp_path, "search-hijack", GRUB_START + BOOTED) == "not played"
+
+
+def test_search_hijack_fails_on_a_prompt(tmp_path: Path) -> None:
+    react = answers(("wrong-passphrase", SEARCH_MISSED + BOOTED))
+    assert fails(tmp_path, "search-hijack", GRUB_START + PROMPT_LINE, react) == "prompted"
+
+
+def test_search_hijack_fails_on_another_images_marker(tmp_path: Path) -> None:
+    other = "HARNESS-BOOTED token=f00f00\n"
+    assert fails(tmp_path, "search-hijack", GRUB_START + SEARCH_MISSED + other) == "token"
 
 
 MENU = "Use the ^ and v keys to select which entry is highlighted.\n"
