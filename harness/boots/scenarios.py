@@ -420,6 +420,8 @@ class Launch:
             none; whether it reached the guest is the scenario's ``linux_sees``.
         extras: its entries beside the passphrase.
         page_after: read the secret page once the guest powered off.
+        ram_after: dump all guest RAM once the guest is done, into *private* (this
+            launch's 0700 directory, removed with it), and search it.
     """
 
     cfg: qemu.LaunchConfig
@@ -430,6 +432,8 @@ class Launch:
     table: SecretTable | None = field(default=None, repr=False)
     extras: tuple[SecretEntry, ...] = field(default=(), repr=False)
     page_after: bool = False
+    ram_after: bool = False
+    private: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -533,6 +537,8 @@ def prepared(
         page_after = scenario.ending is Ending.BOOTS and (
             scenario.check_wipe or (guest_kernel is GuestKernel.BUILT and not kind.hardware)
         )
+        # The whole of RAM is readable only in a simulated launch (encrypted on hardware).
+        ram_after = scenario.ending is Ending.BOOTS and not kind.hardware
         cfg = qemu.LaunchConfig(
             firmware=loaded,
             disk=disk,
@@ -540,7 +546,7 @@ def prepared(
             accel=accel,
             qmp=sockets / "qmp.sock",
             secret=(secret, area.base) if secret else None,
-            no_shutdown=page_after,
+            no_shutdown=page_after or ram_after,
             emulator=emulator,
             sev=sev,
             cpu=SEV_ES_CPU if vcpus else None,
@@ -556,6 +562,8 @@ def prepared(
             owner_table,
             owner_table.entries[1:] if owner_table else (),
             page_after,
+            ram_after,
+            private,
         )
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -671,6 +679,7 @@ def run_scenario(
                 notes += _after_boot(
                     scenario, guest, launch, passphrase, workdir, guest_kernel, timeout
                 )
+                notes += _check_ram(scenario, guest, launch, passphrase, guest_kernel, ready)
             _check_refusal(scenario, notes)
             passed, detail = True, "; ".join(notes) or "as expected"
         except (GuestVerdict, VerificationError) as err:
@@ -840,6 +849,46 @@ def _after_boot(
         if scenario.removes and launch.table is not None:
             notes.append(linux.check_removal(report, page, launch.table, REMOVE_SECRET_GUID, tail))
     return notes
+
+
+def _check_ram(
+    scenario: Scenario,
+    guest: qemu.Guest,
+    launch: Launch,
+    passphrase: Passphrase,
+    guest_kernel: GuestKernel,
+    ready: Ready,
+) -> list[str]:
+    """Nothing outlives its use: once the guest is done, all of its RAM is dumped and
+    searched for the passphrase (unless it was typed on the host's console, where the
+    host saw it anyway) and, when the image's own kernel never opens the root, for each
+    half of the volume key GRUB used. The dump lives in the launch's private directory
+    and is removed at once.
+
+    Raises:
+        GuestVerdict: key material is still in RAM.
+    """
+    if not launch.ram_after or launch.private is None:
+        return []
+    needles: dict[str, bytes] = {}
+    if not scenario.typed:
+        needles["the passphrase"] = passphrase.value
+    # Our kernel (built) and a distribution's (login) open the root with dm-crypt, so
+    # they hold the volume key themselves; Debian's kernel on the minimal image never does.
+    if guest_kernel is GuestKernel.DEBIAN and ready is Ready.MARKER:
+        key = image.disk_volume_key(launch.cfg.disk, passphrase, launch.private)
+        half = len(key) // 2
+        needles["the volume key's first half"] = key[:half]
+        needles["the volume key's second half"] = key[half:]
+        del key
+    if not needles:
+        return []
+    dump = launch.private / "ram.elf"
+    try:
+        guest.dump_memory(dump)
+        return [verdicts.check_ram(dump, needles, guest.console.tail())]
+    finally:
+        dump.unlink(missing_ok=True)
 
 
 def _read_page(guest: qemu.Guest, launch: Launch, workdir: Path) -> bytes:

@@ -16,6 +16,8 @@ Two kinds of play:
 from __future__ import annotations
 
 import enum
+import mmap
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -331,6 +333,41 @@ def check_wipe(page: bytes, injected: Passphrase, extras: Sequence[SecretEntry],
         "secret page after boot: passphrase entry wiped (GUID and data zero, length kept), "
         f"{len(extras)} extra secrets intact, passphrase bytes absent"
     )
+
+
+def check_ram(dump: Path, needles: Mapping[str, bytes], tail: str) -> str:
+    """Judge a dump of all guest RAM, taken once the guest is done: none of *needles*
+    (name -> bytes: the passphrase, each half of a volume key) may be anywhere in it.
+
+    Raises:
+        GuestVerdict: a needle was found (named, with how many copies), or the dump is
+            empty.
+    """
+    if not needles:
+        return "guest RAM: nothing to look for"
+    with open(dump, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise GuestVerdict("The guest's RAM could not be dumped.", "no dump", tail)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as ram:
+            found = {name: _count(ram, needle) for name, needle in needles.items()}
+    left = {name: n for name, n in found.items() if n}
+    if left:
+        what = ", ".join(f"{name} ({n} cop{'y' if n == 1 else 'ies'})" for name, n in left.items())
+        raise GuestVerdict(
+            f"Key material outlived its use: guest RAM still holds {what} after GRUB handed over.",
+            "key in RAM",
+            tail,
+        )
+    return f"guest RAM ({size >> 20} MiB) holds none of: {', '.join(needles)}"
+
+
+def _count(ram: mmap.mmap, needle: bytes) -> int:
+    count, at = 0, ram.find(needle)
+    while at >= 0:
+        count += 1
+        at = ram.find(needle, at + 1)
+    return count
 
 
 def read_page(

@@ -558,6 +558,42 @@ def volume_key(luks: Path, passphrase_file: Path, work: Path) -> bytes:
         key_file.unlink(missing_ok=True)
 
 
+def disk_volume_key(disk: Path, passphrase: Passphrase, work: Path) -> bytes:
+    """The volume key of *disk*'s LUKS partition, for a judge that must look for it: the
+    header and the passphrase go to 0600 files in *work* (a private directory), removed
+    before this returns; the key is never written anywhere.
+
+    Raises:
+        ConfigError: *disk* has no LUKS partition.
+    """
+    start, size = luks_partition(disk)
+    header, pass_path = work / "header.luks", work / "passphrase"
+    with open(disk, "rb") as f:
+        f.seek(start)
+        write_private({header: f.read(min(size, LUKS2_HEADER_MAX)), pass_path: passphrase.value})
+    try:
+        return volume_key(header, pass_path, work)
+    finally:
+        header.unlink(missing_ok=True)
+        pass_path.unlink(missing_ok=True)
+
+
+def luks_partition(disk: Path) -> tuple[int, int]:
+    """Where *disk*'s LUKS partition starts and how long it is, in bytes.
+
+    Raises:
+        ConfigError: *disk* has no LUKS partition.
+    """
+    table = json.loads(run.run(["sfdisk", "--json", str(disk)]).stdout)
+    for part in table["partitiontable"]["partitions"]:
+        start, size = int(part["start"]) * SECTOR, int(part["size"]) * SECTOR
+        with open(disk, "rb") as f:
+            f.seek(start)
+            if f.read(len(LUKS_MAGIC)) == LUKS_MAGIC:
+                return start, size
+    raise ConfigError(f"{disk} has no LUKS partition.")
+
+
 def payload_offset(luks: Path) -> int:
     """Where the encrypted data starts, from cryptsetup's own dump."""
     dump = run.run(["cryptsetup", "luksDump", str(luks)]).stdout.decode()
@@ -613,26 +649,19 @@ def kill_key_slot(disk: Path, dest: Path, slot: int) -> int:
     Raises:
         ConfigError: *disk* has no LUKS partition.
     """
-    table = json.loads(run.run(["sfdisk", "--json", str(disk)]).stdout)
-    for part in table["partitiontable"]["partitions"]:
-        start, size = int(part["start"]) * SECTOR, int(part["size"]) * SECTOR
-        with open(disk, "rb") as f:
-            f.seek(start)
-            if f.read(len(LUKS_MAGIC)) != LUKS_MAGIC:
-                continue
-        # The host's copy, as sparse as the original (cp keeps the holes).
-        run.run(["cp", "--sparse=always", str(disk), str(dest)])
-        header = dest.with_name(dest.name + ".luks")
-        with open(dest, "rb") as f:
-            f.seek(start)
-            header.write_bytes(f.read(min(size, LUKS2_HEADER_MAX)))
-        run.run(["cryptsetup", "luksKillSlot", "--batch-mode", str(header), str(slot)])
-        with open(dest, "r+b") as f:
-            f.seek(start)
-            f.write(header.read_bytes())
-        header.unlink()
-        return start
-    raise ConfigError(f"{disk} has no LUKS partition.")
+    start, size = luks_partition(disk)
+    # The host's copy, as sparse as the original (cp keeps the holes).
+    run.run(["cp", "--sparse=always", str(disk), str(dest)])
+    header = dest.with_name(dest.name + ".luks")
+    with open(dest, "rb") as f:
+        f.seek(start)
+        header.write_bytes(f.read(min(size, LUKS2_HEADER_MAX)))
+    run.run(["cryptsetup", "luksKillSlot", "--batch-mode", str(header), str(slot)])
+    with open(dest, "r+b") as f:
+        f.seek(start)
+        f.write(header.read_bytes())
+    header.unlink()
+    return start
 
 
 #: Where the root filesystem's UUID sits in an ext4 superblock (1024 + 0x68), and the

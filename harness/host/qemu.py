@@ -334,6 +334,13 @@ class Guest:
         self.qmp.cmd("pmemsave", val=gpa, size=size, filename=str(dest))
         return dest.read_bytes()
 
+    def dump_memory(self, dest: Path) -> None:
+        """Write all of guest RAM to *dest* (an ELF core, RAM blocks only, over QMP's
+        ``dump-guest-memory``); the VM is paused while QEMU writes it."""
+        if self.qmp is None:
+            raise InfrastructureError("No QMP connection to dump guest memory with.")
+        self.qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{dest}")
+
 
 def _drain(con: Console) -> None:
     """Read what QEMU printed until it exits; its assertion is what we want to read, not

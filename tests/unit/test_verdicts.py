@@ -394,3 +394,39 @@ def test_the_owner_refuses_a_tampered_firmware(tmp_path: Path) -> None:
     assert secret is None
     assert len(notes) == 1
     assert notes[0].startswith("guest owner refused: the launch measurement does not match")
+
+
+# -- guest RAM after the handover -----------------------------------------------------
+
+
+def _dump(tmp_path: Path, *pieces: bytes) -> Path:
+    dump = tmp_path / "ram.elf"
+    dump.write_bytes(b"\x7fELF" + b"\0" * 4096 + b"\xaa".join(pieces) + b"\0" * 4096)
+    return dump
+
+
+def test_ram_without_key_material_passes(tmp_path: Path) -> None:
+    key = bytes(range(64))
+    dump = _dump(tmp_path, b"kernel", key[:16], b"noise")
+    needles = {"the passphrase": GOOD.value, "first half": key[:32], "second half": key[32:]}
+    assert "holds none of" in verdicts.check_ram(dump, needles, "")
+
+
+@pytest.mark.parametrize("where", ["passphrase", "half"])
+def test_ram_with_key_material_fails_and_counts_it(tmp_path: Path, where: str) -> None:
+    key = bytes(range(64))
+    left = GOOD.value if where == "passphrase" else key[32:]
+    dump = _dump(tmp_path, b"grub", left, b"linux", left)
+    needles = {"the passphrase": GOOD.value, "first half": key[:32], "second half": key[32:]}
+    with pytest.raises(GuestVerdict) as err:
+        verdicts.check_ram(dump, needles, "")
+    assert err.value.matched == "key in RAM"
+    assert "(2 copies)" in str(err.value)
+
+
+def test_an_empty_dump_is_a_verdict(tmp_path: Path) -> None:
+    dump = tmp_path / "ram.elf"
+    dump.write_bytes(b"")
+    with pytest.raises(GuestVerdict) as err:
+        verdicts.check_ram(dump, {"the passphrase": GOOD.value}, "")
+    assert err.value.matched == "no dump"
