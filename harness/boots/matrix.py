@@ -54,7 +54,7 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
 #: Debian's GRUB opens as well, for the ordinary path), judged to its login prompt.
 DEBIAN_RECIPE = "debian"
 DEBIAN_LUKS = LuksVariant.LUKS1
-DEBIAN_CASES = ("passwordless", "no-secret", "broken-keyslot", ordinary.NAME)
+DEBIAN_CASES = ("passwordless", "no-secret", "broken-keyslot", "search-hijack", ordinary.NAME)
 #: The recipe of the hostile host's own disk, and its LUKS variant.
 HOST_RECIPE = "host-disk"
 HOST_VARIANT = LuksVariant.LUKS1
@@ -173,10 +173,12 @@ def run_debian(
     emulator: qemu.Qemu = qemu.SYSTEM,
     on_result: Callable[[scenarios.Result], None] | None = None,
     kind: LaunchKind = LaunchKind.SIMULATED,
+    host_disk: scenarios.HostDisk | None = None,
 ) -> list[scenarios.Result]:
-    """The Debian variant's boots (:data:`DEBIAN_CASES`) of *img*: passwordless and
-    no-secret under *firmware*, then the ordinary path under Debian's OVMF. Results carry
-    the variant ``debian-<luks>``, their seconds the boot to the login prompt."""
+    """The Debian variant's boots (:data:`DEBIAN_CASES`) of *img*: the owner's and the
+    hostile host's under *firmware* (*host_disk* is the host's own, for search-hijack),
+    then the ordinary path under Debian's OVMF. Results carry the variant
+    ``debian-<luks>``, their seconds the boot to the login prompt."""
     variant = debian_variant(img.variant)
 
     def one(name: str) -> scenarios.Result:
@@ -184,8 +186,9 @@ def run_debian(
         if name == ordinary.NAME:
             result = ordinary.run_ordinary(img, where, accel, emulator)
         else:
+            scenario = scenarios.SCENARIOS[name]
             result = scenarios.run_scenario(
-                scenarios.SCENARIOS[name],
+                scenario,
                 firmware=firmware.path,
                 expected_digest=firmware.digest,
                 disk=img.disk,
@@ -195,6 +198,7 @@ def run_debian(
                 workdir=where,
                 accel=accel,
                 emulator=emulator,
+                host_disk=host_disk if scenario.needs_host_disk else None,
                 kind=kind,
                 guest_kernel=img.guest_kernel,
                 ready=img.metadata.ready,

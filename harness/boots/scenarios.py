@@ -104,6 +104,8 @@ FOREIGN_DISK_ERRORS = (
 #: search-hijack: the owner's grub.cfg searches for a UUID the host garbled, and (the
 #: defence holding) finds it nowhere.
 SEARCH_MISSED = r"no such device: [0-9a-fA-F-]+"
+#: search-hijack on a Debian image: its initramfs finds the owner's root damaged.
+DEBIAN_ROOT_REFUSED = r"Failed to mount /dev/mapper/\S+ as root file system"
 #: A wrong answer to GRUB's CLI lock, and the owner's grub.cfg failing to load a kernel.
 CONSOLE_ERRORS = (
     r"access denied",
@@ -696,10 +698,19 @@ def run_scenario(
 
 
 def play_on(scenario: Scenario, ready: Ready) -> verdicts.Play:
-    """*scenario*'s play on an image that shows it booted by *ready*."""
+    """*scenario*'s play on an image that shows it booted by *ready*.
+
+    A distribution's image of ours names its root and never searches (images/debian),
+    so search-hijack's proof that it played is the owner's initramfs refusing the root
+    whose UUID the host garbled: the owner's root was the one used, damaged as planned.
+    """
     if ready is Ready.LOGIN:
+        shown = (DEBIAN_ROOT_REFUSED,) if scenario.host is Host.SEARCH_HIJACK else ()
         return dataclasses.replace(
-            scenario.play, marker=verdicts.LOGIN, never=(verdicts.INITRAMFS_PROMPT,)
+            scenario.play,
+            marker=verdicts.LOGIN,
+            never=(verdicts.INITRAMFS_PROMPT,),
+            shown=shown,
         )
     return scenario.play
 

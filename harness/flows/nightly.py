@@ -297,7 +297,7 @@ def _night(
     if debian:
         t3 = time.monotonic()
         _debian_stage(night, ws, tools, linux.guest_kernel(kernel), firmware, accel, emulator,
-                      work, jobs, booted, cfg)  # fmt: skip
+                      work, jobs, booted, cfg, images.host_disk())  # fmt: skip
         night.timings["debian"] = time.monotonic() - t3
 
 
@@ -338,9 +338,10 @@ def _debian_stage(
     jobs: int,
     booted: Callable[[scenarios.Result], None],
     cfg: Config,
+    host_disk: scenarios.HostDisk,
 ) -> None:
     """The Debian variant: the image (a verdict: the assembly in the guest may fail),
-    then its boots to the login prompt."""
+    then its boots to the login prompt (*host_disk* is the host's, for search-hijack)."""
     recipe = debian.DebianRecipe.load(matrix.DEBIAN_RECIPE)
     assert recipe is not None, "images/debian is part of the harness"
     dest = work / "images" / DEBIAN_IMAGE_CASE
@@ -387,6 +388,7 @@ def _debian_stage(
         emulator=emulator,
         on_result=booted,
         kind=cfg.launch,
+        host_disk=host_disk,
     ):
         _boot_case(night, result)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness import run
-from harness.boots import matrix, ordinary, verdicts
+from harness.boots import matrix, ordinary, scenarios, verdicts
 from harness.components import ovmf, registry
 from harness.guest import debian, image, xts
 from harness.guest.image import BuiltKernel, Image, LuksVariant, Ready, volume_key
@@ -207,14 +207,27 @@ def test_the_debian_boots(debian_image: Image, firmware: ovmf.OvmfBuild, accel: 
     * broken-keyslot: without panic=-1 the initramfs dropped to a root shell on the
       host's console, where the key file (which opens the host's intact copy of the
       disk) is readable; now it reboots;
+    * search-hijack: the host garbles the root's UUID and offers a filesystem of its
+      own with it; the image names its root (no search), the firmware refuses other
+      disks, the initramfs refuses the damaged root, the host's kernel never runs;
     * ordinary: Debian's OVMF, the image's own GRUB asks once.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    host = image.build_image(
+        matrix.HOST_RECIPE,
+        matrix.HOST_VARIANT,
+        OUT / "images" / f"test-debian-host-{worker}",
+        OUT / "cache" / "images",
+        tools_builder().tag,
+    )
     results = matrix.run_debian(
         matrix.Firmware(ovmf.firmware(firmware), firmware.manifest.launch_digest),
         debian_image,
         accel,
         OUT / "boot" / f"test-debian-{worker}",
+        host_disk=scenarios.HostDisk(
+            host.disk, Passphrase.read(host.passphrase_file), host.disk.parent / image.HOST_BOOT
+        ),
     )
     assert [r.variant for r in results] == ["debian-luks1"] * len(matrix.DEBIAN_CASES)
     boots = {r.scenario: r for r in results}

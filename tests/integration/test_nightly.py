@@ -220,6 +220,7 @@ def test_a_directory_that_is_not_a_report_is_left_alone(tmp_path: Path) -> None:
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.upstream
 def test_a_night_on_upstream_head(tmp_path: Path) -> None:
     """--upstream head resolves each pin through apt and the mirror, builds and boots
     whatever that is, and says so. Upstream may break our series any night, so the
@@ -288,7 +289,7 @@ def test_a_night_with_the_debian_variant(tmp_path: Path) -> None:
     debian_cases = {c["name"]: c for c in results["cases"] if c["name"].endswith("-debian-luks1")}
     assert set(debian_cases) == {
         f"{name}-debian-luks1"
-        for name in ("passwordless", "no-secret", "broken-keyslot", "ordinary")
+        for name in ("passwordless", "no-secret", "broken-keyslot", "search-hijack", "ordinary")
     }
     assert all(c["outcome"] == "passed" and c["seconds"] > 0 for c in debian_cases.values())
     image_case = next(c for c in results["cases"] if c["suite"] == "image")
