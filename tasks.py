@@ -58,17 +58,25 @@ def inspect(c: Context, firmware: str, json: bool = False) -> None:
         "m": "pytest marker expression, e.g. unit",
         "k": "pytest -k expression",
         "jobs": "parallel workers (pytest-xdist); 0 runs in-process",
+        "upstream": "also run the night on upstream head (left out by default: its "
+        "outcome depends on what Debian has today, not on this commit)",
     },
 )
 @entry
-def test(c: Context, m: str = "", k: str = "", jobs: int = 2) -> None:
-    """Run the test suite (`-m unit` for the quick loop, without host checks)."""
+def test(c: Context, m: str = "", k: str = "", jobs: int = 2, upstream: bool = False) -> None:
+    """Run the test suite (`-m unit` for the quick loop, without host checks).
+
+    A night on upstream head is left out unless --upstream: what Debian's newest packages
+    are today is not a property of the commit under test (`./inv nightly --upstream head`
+    is the tool for it)."""
     from harness import run
     from harness.host import doctor as doctor_mod
 
     if m != "unit":
         print(doctor_mod.render(doctor_mod.require_all(fix=True, probe=False)), file=sys.stderr)
     argv = [sys.executable, "-m", "pytest"]
+    if not m and not upstream:
+        m = "not upstream"
     argv += ["-m", m] if m else []
     argv += ["-k", k] if k else []
     argv += ["-n", str(jobs)] if jobs else []
@@ -634,6 +642,11 @@ def keys(c: Context, out: str) -> None:
 
 
 GENERATION_HELP = "naples, rome, milan, genoa, or auto (the one whose ASK signs the CEK)"
+CHAIN_HELP = {
+    "allow_naples": "accept a chain that ends at AMD's Naples root (refused by default: "
+    "Naples chip keys can be extracted, so such a chain proves nothing)",
+    "cek": "the one chip you expect: the chain's CEK must be this certificate file",
+}
 
 
 @task(
@@ -641,14 +654,17 @@ GENERATION_HELP = "naples, rome, milan, genoa, or auto (the one whose ASK signs 
     help={
         "certs": "directory with pdh, pek, oca, cek.cert (and optionally ask, ark.cert)",
         "generation": GENERATION_HELP,
+        **CHAIN_HELP,
     },
 )
 @entry
-def chain(c: Context, certs: str, generation: str = "auto") -> None:
+def chain(
+    c: Context, certs: str, generation: str = "auto", allow_naples: bool = False, cek: str = ""
+) -> None:
     """Verify a platform's SEV certificate chain up to AMD's root key; exit 1 if broken."""
     from harness.sev.chain import verify_directory
 
-    verified = verify_directory(certs, generation)
+    verified = verify_directory(certs, generation, allow_naples=allow_naples, cek=cek or None)
     print(f"generation: {verified.generation}")
     for link in verified.links:
         print(link)
@@ -661,6 +677,7 @@ def chain(c: Context, certs: str, generation: str = "auto") -> None:
         "generation": GENERATION_HELP,
         "pdh": "a lone PDH certificate instead of a chain (needs --trust-pdh)",
         "trust_pdh": "use --pdh without a chain: you got it over a channel you trust",
+        **CHAIN_HELP,
         "policy": PLATFORM_HELP["policy"],
         "out": "directory for godh.cert/.b64, session.bin/.b64 and tmp_tk.bin (0600)",
     },
@@ -674,11 +691,22 @@ def session(
     generation: str = "auto",
     pdh: str = "",
     trust_pdh: bool = False,
+    allow_naples: bool = False,
+    cek: str = "",
 ) -> None:
     """Open a LAUNCH_START session to the platform's PDH: GODH certificate, session, keys."""
     from harness.sev.session import open_session
 
-    opened = open_session(certs or None, pdh or None, trust_pdh, generation, policy, out)
+    opened = open_session(
+        certs or None,
+        pdh or None,
+        trust_pdh,
+        generation,
+        policy,
+        out,
+        allow_naples=allow_naples,
+        cek=cek or None,
+    )
     for line in opened.lines():
         print(line)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ConfigError, InputError
-from harness.files import read_input
+from harness.files import read_private
 
 #: What GRUB's passphrase prompt keeps of a key: ``grub_isprint``, space to tilde.
 TYPABLE = frozenset(range(0x20, 0x7F))
@@ -71,10 +71,10 @@ class Passphrase:
         """Read a passphrase file once.
 
         Raises:
-            InputError: the file is missing or unreadable, or its passphrase is refused
-                (the message names the file).
+            InputError: the file is missing or unreadable, group or others may read it,
+                or its passphrase is refused (the message names the file).
         """
-        data = read_input(path, "passphrase")
+        data = read_private(Path(path), "passphrase")
         try:
             return cls.parse(data)
         except InputError as err:

@@ -19,6 +19,11 @@ from harness.components.pipeline import builder_image
 from harness.components.workspace import Workspace
 from harness.host import containers, doctor, engine, qemu
 
+# Secret files (passphrases, transport keys, extra secrets) are refused when group or
+# others may read them; the tests make every file as a careful owner would, and the
+# tests of that refusal loosen the mode themselves.
+os.umask(0o077)
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"
 DATA = Path(__file__).resolve().parent / "data"

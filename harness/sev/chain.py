@@ -35,6 +35,11 @@ from harness.sev.certs import (
 #: The platform's certificates: what a chain directory names them, and what each is.
 PLATFORM_ROLES = {"pdh": Usage.PDH, "pek": Usage.PEK, "oca": Usage.OCA, "cek": Usage.CEK}
 AMD_GENERATIONS = ("naples", "rome", "milan", "genoa")
+#: Generations whose chip endorsement keys can be extracted from the firmware (Buhren,
+#: Jacob, Krachenfels, Seifert: "Insecure Until Proven Updated: Analyzing AMD SEV's
+#: Remote Attestation", CCS 2019): a chain that verifies up to their root proves nothing
+#: about the platform, so the owner accepts one only when told to (--allow-naples).
+EXTRACTABLE_GENERATIONS = ("naples",)
 
 
 @dataclass(frozen=True)
@@ -270,17 +275,28 @@ def _choose(chain: PlatformChain, roots: Roots, generation: str) -> RootSet:
     raise VerificationError(f"The CEK is signed by none of the trusted ASKs ({everyone}).")
 
 
-def verify_chain(chain: PlatformChain, roots: Roots, generation: str = "auto") -> VerifiedChain:
+def verify_chain(
+    chain: PlatformChain,
+    roots: Roots,
+    generation: str = "auto",
+    *,
+    allow_naples: bool = False,
+    cek: SevCertificate | None = None,
+) -> VerifiedChain:
     """Verify the chain from the trusted ARK down to the PDH.
 
     Args:
         generation: a root set's name, or ``auto`` for the one the chain's ARK (if it
             brings one), its ASK's certifying key, or else the ASK that signs its CEK
             points to.
+        allow_naples: accept a chain that ends at a root of
+            :data:`EXTRACTABLE_GENERATIONS` (refused by default, once it verifies).
+        cek: the one chip the owner expects: the chain's CEK must be this certificate.
 
     Raises:
         ConfigError: an unknown generation.
-        VerificationError: a broken link, named in the sentence.
+        VerificationError: a broken link, named in the sentence; a Naples chain without
+            *allow_naples*; another chip than *cek*.
     """
     trusted = _choose(chain, roots, generation)
     ark = chain.ark or trusted.ark
@@ -295,17 +311,42 @@ def verify_chain(chain: PlatformChain, roots: Roots, generation: str = "auto") -
     links.append(_by_sev_key("PEK", chain.pek, "CEK", chain.cek))
     _check_role("PDH", chain.pdh)
     links.append(_by_sev_key("PDH", chain.pdh, "PEK", chain.pek))
+    if trusted.name in EXTRACTABLE_GENERATIONS and not allow_naples:
+        raise VerificationError(
+            f"The chain verifies up to AMD's {trusted.title} root, whose chip keys can be "
+            "extracted (Buhren et al., CCS 2019), so it proves nothing about the platform.",
+            hint="--allow-naples accepts it anyway, for a platform you trust by other means",
+        )
+    if cek is not None and chain.cek.serialize() != cek.serialize():
+        raise VerificationError(
+            "The platform's CEK is not the chip pinned with --cek: another machine answered."
+        )
     return VerifiedChain(trusted.name, tuple(links), chain.pdh)
 
 
 def verify_directory(
-    directory: str | Path, generation: str = "auto", roots: Roots | None = None
+    directory: str | Path,
+    generation: str = "auto",
+    roots: Roots | None = None,
+    *,
+    allow_naples: bool = False,
+    cek: str | Path | None = None,
 ) -> VerifiedChain:
-    """Load a chain directory and verify it against *roots* (AMD's by default).
+    """Load a chain directory and verify it against *roots* (AMD's by default);
+    *allow_naples* and *cek* (a certificate file) as for :func:`verify_chain`.
 
     Raises:
         InputError: a missing or malformed certificate.
         ConfigError: an unknown generation.
-        VerificationError: a broken link.
+        VerificationError: a broken link, a refused Naples chain or another chip.
     """
-    return verify_chain(PlatformChain.load(directory), roots or Roots.amd(), generation)
+    pinned = None
+    if cek is not None:
+        pinned = SevCertificate.parse(read_input(cek, "pinned CEK certificate"), str(cek))
+    return verify_chain(
+        PlatformChain.load(directory),
+        roots or Roots.amd(),
+        generation,
+        allow_naples=allow_naples,
+        cek=pinned,
+    )

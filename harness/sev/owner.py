@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.errors import ConfigError, FirmwareFormatError, InputError
-from harness.files import read_input, write_private
+from harness.files import read_input, read_private, write_private
 from harness.firmware.fv import read_firmware
 from harness.firmware.guidtable import parse_guid_table
 from harness.passphrase import Passphrase
@@ -274,7 +274,7 @@ def verify(expected: Expected, launch_measure: str, tik: str) -> bytes:
     Raises:
         VerificationError: refused or not matching.
     """
-    expected.verify(read_input(tik, "TIK"), launch_measure)
+    expected.verify(read_private(Path(tik), "TIK"), launch_measure)
     return expected.digest
 
 
@@ -283,10 +283,10 @@ def load_keys(tek: str | None, tik: str | None, tiktek: str | None) -> Transport
     if tiktek and (tek or tik):
         raise ConfigError("Give either --tiktek or --tek with --tik, not both.")
     if tiktek:
-        return TransportKeys.from_tiktek(read_input(tiktek, "TIK/TEK"))
+        return TransportKeys.from_tiktek(read_private(Path(tiktek), "TIK/TEK"))
     if not (tek and tik):
         raise ConfigError("The transport keys are needed: --tek and --tik, or --tiktek.")
-    return TransportKeys(tek=read_input(tek, "TEK"), tik=read_input(tik, "TIK"))
+    return TransportKeys(tek=read_private(Path(tek), "TEK"), tik=read_private(Path(tik), "TIK"))
 
 
 def parse_entry(spec: str) -> SecretEntry:
@@ -300,7 +300,7 @@ def parse_entry(spec: str) -> SecretEntry:
         raise ConfigError(f"--entry {spec!r}: {guid_text!r} is not a GUID.") from err
     if guid.int == 0:
         raise ConfigError(f"--entry {spec!r}: the all-zero GUID marks a deleted entry.")
-    return SecretEntry(guid, read_input(path, f"secret entry {guid}"))
+    return SecretEntry(guid, read_private(Path(path), f"secret entry {guid}"))
 
 
 @dataclass(frozen=True)

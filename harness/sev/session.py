@@ -238,9 +238,13 @@ def open_session(
     policy: str,
     out: str,
     roots: Roots | None = None,
+    *,
+    allow_naples: bool = False,
+    cek: str | None = None,
 ) -> OpenedSession:
     """Verify the chain in *certs* (or take a lone *pdh* the owner trusts), open a
-    session to its PDH with *policy*, and write it into *out*.
+    session to its PDH with *policy*, and write it into *out*. *allow_naples* and *cek*
+    as for :func:`harness.sev.chain.verify_chain`.
 
     Raises:
         ConfigError: neither or both of --certs and --pdh, --pdh without --trust-pdh,
@@ -263,7 +267,7 @@ def open_session(
     value = GuestPolicy.parse(number).value
     chain = None
     if certs:
-        chain = verify_directory(certs, generation, roots)
+        chain = verify_directory(certs, generation, roots, allow_naples=allow_naples, cek=cek)
         key = chain.pdh
     else:
         assert pdh is not None

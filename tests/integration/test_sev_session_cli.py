@@ -24,13 +24,21 @@ NAPLES = ROOT / "tests" / "data" / "sev-naples"
 FILES = ("godh.cert", "session.bin", "godh.b64", "session.b64", "tmp_tk.bin")
 
 
-def test_the_naples_chain_verifies() -> None:
-    proc = inv("sev.chain", "--certs", str(NAPLES))
+def test_the_naples_chain_verifies_when_allowed() -> None:
+    proc = inv("sev.chain", "--certs", str(NAPLES), "--allow-naples")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "generation: naples"
     assert "ARK (naples) self-signed: ok" in lines
     assert any(line.startswith("PDH signed by PEK") for line in lines)
+
+
+def test_a_naples_chain_is_refused_by_default(tmp_path: Path) -> None:
+    message = assert_clean_error(inv("sev.chain", "--certs", str(NAPLES)), 1)
+    assert "Naples root" in message and "proves nothing" in message
+    proc = inv("sev.session", "--certs", str(NAPLES), "--policy", "1", "--out", str(tmp_path / "o"))
+    assert "Naples root" in assert_clean_error(proc, 1)
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_tampered_chain_fails_naming_the_link(tmp_path: Path) -> None:

@@ -128,3 +128,34 @@ def test_console_redacts_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     assert log.count(console.REDACTED.encode()) == 2
     # The guest's own UTF-8 (a box-drawing line) still reads as itself.
     assert "\u2500 done" in log.decode("utf-8")
+
+
+def test_a_passphrase_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "passphrase"
+    path.write_bytes(b"correct horse\n")
+    path.chmod(0o644)
+    with pytest.raises(InputError) as err:
+        Passphrase.read(path)
+    assert "readable by group or others" in err.value.message
+    path.chmod(0o600)
+    assert Passphrase.read(path).value == b"correct horse"
+
+
+@pytest.mark.parametrize("which", ["tek", "tik", "tiktek", "entry"])
+def test_transport_keys_and_extra_secrets_others_can_read_are_refused(
+    tmp_path: Path, which: str
+) -> None:
+    from harness.sev import owner
+
+    files = {n: tmp_path / n for n in ("tek", "tik", "tiktek", "entry")}
+    for name, path in files.items():
+        path.write_bytes(bytes(32) if name == "tiktek" else bytes(16))
+    files[which].chmod(0o640)
+    with pytest.raises(InputError) as err:
+        if which == "entry":
+            owner.parse_entry(f"5f3e2f0a-4c1d-4b6e-9a57-2d8c6b1e0f34:{files['entry']}")
+        elif which == "tiktek":
+            owner.load_keys(None, None, str(files["tiktek"]))
+        else:
+            owner.load_keys(str(files["tek"]), str(files["tik"]), None)
+    assert "readable by group or others" in err.value.message

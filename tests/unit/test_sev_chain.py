@@ -50,7 +50,7 @@ def chain_of(files: dict[str, bytes]) -> PlatformChain:
 
 @pytest.mark.parametrize("generation", ["naples", "auto"])
 def test_the_naples_chain_verifies(generation: str) -> None:
-    verified = verify_chain(PlatformChain.load(NAPLES), AMD, generation)
+    verified = verify_chain(PlatformChain.load(NAPLES), AMD, generation, allow_naples=True)
     assert verified.generation == "naples"
     assert [str(link) for link in verified.links] == LINKS
     assert verified.pdh.serialize() == (NAPLES / "pdh.cert").read_bytes()
@@ -62,13 +62,31 @@ def test_the_chain_with_its_ask_and_ark_on_disk_verifies(tmp_path: Path, generat
         (tmp_path / f"{name}.cert").write_bytes(raw)
     chain = PlatformChain.load(tmp_path)
     assert chain.ark is not None and chain.ask is not None
-    assert verify_chain(chain, AMD, generation).generation == "naples"
+    assert verify_chain(chain, AMD, generation, allow_naples=True).generation == "naples"
 
 
 def test_auto_with_only_the_ask_follows_its_certifying_key() -> None:
     files = naples_files()
     del files["ark"]
-    assert verify_chain(chain_of(files), AMD).generation == "naples"
+    assert verify_chain(chain_of(files), AMD, allow_naples=True).generation == "naples"
+
+
+@pytest.mark.parametrize("generation", ["naples", "auto"])
+def test_a_naples_chain_is_refused_unless_allowed(generation: str) -> None:
+    """It verifies, but Naples chip keys can be extracted: it proves nothing."""
+    with pytest.raises(VerificationError) as err:
+        verify_chain(PlatformChain.load(NAPLES), AMD, generation)
+    assert "Naples root" in err.value.message and "proves nothing" in err.value.message
+    assert err.value.hint is not None and "--allow-naples" in err.value.hint
+
+
+def test_a_pinned_cek_must_be_the_chains() -> None:
+    chain = PlatformChain.load(NAPLES)
+    assert verify_chain(chain, AMD, allow_naples=True, cek=chain.cek).generation == "naples"
+    other = bytearray(chain.cek.serialize())
+    other[0x10 + 8] ^= 0x01  # another chip's public key
+    with pytest.raises(VerificationError, match="not the chip pinned with --cek"):
+        verify_chain(chain, AMD, allow_naples=True, cek=SevCertificate.parse(bytes(other), "x"))
 
 
 @pytest.mark.parametrize("generation", ["rome", "milan", "genoa"])

@@ -159,7 +159,7 @@ def test_written_files(tmp_path: Path) -> None:
 
 
 def test_open_session_with_the_naples_chain(tmp_path: Path) -> None:
-    opened = open_session(str(NAPLES), None, False, "auto", "0x1", str(tmp_path))
+    opened = open_session(str(NAPLES), None, False, "auto", "0x1", str(tmp_path), allow_naples=True)
     lines = opened.lines()
     assert lines[0] == "chain verified (naples):"
     assert "  PDH signed by PEK: ok" in lines
