@@ -6,12 +6,16 @@ secure element; secret packets are opened again with the harness's own packet co
 
 from __future__ import annotations
 
+import atexit
 import base64
+import functools
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 from uuid import UUID
 
@@ -636,10 +640,23 @@ SEVCTL_CASES = {
 }
 
 
+@functools.cache
+def sevctl_tik() -> str:
+    """sevctl's TIK in a 0600 copy: a key file others may read is refused, and git
+    checks the vendored one out 0644. The copy lives in a private directory that is
+    removed when the test process ends."""
+    private = Path(tempfile.mkdtemp(prefix="sevctl-tik-"))
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
+    tik = private / "tik1.bin"
+    tik.write_bytes(Path(SEVCTL, "tik1.bin").read_bytes())
+    tik.chmod(0o600)
+    return str(tik)
+
+
 def sevctl_verify(measure: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return inv(
         "sev.verify", "--firmware", SEVCTL_FIRMWARE, "--launch-measure", measure,
-        "--tik", f"{SEVCTL}/tik1.bin", *extra,
+        "--tik", sevctl_tik(), *extra,
     )  # fmt: skip
 
 
