@@ -54,7 +54,7 @@ from harness.host.sev import SevGuestObject, SevMonitor
 from harness.passphrase import Passphrase
 from harness.sev.certs import SevCertificate
 from harness.sev.chain import PlatformChain, Roots
-from harness.sev.malformed import malformed_tables
+from harness.sev.malformed import PASSPHRASE_OUT_OF_REACH, malformed_tables
 from harness.sev.measure import launch_digest, seves_launch_digest
 from harness.sev.policy import PolicyFlag
 from harness.sev.secret import (
@@ -852,6 +852,8 @@ def _after_boot(
     if not launch.page_after:
         return notes
     page = _read_page(guest, launch, workdir)
+    if scenario.secret is Secret.PLANTED and scenario.planted not in PASSPHRASE_OUT_OF_REACH:
+        notes.append(verdicts.check_planted_page(page, passphrase, tail))
     if scenario.check_wipe:
         injected = passphrase if scenario.secret is Secret.GOOD else launch.wrong
         notes.append(verdicts.check_wipe(page, injected, launch.extras, tail))
@@ -903,8 +905,9 @@ def _check_ram(
 
 
 def _read_page(guest: qemu.Guest, launch: Launch, workdir: Path) -> bytes:
-    """The secret page after the guest powered off (the dump file is not kept)."""
-    dump = workdir / "secret-page.bin"
+    """The secret page after the guest powered off. QEMU writes it into the launch's
+    private (0700) directory, never beside the transcript, and it is not kept."""
+    dump = (launch.private or workdir) / "secret-page.bin"
     try:
         return verdicts.read_page(guest.pmemsave, launch.area.base, launch.area.size, dump)
     finally:

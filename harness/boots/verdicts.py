@@ -335,6 +335,24 @@ def check_wipe(page: bytes, injected: Passphrase, extras: Sequence[SecretEntry],
     )
 
 
+def check_planted_page(page: bytes, passphrase: Passphrase, tail: str) -> str:
+    """A planted page after the boot: whatever its shape, GRUB must have wiped every
+    copy of the passphrase it held (a refused table is wiped whole).
+
+    Raises:
+        GuestVerdict: the page could not be read, or the passphrase is still in it.
+    """
+    if not page:
+        raise GuestVerdict("The secret page could not be read after the boot.", "no page", tail)
+    if passphrase.value in page:
+        raise GuestVerdict(
+            "The passphrase is still in the planted secret page after GRUB refused it.",
+            "secret left",
+            tail,
+        )
+    return "planted page after boot: passphrase bytes absent"
+
+
 def check_ram(dump: Path, needles: Mapping[str, bytes], tail: str) -> str:
     """Judge a dump of all guest RAM, taken once the guest is done: none of *needles*
     (name -> bytes: the passphrase, each half of a volume key) may be anywhere in it.

@@ -35,7 +35,21 @@ LINUX_ACCEPTS: dict[str, str] = {
     "nul-only-passphrase": "the passphrase is a single NUL, empty once it is dropped",
     "null-guid-entry-only": "the only entry is deleted (zero GUID)",
     "truncated-mid-entry": "the table ends inside the passphrase entry's header",
+    "too-many-secrets": "Linux exposes the first 64 live entries and ignores the rest, "
+    "the passphrase behind them among them",
 }
+#: Pages whose planted passphrase lies where GRUB must not write: GRUB writes only into
+#: a table whose header it checked, and only within its length. Everywhere else GRUB
+#: must leave no passphrase behind (a refused table is wiped whole).
+PASSPHRASE_OUT_OF_REACH: dict[str, str] = {
+    "wrong-header-guid": "no table header: the page is not a secret table",
+    "header-len-past-area": "the header's length is out of bounds: no table to write to",
+    "header-len-too-small": "the header's length is out of bounds: no table to write to",
+    "null-guid-entry-only": "the bytes are a deleted entry's data, not a passphrase entry",
+    "truncated-mid-entry": "the table ends before the passphrase entry",
+}
+#: How many live entries Linux's efi_secret exposes (EFI_SECRET_NUM_FILES).
+LINUX_MAX_SECRETS = 64
 
 
 def _header(guid: UUID, length: int) -> bytes:
@@ -45,6 +59,13 @@ def _header(guid: UUID, length: int) -> bytes:
 def _entry(guid: UUID, data: bytes, length: int | None = None) -> bytes:
     """An entry whose len field is *length* (default: the true one)."""
     return _header(guid, HEADER.size + len(data) if length is None else length) + data
+
+
+def _many(count: int) -> bytes:
+    """*count* one-byte secrets, each under its own GUID."""
+    return b"".join(
+        _entry(UUID(int=OTHER_GUID.int ^ (n + 1)), bytes([n & 0xFF])) for n in range(count)
+    )
 
 
 def _page(body: bytes, size: int) -> bytes:
@@ -94,6 +115,17 @@ def malformed_tables(
             _table(good, size, length=after_other + HEADER.size // 2),
         ),
         ("truncated-header", _page(_table(good, size)[: HEADER.size // 2], size)),
+        # Linux cannot create a second securityfs file of one GUID: no secret at all.
+        (
+            "duplicate-secret-guid",
+            _table(other + _entry(OTHER_GUID, b"another") + _entry(disk, secret), size),
+        ),
+        ("too-many-secrets", _table(_many(LINUX_MAX_SECRETS + 1) + _entry(disk, secret), size)),
+        # The walk stops at the corrupted entry; the passphrase behind it is unreachable.
+        (
+            "passphrase-after-corruption",
+            _table(other + _entry(OTHER_GUID, b"x", 5) + _entry(disk, secret), size),
+        ),
         ("random-bytes", random.Random(RANDOM_SEED).randbytes(size)),
         ("all-ff", b"\xff" * size),
     ]

@@ -72,3 +72,11 @@ def test_fixing_the_one_fault_gives_a_table_with_the_passphrase() -> None:
     table = SecretTable.parse(bytes(page))
     entry = table.get(guids.DISK_PASSPHRASE_ENTRY)
     assert entry is not None and entry.data == PASSPHRASE + b"\0"
+
+
+def test_every_page_out_of_grubs_reach_is_one_of_the_family() -> None:
+    from harness.sev.malformed import PASSPHRASE_OUT_OF_REACH
+
+    assert set(PASSPHRASE_OUT_OF_REACH) <= set(PAGES)
+    # Each of them does carry the passphrase, or listing it would excuse nothing.
+    assert all(PASSPHRASE in PAGES[name] for name in PASSPHRASE_OUT_OF_REACH)

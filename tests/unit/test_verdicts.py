@@ -430,3 +430,12 @@ def test_an_empty_dump_is_a_verdict(tmp_path: Path) -> None:
     with pytest.raises(GuestVerdict) as err:
         verdicts.check_ram(dump, {"the passphrase": GOOD.value}, "")
     assert err.value.matched == "no dump"
+
+
+def test_a_planted_page_must_lose_its_passphrase() -> None:
+    assert "absent" in verdicts.check_planted_page(b"\0" * 64, GOOD, "")
+    with pytest.raises(GuestVerdict) as err:
+        verdicts.check_planted_page(b"\0" * 8 + GOOD.value + b"\0", GOOD, "")
+    assert err.value.matched == "secret left"
+    with pytest.raises(GuestVerdict):
+        verdicts.check_planted_page(b"", GOOD, "")
