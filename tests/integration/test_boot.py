@@ -120,14 +120,14 @@ def test_scenario(
     accel: qemu.Accel,
 ) -> None:
     img = images.for_case(name, variant)
-    foreign = scenarios.SCENARIOS[name].host is verdicts.Host.FOREIGN_DISK
+    needs_host = scenarios.SCENARIOS[name].needs_host_disk
     result = _boot(
         name,
         img,
         firmware,
         accel,
         OUT / "boot" / f"{name}-{variant}",
-        host_disk=images.host_disk() if foreign else None,
+        host_disk=images.host_disk() if needs_host else None,
     )
     assert result.passed, result.detail
     transcript = result.transcript.read_text()
