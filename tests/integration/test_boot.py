@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from harness import run
-from harness.boots import matrix, scenarios, verdicts
+from harness.boots import matrix, scenarios
 from harness.components import ovmf
 from harness.config import LaunchKind
 from harness.guest import xts
