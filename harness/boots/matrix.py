@@ -3,7 +3,8 @@
 passwordless, no-secret and wrong-secret run for each LUKS variant (the key derivation
 is where GRUB's unlock path differs); refusal, secret-wiped, secret-removed,
 tampered-firmware, the launch attacks and the hostile host's scenarios (foreign-disk,
-console-keys, broken-kernel, and one planted-NAME per malformed secret page) on LUKS1.
+search-hijack, reset-replay, owner-disk-missing, keyslot-broken, console-keys,
+broken-kernel, and one planted-NAME per malformed secret page) on LUKS1.
 The images boot our kernel, so Linux judges every case that boots. The same matrix
 serves the test suite, ``./inv nightly`` and ``./inv patches.check``.
 """
@@ -44,6 +45,9 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
             "foreign-pdh",
             "foreign-disk",
             "search-hijack",
+            "reset-replay",
+            "owner-disk-missing",
+            "keyslot-broken",
             "console-keys",
             "broken-kernel",
             *(name for name in scenarios.SCENARIOS if name.startswith("planted-")),

@@ -43,6 +43,7 @@ from harness.errors import (
     VerificationError,
 )
 from harness.files import write_private
+from harness.firmware import guids
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.guest import image
@@ -54,11 +55,12 @@ from harness.host.sev import SevGuestObject, SevMonitor
 from harness.passphrase import Passphrase
 from harness.sev.certs import SevCertificate
 from harness.sev.chain import PlatformChain, Roots
-from harness.sev.malformed import PASSPHRASE_OUT_OF_REACH, malformed_tables
+from harness.sev.malformed import PASSPHRASE_OUT_OF_REACH, has_table_header, malformed_tables
 from harness.sev.measure import launch_digest, seves_launch_digest
 from harness.sev.policy import PolicyFlag
 from harness.sev.secret import (
     DEFAULT_SECRET_AREA,
+    NULL_GUID,
     SecretEntry,
     SecretTable,
     disk_passphrase_entry,
@@ -124,6 +126,9 @@ class Secret(enum.StrEnum):
     GOOD = "good"
     WRONG = "wrong"
     PLANTED = "planted"  # a malformed page in place of the owner's (harness.sev.malformed)
+    #: the owner's table as an earlier boot left it (the passphrase entry wiped, the
+    #: extras live): what a plain SEV guest's memory holds after a reset
+    LEFT = "left"
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,8 @@ class Scenario:
 
     @property
     def expects_prompt(self) -> bool:
+        if self.ending is Ending.WIPES:  # a valid table means no prompt
+            return False
         return self.secret is not Secret.GOOD or self.tamper or self.attack is not Attack.NONE
 
     @property
@@ -189,7 +196,7 @@ class Scenario:
     @property
     def linux_sees(self) -> LinuxSees:
         """What a guest with our kernel must find in the secret area."""
-        if self.secret is Secret.PLANTED:
+        if self.secret in (Secret.PLANTED, Secret.LEFT):
             return LinuxSees.PLANTED
         if self.injects and not self.tamper and self.attack is Attack.NONE:
             return LinuxSees.TABLE
@@ -200,6 +207,8 @@ class Scenario:
         """Why this scenario cannot run on SEV hardware (None: it can)."""
         if self.secret is Secret.PLANTED:
             return "on SEV hardware the host cannot write the encrypted secret page"
+        if self.secret is Secret.LEFT:
+            return "the page an earlier boot left is planted, not left by a reset of a real guest"
         if self.attack is not Attack.NONE:
             return "the launch attacks are not yet played through QEMU on SEV hardware"
         if self.check_wipe or self.removes:
@@ -213,7 +222,7 @@ class Scenario:
 
     @property
     def _path_errors(self) -> tuple[str, ...]:
-        if self.secret is Secret.PLANTED:
+        if self.ending is Ending.WIPES or self.secret is Secret.PLANTED:
             return FALLBACK_ERRORS + PLANTED_ERRORS
         if self.expects_prompt:
             return FALLBACK_ERRORS
@@ -244,7 +253,7 @@ class Scenario:
     @property
     def needs_host_disk(self) -> bool:
         """The host brings its own disk (or what it holds) to this scenario."""
-        return self.host in (Host.FOREIGN_DISK, Host.SEARCH_HIJACK)
+        return self.host in (Host.FOREIGN_DISK, Host.SEARCH_HIJACK, Host.OWNER_DISK_MISSING)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -260,12 +269,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "wrong-secret",
-            "a secret with the wrong passphrase: the protector's key fails, prompt, then "
-            "unlock; the wrong entry is wiped, the extra secret kept",
+            "the owner's table holds a passphrase that opens nothing: a valid table means no "
+            "prompt, so GRUB wipes the whole secret area and powers off",
             Secret.WRONG,
-            typed=(True,),
-            before_prompt=verdicts.NO_USABLE_KEY,
-            check_wipe=True,
+            ending=Ending.WIPES,
         ),
         Scenario(
             "refusal",
@@ -347,6 +354,31 @@ SCENARIOS: dict[str, Scenario] = {
             host=Host.SEARCH_HIJACK,
         ),
         Scenario(
+            "reset-replay",
+            "a plain SEV guest reset by the host: the second boot finds the page as the "
+            "first left it (the passphrase entry wiped, the extras live); no prompt, the "
+            "area wiped, power off",
+            Secret.LEFT,
+            ending=Ending.WIPES,
+        ),
+        Scenario(
+            "owner-disk-missing",
+            "the host launches a valid table with extras and its own LUKS disk instead of "
+            "the owner's, and types its passphrase at any prompt: no prompt, the area wiped, "
+            "power off; the host's grub.cfg never runs",
+            Secret.GOOD,
+            ending=Ending.WIPES,
+            host=Host.OWNER_DISK_MISSING,
+        ),
+        Scenario(
+            "keyslot-broken",
+            "the host kills the owner's passphrase key slot (slot 0) on the disk it launches: "
+            "the secret opens nothing; no prompt, the area wiped, power off",
+            Secret.GOOD,
+            ending=Ending.WIPES,
+            host=Host.PASSPHRASE_SLOT,
+        ),
+        Scenario(
             "console-keys",
             "the host presses c, e and Esc at the owner's menu and answers GRUB's lock with "
             "wrong passphrases: no shell, no editor, no owner data; Enter boots",
@@ -375,19 +407,32 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
-#: One scenario per malformed page (``planted-<name>``): GRUB must refuse the page, fall
-#: back to its prompt and unlock with the typed passphrase; no hang, no boot without it.
+#: One scenario per malformed page (``planted-<name>``): GRUB must refuse the page. A
+#: page with a valid table header is the owner's table as far as GRUB can tell, so no
+#: prompt: GRUB wipes the area and powers off. Any other page means the owner injected
+#: nothing: GRUB prompts and the typed passphrase unlocks. No hang, no boot without it.
 SCENARIOS |= {
-    f"planted-{name}": Scenario(
-        f"planted-{name}",
-        f"a malformed secret page ({name}) in place of the owner's: GRUB refuses it, "
-        "prompts, the typed passphrase unlocks",
-        Secret.PLANTED,
-        typed=(True,),
-        before_prompt=verdicts.NO_USABLE_KEY,
-        planted=name,
+    f"planted-{name}": (
+        Scenario(
+            f"planted-{name}",
+            f"a malformed secret page ({name}) with a valid table header in place of the "
+            "owner's: GRUB refuses it, wipes the area and powers off, no prompt",
+            Secret.PLANTED,
+            ending=Ending.WIPES,
+            planted=name,
+        )
+        if has_table_header(page)
+        else Scenario(
+            f"planted-{name}",
+            f"a malformed secret page ({name}) without a valid table header in place of the "
+            "owner's: GRUB finds no table, prompts, the typed passphrase unlocks",
+            Secret.PLANTED,
+            typed=(True,),
+            before_prompt=verdicts.NO_USABLE_KEY,
+            planted=name,
+        )
     )
-    for name, _ in malformed_tables(b"x")
+    for name, page in malformed_tables(b"x")
 }
 
 
@@ -517,6 +562,18 @@ def prepared(
             image.kill_key_slot(disk, damaged, image.KEY_FILE_SLOT)
             notes.append(f"the host killed LUKS key slot {image.KEY_FILE_SLOT} (the key file's)")
             disk = damaged
+        if scenario.host is Host.PASSPHRASE_SLOT:
+            if disk_format is not DiskFormat.RAW:
+                raise ConfigError(f"{scenario.name} damages a raw disk; this one is {disk_format}.")
+            damaged = private / disk.name
+            image.kill_key_slot(disk, damaged, image.PASSPHRASE_SLOT)
+            notes.append(
+                f"the host killed LUKS key slot {image.PASSPHRASE_SLOT} (the passphrase's)"
+            )
+            disk = damaged
+        if scenario.host is Host.OWNER_DISK_MISSING and host_disk:
+            disk, disk_format = host_disk.disk, DiskFormat.RAW
+            notes.append("the host launched its own LUKS disk in place of the owner's")
         extra_disks: tuple[Path, ...] = ()
         if scenario.host is Host.FOREIGN_DISK and host_disk:
             extra_disks = (host_disk.disk,)
@@ -525,6 +582,8 @@ def prepared(
         wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
         owner_table = _owner_table(scenario, passphrase, wrong, extras, area.size)
         plain = owner_table.serialize(area.size) if owner_table else None
+        if scenario.secret is Secret.LEFT and owner_table is not None:
+            plain = left_by_boot(owner_table).serialize(area.size)
         plan, sev = None, None
         if kind.hardware:
             plan, sev = _hardware(
@@ -536,11 +595,12 @@ def prepared(
                 scenario, fw_bytes, owner_digest, passphrase, plain, private, notes, vcpus
             )
         # pmemsave reads the page encrypted on hardware: the second opinion is simulated.
-        page_after = scenario.ending is Ending.BOOTS and (
-            scenario.check_wipe or (guest_kernel is GuestKernel.BUILT and not kind.hardware)
+        page_after = (scenario.ending is Ending.WIPES and not kind.hardware) or (
+            scenario.ending is Ending.BOOTS
+            and (scenario.check_wipe or (guest_kernel is GuestKernel.BUILT and not kind.hardware))
         )
         # The whole of RAM is readable only in a simulated launch (encrypted on hardware).
-        ram_after = scenario.ending is Ending.BOOTS and not kind.hardware
+        ram_after = scenario.ending in (Ending.BOOTS, Ending.WIPES) and not kind.hardware
         cfg = qemu.LaunchConfig(
             firmware=loaded,
             disk=disk,
@@ -681,6 +741,7 @@ def run_scenario(
                 notes += _after_boot(
                     scenario, guest, launch, passphrase, workdir, guest_kernel, timeout
                 )
+                notes += _after_wipe(scenario, guest, launch, workdir)
                 notes += _check_ram(scenario, guest, launch, passphrase, guest_kernel, ready)
             _check_refusal(scenario, notes)
             passed, detail = True, "; ".join(notes) or "as expected"
@@ -864,6 +925,41 @@ def _after_boot(
     return notes
 
 
+#: GRUB wipes 3 KiB and powers off at once; a loaded CI host gets a generous margin.
+WIPE_TIMEOUT = 60.0
+
+
+def _after_wipe(scenario: Scenario, guest: qemu.Guest, launch: Launch, workdir: Path) -> list[str]:
+    """Once GRUB said it gives up on the owner's table: the guest must power off (a
+    reset is a verdict, never a quiet exit: a plain SEV guest keeps its memory over a
+    reset), and in simulated launches the secret area must then be all zero.
+
+    Raises:
+        GuestVerdict: the guest reset, did not stop, or left something in the area.
+    """
+    if scenario.ending is not Ending.WIPES or guest.qmp is None:
+        return []
+    reason = guest.wait_shutdown(WIPE_TIMEOUT)
+    tail = guest.console.tail()
+    if reason is None:
+        raise GuestVerdict(
+            f"GRUB said it wipes the area, but the guest did not stop within {WIPE_TIMEOUT:g} s.",
+            "timeout",
+            tail,
+        )
+    if reason != "guest-shutdown":
+        raise GuestVerdict(
+            f"The guest stopped by {reason}, not by powering off: a reset hands the host "
+            "another boot over the same memory.",
+            "reset",
+            tail,
+        )
+    notes = ["the guest powered off"]
+    if launch.page_after:
+        notes.append(verdicts.check_area_wiped(_read_page(guest, launch, workdir), tail))
+    return notes
+
+
 def _check_ram(
     scenario: Scenario,
     guest: qemu.Guest,
@@ -931,6 +1027,14 @@ def _launch(
     table = parse_guid_table(fw)
     size = table.secret_block.size if table and table.secret_block else None
     path = workdir / "secret.bin"
+    if scenario.secret is Secret.LEFT:
+        # No launch secret this time: the page is what the first boot left in memory
+        # that survived the reset (plain SEV does not scrub it).
+        owner_flow.simulated_launch(fw, expected, None, scenario.attack, notes, vcpus)
+        assert plain is not None
+        write_private({path: plain})
+        notes.append("the secret page holds the owner's table as the first boot left it")
+        return path
     if scenario.secret is Secret.PLANTED:
         owner_flow.simulated_launch(fw, expected, None, scenario.attack, notes, vcpus)
         # The host writes the page itself (on SEV hardware it cannot; the page is
@@ -946,6 +1050,19 @@ def _launch(
     return path
 
 
+def left_by_boot(table: SecretTable) -> SecretTable:
+    """*table* as a boot that used it leaves it: the passphrase entry deleted the way
+    GRUB and Linux delete one (zero GUID, zero data, length kept), the rest as it was."""
+    return SecretTable(
+        tuple(
+            SecretEntry(NULL_GUID, bytes(len(e.data)))
+            if e.guid == guids.DISK_PASSPHRASE_ENTRY
+            else e
+            for e in table.entries
+        )
+    )
+
+
 def _owner_table(
     scenario: Scenario,
     passphrase: Passphrase,
@@ -959,8 +1076,8 @@ def _owner_table(
     Raises:
         SecretFormatError: the table does not fit *area_size*.
     """
-    if not scenario.injects:
+    if not scenario.injects and scenario.secret is not Secret.LEFT:
         return None
-    injected = passphrase if scenario.secret is Secret.GOOD else wrong
+    injected = wrong if scenario.secret is Secret.WRONG else passphrase
     extras = owner_extras.owner_extras(given, injected.value, area_size, remove=scenario.removes)
     return SecretTable((disk_passphrase_entry(injected.value), *extras))

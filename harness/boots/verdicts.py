@@ -59,6 +59,8 @@ OWNER_DATA = r"harness\.token="
 #: A distribution's initramfs that gave up on the root and offers a root shell on the
 #: console (initramfs-tools' prompt, busybox's banner): it holds the key file.
 INITRAMFS_SHELL = r"\(initramfs\) |built-in shell \(ash\)"
+#: The firmware's grub.cfg when the owner's table opens nothing (patches/ovmf 0005).
+WIPED = r"opened no volume to boot from: wiping the secret area"
 #: Error messages that prove which part of GRUB's secret path ran.
 NO_TABLE = r"holds no secret table"
 NO_USABLE_KEY = r"no key protector provided a usable key"
@@ -99,6 +101,9 @@ class Ending(enum.StrEnum):
     #: The host damaged the owner's root: the guest stops, whether or not the owner's
     #: image got as far as its marker first; only what must never show is judged.
     STOPS = "stops"
+    #: The owner's table is there but opens nothing to boot from: GRUB says so, wipes
+    #: the secret area and powers off; never a prompt.
+    WIPES = "wipes"
 
 
 class Host(enum.StrEnum):
@@ -111,6 +116,10 @@ class Host(enum.StrEnum):
     #: garbles the root's filesystem UUID and offers a filesystem of its own with that
     #: UUID (its kernel on it); wrong passphrases at any prompt
     SEARCH_HIJACK = "search-hijack"
+    #: launches with its own LUKS disk in place of the owner's; types its passphrase
+    OWNER_DISK_MISSING = "owner-disk-missing"
+    #: kills the owner's passphrase key slot (slot 0); wrong passphrases at any prompt
+    PASSPHRASE_SLOT = "passphrase-slot"
 
 
 @dataclass(frozen=True)
@@ -147,7 +156,7 @@ def play(
     if p.host is Host.PASSIVE:
         _play_owner(p, con, token, passphrase, wrong, timeout, exit_timeout)
     else:
-        typed = host_typed if p.host is Host.FOREIGN_DISK else wrong
+        typed = host_typed if p.host in (Host.FOREIGN_DISK, Host.OWNER_DISK_MISSING) else wrong
         if typed is None:
             raise GuestVerdict("The foreign-disk host has no passphrase to type.", "setup", "")
         _play_hostile(p, con, token, typed, timeout)
@@ -186,6 +195,9 @@ def _play_owner(
         con.sendline((passphrase if typed_right else wrong).typed())
     if p.ending is Ending.BOOTS:
         _expect_marker(con, token, timeout, p)
+        return
+    if p.ending is Ending.WIPES:
+        con.expect_any({"wiped": WIPED}, timeout, forbid=(p.marker, PROMPT, *p.never))
         return
     con.expect_any({"give-up": GIVE_UP}, exit_timeout, forbid=(p.marker, PROMPT, *p.never))
     if not con.wait_exit(exit_timeout):
@@ -230,6 +242,7 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
         "any key": ANY_KEY,
         "marker": p.marker,
         "locked": CLI_LOCKED,
+        "wiped": WIPED,
     }
     forbid = (HOST_MARKER, HOST_KERNEL, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA,
               INITRAMFS_SHELL, *p.never)  # fmt: skip
@@ -256,6 +269,13 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
             raise
         waiting_for_key = False
         if name == "prompt":
+            if p.ending is Ending.WIPES:  # the verdict is known: no answer needed
+                raise GuestVerdict(
+                    "GRUB asked for a passphrase although the owner's table is in the secret "
+                    "area: the host could type the passphrase of a disk of its own.",
+                    "prompted",
+                    con.tail(),
+                )
             prompts += 1
             con.sendline(typed.typed())
         elif name == "any key":
@@ -271,13 +291,21 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
                 break
             # STOPS: the owner's image may finish; what follows is still judged.
             events.pop("marker")
+        elif name == "wiped":
+            if p.ending is not Ending.WIPES:
+                raise GuestVerdict(
+                    "GRUB wiped the secret area and powered off instead of booting.",
+                    "wiped",
+                    con.tail(),
+                )
+            break
         elif name == "locked":
             if p.ending not in (Ending.HALTS, Ending.STOPS):
                 raise GuestVerdict(
                     "GRUB stopped with its CLI locked instead of booting.", "locked", con.tail()
                 )
             break
-    if prompts and p.host in (Host.FOREIGN_DISK, Host.SEARCH_HIJACK):
+    if prompts and p.host not in (Host.CONSOLE_KEYS, Host.KEY_SLOT):
         raise GuestVerdict(
             f"GRUB asked for a passphrase {prompts} time(s) after the secret unlocked the "
             "owner's root; the host answered with its own.",
@@ -333,6 +361,25 @@ def check_wipe(page: bytes, injected: Passphrase, extras: Sequence[SecretEntry],
         "secret page after boot: passphrase entry wiped (GUID and data zero, length kept), "
         f"{len(extras)} extra secrets intact, passphrase bytes absent"
     )
+
+
+def check_area_wiped(page: bytes, tail: str) -> str:
+    """The secret page once GRUB gave up on the owner's table: every byte zero.
+
+    Raises:
+        GuestVerdict: the page could not be read, or something is left in it.
+    """
+    if not page:
+        raise GuestVerdict("The secret page could not be read after the guest stopped.",
+                           "no page", tail)  # fmt: skip
+    if any(page):
+        left = sum(1 for b in page if b)
+        raise GuestVerdict(
+            f"GRUB gave up on the owner's table but left {left} non-zero bytes in the secret area.",
+            "not wiped",
+            tail,
+        )
+    return f"secret area after the guest stopped: all {len(page)} bytes zero"
 
 
 def check_planted_page(page: bytes, passphrase: Passphrase, tail: str) -> str:

@@ -450,6 +450,8 @@ KEY_FILE = "etc/keys/root.key"
 KEY_BYTES = 64
 #: The passphrase is in LUKS key slot 0, the initramfs's key file in this one.
 KEY_FILE_SLOT = 1
+#: The key slot the passphrase opens (luksFormat's first).
+PASSPHRASE_SLOT = 0
 
 
 @dataclass(frozen=True)

@@ -334,6 +334,21 @@ class Guest:
         self.qmp.cmd("pmemsave", val=gpa, size=size, filename=str(dest))
         return dest.read_bytes()
 
+    def wait_shutdown(self, timeout: float) -> str | None:
+        """Wait for QEMU's SHUTDOWN event (the guest powered off, or reset where
+        ``-no-reboot`` makes a reset a shutdown); its reason (``guest-shutdown``,
+        ``guest-reset``, ...), or None if none came within *timeout* seconds."""
+        if self.qmp is None:
+            raise InfrastructureError("No QMP connection to wait for the guest's shutdown on.")
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.qmp.get_events(wait=False):
+                if event.get("event") == "SHUTDOWN":
+                    return str(event.get("data", {}).get("reason", ""))
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
     def dump_memory(self, dest: Path) -> None:
         """Write all of guest RAM to *dest* (an ELF core, RAM blocks only, over QMP's
         ``dump-guest-memory``); the VM is paused while QEMU writes it."""

@@ -80,6 +80,18 @@ def _table(entries: bytes, size: int, length: int | None = None) -> bytes:
     return _page(_header(table_guid, true_length if length is None else length) + entries, size)
 
 
+def has_table_header(page: bytes) -> bool:
+    """Whether *page* starts as the owner's table would: the table header GUID and a
+    length that fits the page, whatever the entries behind it hold. GRUB then treats
+    the page as the owner's table, which never leads to a prompt."""
+    if len(page) < HEADER.size:
+        return False
+    raw_guid, length = HEADER.unpack_from(page)
+    return UUID(bytes_le=raw_guid) == guids.EFI_SECRET_TABLE_HEADER and (
+        HEADER.size <= length <= len(page)
+    )
+
+
 def malformed_tables(
     passphrase: bytes, size: int = DEFAULT_SECRET_AREA
 ) -> tuple[tuple[str, bytes], ...]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from harness import run
-from harness.boots import matrix, scenarios
+from harness.boots import matrix, scenarios, verdicts
 from harness.components import ovmf
 from harness.config import LaunchKind
 from harness.guest import xts
@@ -143,6 +143,10 @@ def test_scenario(
         assert "HOST-KERNEL-RUNS" not in transcript
     if name == "foreign-disk":
         assert "Enter passphrase" not in transcript
+    if scenarios.SCENARIOS[name].ending is verdicts.Ending.WIPES:
+        # A valid table means no prompt: the area wiped, the guest powered off.
+        assert "Enter passphrase" not in transcript and "HOST-GRUB-CFG" not in transcript
+        assert "the guest powered off" in result.notes
 
 
 def test_a_twin_of_the_owner_disk_is_refused_by_the_initramfs(

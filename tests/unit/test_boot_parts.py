@@ -126,6 +126,9 @@ def test_scenario_table_is_consistent() -> None:
         "secret-removed",
         "broken-keyslot",
         "search-hijack",
+        "reset-replay",
+        "owner-disk-missing",
+        "keyslot-broken",
     } == {name for name in SCENARIOS if not name.startswith("planted-")}
     assert {f"planted-{n}" for n, _ in malformed_tables(b"x")} == {
         name for name in SCENARIOS if name.startswith("planted-")

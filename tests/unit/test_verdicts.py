@@ -105,15 +105,64 @@ def test_no_secret_needs_the_protectors_message_before_the_prompt(tmp_path: Path
     assert fails(silent, "no-secret", GRUB_START + PROMPT_LINE, react) == "protector silent"
 
 
-def test_wrong_secret_needs_a_failed_key_not_a_missing_table(tmp_path: Path) -> None:
+WIPED = (
+    "The owner's secret table opened no volume to boot from: wiping the secret area and "
+    "powering off, no passphrase prompt\n"
+)
+NO_KEY = "error: no key protector provided a usable key for hd0,gpt1 (1234).\n"
+
+
+def test_a_valid_table_that_opens_nothing_ends_wiped_without_a_prompt(tmp_path: Path) -> None:
+    for name in ("wrong-secret", "reset-replay", "planted-duplicate-passphrase"):
+        where = tmp_path / name
+        where.mkdir()
+        assert judge(where, name, GRUB_START + NO_KEY + WIPED) == []
+
+
+def test_a_valid_table_that_leads_to_a_prompt_fails(tmp_path: Path) -> None:
+    # What today's main did: the prompt, and the owner (here) or the host typing.
     react = answers(("owner-passphrase", BOOTED))
-    used = GRUB_START + "error: no key protector provided a usable key for hd0,gpt1.\n"
-    assert judge(tmp_path, "wrong-secret", used + PROMPT_LINE, react)
-    other = tmp_path / "other"
-    other.mkdir()
-    assert fails(other, "wrong-secret", GRUB_START + NO_TABLE + PROMPT_LINE, react) == (
-        "protector silent"
+    assert fails(tmp_path, "wrong-secret", GRUB_START + NO_KEY + PROMPT_LINE, react) == (
+        "forbidden: Enter passphrase for"
     )
+
+
+def test_owner_disk_missing_fails_at_the_first_prompt(tmp_path: Path) -> None:
+    """The verdict is known at the prompt: nothing is typed (today's main prompted, the
+    host typed its own disk's passphrase and its grub.cfg ran)."""
+
+    def react(typed: str) -> str | None:
+        raise AssertionError(f"{typed!r} was typed after the verdict was known")
+
+    opening = GRUB_START + NO_KEY + PROMPT_LINE
+    assert fails(tmp_path, "owner-disk-missing", opening, react) == "prompted"
+
+
+def test_a_broken_keyslot_fails_on_a_prompt_even_if_it_then_wipes(tmp_path: Path) -> None:
+    react = answers(("wrong-passphrase", WIPED))
+    assert fails(tmp_path, "keyslot-broken", GRUB_START + PROMPT_LINE, react) == "prompted"
+
+
+def test_planted_pages_with_a_table_header_never_prompt() -> None:
+    """The classification the planted scenarios take from the page bytes."""
+    wipes = {n for n, s in scenarios.SCENARIOS.items() if s.ending is verdicts.Ending.WIPES}
+    prompts = {n for n, s in scenarios.SCENARIOS.items() if s.name.startswith("planted-")} - wipes
+    assert "planted-duplicate-secret-guid" in wipes and "planted-entry-len-zero" in wipes
+    assert prompts == {
+        "planted-wrong-header-guid",
+        "planted-header-len-past-area",
+        "planted-header-len-too-small",
+        "planted-truncated-header",
+        "planted-random-bytes",
+        "planted-all-ff",
+    }
+
+
+def test_an_area_left_with_anything_in_it_is_not_wiped() -> None:
+    assert "all 3072 bytes zero" in verdicts.check_area_wiped(bytes(3072), "")
+    with pytest.raises(GuestVerdict) as err:
+        verdicts.check_area_wiped(bytes(100) + b"\x01" + bytes(2971), "")
+    assert err.value.matched == "not wiped"
 
 
 def _refusal(after_third: str | None) -> Reaction:
