@@ -42,16 +42,21 @@ def ws_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("patches-ws")
 
 
-def series(tmp: Path, component: str, edit: Callable[[str], str] | None = None) -> Path:
-    """A patches root holding our series for *component*, its patch edited by *edit*."""
+def series(
+    tmp: Path, component: str, edit: Callable[[str], str] | None = None, pattern: str = "0001-*"
+) -> Path:
+    """A patches root holding our series for *component*, the patches matching *pattern*
+    (the first, by default) edited by *edit*."""
     root = tmp / "patches"
     shutil.copytree(ROOT / "patches" / component, root / component)
     if edit is not None:
-        patch = next((root / component).glob("0001-*.patch"))
-        before = patch.read_bytes().decode()  # bytes: edk2 files have CRLF lines
-        after = edit(before)
-        assert after != before, "the edit changed nothing"
-        patch.write_bytes(after.encode())
+        changed = 0
+        for patch in sorted((root / component).glob(f"{pattern}.patch")):
+            before = patch.read_bytes().decode()  # bytes: edk2 files have CRLF lines
+            after = edit(before)
+            changed += after != before
+            patch.write_bytes(after.encode())
+        assert changed, "the edit changed nothing"
     return root
 
 
@@ -93,11 +98,15 @@ def test_a_broken_parser_fails_its_unit_test(ws_root: Path, tmp_path: Path) -> N
     assertion failed, the build stops, and nothing after it runs."""
 
     def edit(text: str) -> str:
-        return text.replace(
-            "+  if (err == GRUB_ERR_NONE && count > 1)", "+  if (err == GRUB_ERR_NONE && count > 2)"
-        )
+        # The line 0001 adds and the later patches of the parser keep as context.
+        for mark in ("+", " "):
+            text = text.replace(
+                f"{mark}  if (err == GRUB_ERR_NONE && count > 1)",
+                f"{mark}  if (err == GRUB_ERR_NONE && count > 2)",
+            )
+        return text
 
-    checks = check(ws_root, series(tmp_path, "grub", edit), "grub")
+    checks = check(ws_root, series(tmp_path, "grub", edit, pattern="*"), "grub")
     unit = by_name(checks)["unit-test"]
     assert unit.failed and unit.subject == "efisecret_test"
     assert "two passphrase entries: accepted" in unit.reason
