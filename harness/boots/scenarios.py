@@ -555,21 +555,12 @@ def prepared(
             raise FirmwareFormatError(f"{firmware} has no secret block to inject into.")
         loaded = private / "OVMF.fd"
         loaded.write_bytes(fw_bytes)
-        if scenario.host is Host.KEY_SLOT:
-            if disk_format is not DiskFormat.RAW:
-                raise ConfigError(f"{scenario.name} damages a raw disk; this one is {disk_format}.")
+        if (killed := KILLED_SLOTS.get(scenario.host)) is not None:
+            _require_raw(scenario, disk_format)
+            slot, whose = killed
             damaged = private / disk.name
-            image.kill_key_slot(disk, damaged, image.KEY_FILE_SLOT)
-            notes.append(f"the host killed LUKS key slot {image.KEY_FILE_SLOT} (the key file's)")
-            disk = damaged
-        if scenario.host is Host.PASSPHRASE_SLOT:
-            if disk_format is not DiskFormat.RAW:
-                raise ConfigError(f"{scenario.name} damages a raw disk; this one is {disk_format}.")
-            damaged = private / disk.name
-            image.kill_key_slot(disk, damaged, image.PASSPHRASE_SLOT)
-            notes.append(
-                f"the host killed LUKS key slot {image.PASSPHRASE_SLOT} (the passphrase's)"
-            )
+            image.kill_key_slot(disk, damaged, slot)
+            notes.append(f"the host killed LUKS key slot {slot} ({whose})")
             disk = damaged
         if scenario.host is Host.OWNER_DISK_MISSING and host_disk:
             disk, disk_format = host_disk.disk, DiskFormat.RAW
@@ -632,6 +623,19 @@ def prepared(
         shutil.rmtree(sockets, ignore_errors=True)
 
 
+#: The LUKS key slot each slot-killing host kills, and whose it is.
+KILLED_SLOTS = {
+    Host.KEY_SLOT: (image.KEY_FILE_SLOT, "the key file's"),
+    Host.PASSPHRASE_SLOT: (image.PASSPHRASE_SLOT, "the passphrase's"),
+}
+
+
+def _require_raw(scenario: Scenario, disk_format: DiskFormat) -> None:
+    """Raises: ConfigError: *scenario* damages a disk in place, which only a raw one takes."""
+    if disk_format is not DiskFormat.RAW:
+        raise ConfigError(f"{scenario.name} damages a raw disk; this one is {disk_format}.")
+
+
 def _hijack(
     scenario: Scenario,
     disk: Path,
@@ -646,8 +650,7 @@ def _hijack(
     Raises:
         ConfigError: the disk is not raw, or its image.json does not name the root's UUID.
     """
-    if disk_format is not DiskFormat.RAW:
-        raise ConfigError(f"{scenario.name} damages a raw disk; this one is {disk_format}.")
+    _require_raw(scenario, disk_format)
     metadata = image.load(disk.parent).metadata
     if metadata.root_fs_uuid is None:
         raise ConfigError(

@@ -330,8 +330,7 @@ def check_wipe(page: bytes, injected: Passphrase, extras: Sequence[SecretEntry],
             expects (GUID and data zero, length kept), the extra secret is damaged, or
             the area no longer parses at all.
     """
-    if not page:
-        raise GuestVerdict("The secret page could not be read after the boot.", "no page", tail)
+    _require_page(page, tail)
     if injected.value in page:
         raise GuestVerdict("The passphrase is still in the secret page.", "secret left", tail)
     try:
@@ -363,15 +362,19 @@ def check_wipe(page: bytes, injected: Passphrase, extras: Sequence[SecretEntry],
     )
 
 
+def _require_page(page: bytes, tail: str) -> None:
+    """Raises: GuestVerdict: the page read after the guest ran is empty."""
+    if not page:
+        raise GuestVerdict("The secret page could not be read after the boot.", "no page", tail)
+
+
 def check_area_wiped(page: bytes, tail: str) -> str:
     """The secret page once GRUB gave up on the owner's table: every byte zero.
 
     Raises:
         GuestVerdict: the page could not be read, or something is left in it.
     """
-    if not page:
-        raise GuestVerdict("The secret page could not be read after the guest stopped.",
-                           "no page", tail)  # fmt: skip
+    _require_page(page, tail)
     if any(page):
         left = sum(1 for b in page if b)
         raise GuestVerdict(
@@ -389,8 +392,7 @@ def check_planted_page(page: bytes, passphrase: Passphrase, tail: str) -> str:
     Raises:
         GuestVerdict: the page could not be read, or the passphrase is still in it.
     """
-    if not page:
-        raise GuestVerdict("The secret page could not be read after the boot.", "no page", tail)
+    _require_page(page, tail)
     if passphrase.value in page:
         raise GuestVerdict(
             "The passphrase is still in the planted secret page after GRUB refused it.",

@@ -232,8 +232,9 @@ class ImageMetadata:
     ready: Ready = Ready.MARKER  # every image before the Debian recipe
     suite: str | None = None  # the Debian recipe's
     disk_format: DiskFormat = DiskFormat.RAW
-    #: The root filesystem's UUID (what a grub.cfg searches for); no secret, the host
-    #: reads it off the ESP or the console. None for images made before it was kept.
+    #: The root filesystem's UUID (what a grub.cfg searches for). No secret: a
+    #: distribution's cloud image carries the same one in every copy. None for images
+    #: made before it was kept.
     root_fs_uuid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
