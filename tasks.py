@@ -227,7 +227,7 @@ def _config(
         "recipe": "image recipe under images/ (default minimal)",
         "luks": "luks1, luks2-pbkdf2 or luks2-argon2id",
         "passphrase_file": "use this passphrase (default: a generated one)",
-        "out": "directory for disk.img, image.json and passphrase (0600) "
+        "out": "directory for disk.img, image.json, passphrase and proof.key (0600) "
         "(default <workspace>/images/RECIPE-LUKS)",
         "secret_only": "accept a passphrase GRUB's prompt cannot type (secret unlocks only)",
         "kernel": "built (our kernel, built or cached: it unlocks the root again with a key "
@@ -240,6 +240,8 @@ def _config(
         "root stays locked)",
         "ssh_key": "debian recipe: an OpenSSH public key for root (adds openssh-server)",
         "workspace": COMMON_HELP["workspace"],
+        "kdf": "debian recipe: the passphrase slot's KDF costs, standard (default: "
+        "cryptsetup's own, benchmarked for 2 s; ship this) or test (fast under TCG)",
     },
 )
 @entry
@@ -258,12 +260,13 @@ def build_image(
     root_password_file: str = "",
     ssh_key: str = "",
     workspace: str = "",
+    kdf: str = "standard",
 ) -> None:
     """Build a LUKS-encrypted guest image, rootless and without dm-crypt."""
     from pathlib import Path
 
     from harness.flows import builds
-    from harness.guest import debian
+    from harness.guest import debian, image
 
     cfg = _config(workspace=workspace)
     options = debian.DebianOptions(
@@ -273,6 +276,7 @@ def build_image(
         disk_format=debian.parse_format(format),
         root_password=Path(root_password_file) if root_password_file else None,
         ssh_key=Path(ssh_key) if ssh_key else None,
+        kdf=image.parse_kdf(kdf),
     )
     img = builds.build_image(
         cfg,

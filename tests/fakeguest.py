@@ -15,7 +15,21 @@ from typing import Any, cast
 
 import pexpect
 
+from harness.boots import scenarios, verdicts
+from harness.guest.proof import Proof
 from harness.host.console import Console
+from harness.passphrase import Passphrase
+
+#: The launch's nonce and the image's key that scripted guests answer with.
+OWNER_PROOF = Proof("5a" * 32, bytes(range(32)))
+
+
+def proof_line(proof: Proof = OWNER_PROOF, source: str = "fw_cfg", mac: str | None = None) -> str:
+    """The root's answer to *proof*'s nonce, as images/minimal/proof prints it."""
+    return f"HARNESS-PROOF from={source} mac={mac or proof.expected()}\n"
+
+
+PROOF_LINE = proof_line()
 
 #: Answers one input (what was sent, Enter included) with the guest's next output;
 #: None ends the guest (QEMU exits).
@@ -90,3 +104,45 @@ def console(
         cast(Any, child), tmp_path / "console.log", secrets, allowed_errors, expected_failures
     )
     return con, child
+
+
+#: The passphrases scripted scenarios are played with: the owner's, a wrong one, the host's.
+OWNER_PASSPHRASE = Passphrase(b"owner-passphrase")
+WRONG_PASSPHRASE = Passphrase(b"wrong-passphrase")
+HOST_PASSPHRASE = Passphrase(b"host-passphrase")
+
+
+def play_scenario(
+    tmp_path: Path,
+    name: str,
+    opening: str,
+    react: Reaction | None = None,
+    *,
+    token: str,
+    exits: bool = True,
+    play: verdicts.Play | None = None,
+    host_typed: Passphrase | None = HOST_PASSPHRASE,
+) -> tuple[str | None, FakeChild]:
+    """Play scenario *name* (or *play*) against a scripted guest with the real Console
+    and verdict code; returns what the proof showed and the guest (what was typed)."""
+    scenario = scenarios.SCENARIOS[name]
+    con, child = console(
+        tmp_path,
+        opening,
+        react,
+        exits=exits,
+        allowed_errors=scenario.allowed_errors,
+        expected_failures=scenario.expected_failures,
+    )
+    proved = verdicts.play(
+        play or scenario.play,
+        con,
+        token=token,
+        passphrase=OWNER_PASSPHRASE,
+        wrong=WRONG_PASSPHRASE,
+        host_typed=host_typed,
+        timeout=5,
+        exit_timeout=5,
+        proof=OWNER_PROOF,
+    )
+    return proved, child

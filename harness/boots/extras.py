@@ -47,6 +47,7 @@ def owner_extras(
     area_size: int,
     *,
     remove: bool = False,
+    nonce: bytes | None = None,
 ) -> tuple[SecretEntry, ...]:
     """The extra entries for a table whose passphrase entry holds *injected*.
 
@@ -54,12 +55,15 @@ def owner_extras(
         given: the user's entries (``--entry``); None for the defaults.
         area_size: the firmware's secret block; the defaults fill it exactly.
         remove: add the entry the guest is asked to remove.
+        nonce: add this launch's nonce, which the root answers (harness.guest.proof).
 
     Raises:
         SecretFormatError: the table does not fit the block (the passphrase leaves no
             room for the defaults, or the given entries are too large).
     """
-    tail = (remove_entry(),) if remove else ()
+    tail: tuple[SecretEntry, ...] = (remove_entry(),) if remove else ()
+    if nonce is not None:
+        tail += (SecretEntry(guids.PROOF_NONCE_ENTRY, nonce),)
     if given is not None:
         extras = (*given, *tail)
     else:
@@ -85,7 +89,7 @@ def read_entries(specs: Sequence[str]) -> tuple[SecretEntry, ...] | None:
 
     Raises:
         ConfigError: not GUID:FILE, a GUID the harness reserves (null, the disk
-            passphrase, the removal instruction) or given twice.
+            passphrase, the removal instruction, the proof's nonce) or given twice.
         InputError: a file missing, unreadable, or readable by group or others.
     """
     if not specs:
@@ -99,7 +103,8 @@ def read_entries(specs: Sequence[str]) -> tuple[SecretEntry, ...] | None:
             guid = UUID(guid_text)
         except ValueError as err:
             raise ConfigError(f"--entry {spec!r}: {guid_text!r} is not a GUID.") from err
-        if guid in (NULL_GUID, guids.DISK_PASSPHRASE_ENTRY, REMOVE_SECRET_GUID):
+        if guid in (NULL_GUID, guids.DISK_PASSPHRASE_ENTRY, REMOVE_SECRET_GUID,
+                    guids.PROOF_NONCE_ENTRY):  # fmt: skip
             raise ConfigError(f"--entry {guid}: {_reserved(guid)}.")
         if any(e.guid == guid for e in entries):
             raise ConfigError(f"--entry {guid} is given twice.")
@@ -112,4 +117,6 @@ def _reserved(guid: UUID) -> str:
         return "the all-zero GUID marks a deleted entry"
     if guid == guids.DISK_PASSPHRASE_ENTRY:
         return "the disk passphrase entry is the harness's, from the image"
+    if guid == guids.PROOF_NONCE_ENTRY:
+        return "the harness puts each launch's nonce there, for the root's proof"
     return "the harness asks the guest to remove this entry (scenario secret-removed)"

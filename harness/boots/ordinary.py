@@ -20,6 +20,7 @@ from harness.boots.result import Result
 from harness.boots.scenarios import LOGIN_TIMEOUT, REFUSAL_TIMEOUT
 from harness.boots.verdicts import Ending, Play
 from harness.errors import ConfigError, GuestVerdict
+from harness.guest import proof
 from harness.guest.image import Image, Ready
 from harness.host import qemu
 from harness.passphrase import Passphrase
@@ -66,6 +67,7 @@ def run_ordinary(
     workdir.mkdir(parents=True, exist_ok=True)
     transcript = workdir / "console.log"
     passphrase = Passphrase.read(img.passphrase_file)
+    owner_proof = proof.Proof(proof.fresh_nonce(), proof.read_key(img.disk.parent))
     wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
     sockets = Path(tempfile.mkdtemp(prefix="harness-qmp-"))
     started = time.monotonic()
@@ -77,12 +79,13 @@ def run_ordinary(
             qmp=sockets / "qmp.sock",
             emulator=emulator,
             disk_format=img.metadata.disk_format.value,
+            fw_cfg=((proof.FW_CFG_NAME, owner_proof.nonce),),
         )
         try:
             with qemu.running(
                 cfg, transcript, (passphrase.value, wrong.value), DISTRIBUTION_GRUB_ERRORS
             ) as guest:
-                verdicts.play(
+                proved = verdicts.play(
                     PLAY,
                     guest.console,
                     token=img.token,
@@ -91,10 +94,12 @@ def run_ordinary(
                     host_typed=None,
                     timeout=timeout,
                     exit_timeout=REFUSAL_TIMEOUT,
+                    proof=owner_proof,
                 )
             passed, detail = (
                 True,
-                (f"{firmware.name}: one prompt from the image's own GRUB, then the login prompt"),
+                f"{firmware.name}: one prompt from the image's own GRUB, then the login "
+                f"prompt; {proved}",
             )
         except GuestVerdict as err:
             passed, detail = False, str(err)

@@ -46,7 +46,7 @@ from harness.files import write_private
 from harness.firmware import guids
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
-from harness.guest import image
+from harness.guest import image, proof
 from harness.guest.image import DiskFormat, GuestKernel, Ready
 from harness.guest.report import REMOVE_SECRET_GUID
 from harness.host import qemu
@@ -465,7 +465,8 @@ class Launch:
     Attributes:
         table: the table the owner built (passphrase entry first), None if it built
             none; whether it reached the guest is the scenario's ``linux_sees``.
-        extras: its entries beside the passphrase.
+        extras: its entries beside the passphrase (this launch's nonce among them).
+        nonce: this launch's nonce (harness.guest.proof), in fw_cfg and in the table.
         page_after: read the secret page once the guest powered off.
         ram_after: dump all guest RAM once the guest is done, into *private* (this
             launch's 0700 directory, removed with it), and search it.
@@ -475,6 +476,7 @@ class Launch:
     wrong: Passphrase
     area: MemoryBlock
     notes: list[str]
+    nonce: str
     hardware: HardwarePlan | None = None
     table: SecretTable | None = field(default=None, repr=False)
     extras: tuple[SecretEntry, ...] = field(default=(), repr=False)
@@ -571,7 +573,8 @@ def prepared(
         if scenario.host is Host.SEARCH_HIJACK and host_disk:
             disk, extra_disks = _hijack(scenario, disk, disk_format, host_disk, private, notes)
         wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
-        owner_table = _owner_table(scenario, passphrase, wrong, extras, area.size)
+        nonce = proof.fresh_nonce()
+        owner_table = _owner_table(scenario, passphrase, wrong, extras, area.size, nonce)
         plain = owner_table.serialize(area.size) if owner_table else None
         if scenario.secret is Secret.LEFT and owner_table is not None:
             plain = left_by_boot(owner_table).serialize(area.size)
@@ -605,12 +608,14 @@ def prepared(
             cpu=SEV_ES_CPU if vcpus else None,
             vcpus=vcpus.count if vcpus else 1,
             disk_format=disk_format.value,
+            fw_cfg=((proof.FW_CFG_NAME, nonce),),
         )
         yield Launch(
             cfg,
             wrong,
             area,
             notes,
+            nonce,
             plan,
             owner_table,
             owner_table.entries[1:] if owner_table else (),
@@ -702,6 +707,7 @@ def run_scenario(
     """
     transcript = workdir / "console.log"
     started = time.monotonic()
+    proof_key = proof.read_key(disk.parent)
     with prepared(
         scenario,
         firmware=firmware,
@@ -731,7 +737,7 @@ def run_scenario(
             ) as guest:
                 if launch.hardware is not None:
                     notes += _over_qmp(guest, launch.hardware, launch.area)
-                verdicts.play(
+                proved = verdicts.play(
                     play_on(scenario, ready),
                     guest.console,
                     token=token,
@@ -740,7 +746,15 @@ def run_scenario(
                     host_typed=host_disk.passphrase if host_disk else None,
                     timeout=_timeout(scenario, ready, timeout),
                     exit_timeout=REFUSAL_TIMEOUT,
+                    proof=proof.Proof(
+                        launch.nonce,
+                        proof_key,
+                        from_secret=guest_kernel is GuestKernel.BUILT
+                        and scenario.linux_sees is LinuxSees.TABLE,
+                    ),
                 )
+                if proved:
+                    notes.append(proved)
                 notes += _after_boot(
                     scenario, guest, launch, passphrase, workdir, guest_kernel, timeout
                 )
@@ -1072,9 +1086,10 @@ def _owner_table(
     wrong: Passphrase,
     given: Sequence[SecretEntry] | None,
     area_size: int,
+    nonce: str,
 ) -> SecretTable | None:
     """The table the owner injects once the launch verifies, sized for the firmware's
-    secret block; None when the scenario injects nothing.
+    secret block, with this launch's *nonce*; None when the scenario injects nothing.
 
     Raises:
         SecretFormatError: the table does not fit *area_size*.
@@ -1082,5 +1097,7 @@ def _owner_table(
     if not scenario.injects and scenario.secret is not Secret.LEFT:
         return None
     injected = wrong if scenario.secret is Secret.WRONG else passphrase
-    extras = owner_extras.owner_extras(given, injected.value, area_size, remove=scenario.removes)
+    extras = owner_extras.owner_extras(
+        given, injected.value, area_size, remove=scenario.removes, nonce=nonce.encode()
+    )
     return SecretTable((disk_passphrase_entry(injected.value), *extras))

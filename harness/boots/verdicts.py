@@ -27,6 +27,7 @@ from typing import Protocol
 
 from harness.errors import GuestVerdict, HarnessError, InputError
 from harness.firmware import guids
+from harness.guest.proof import Proof
 from harness.guest.report import BOOTED_LINE_END, GuestReport
 from harness.passphrase import Passphrase
 from harness.sev.secret import SecretEntry, SecretTable
@@ -147,19 +148,27 @@ def play(
     host_typed: Passphrase | None,
     timeout: float,
     exit_timeout: float,
-) -> None:
+    proof: Proof,
+) -> str | None:
     """Play *p* on *con* and judge it; returns only if the guest did as it must.
+
+    Wherever the owner's image showed its marker, its root must also have answered
+    *proof*'s nonce (:mod:`harness.guest.proof`): the token alone is on the host's
+    console from every earlier boot.
+
+    Returns:
+        what the root's proof showed, or None when no marker showed (and none had to).
 
     Raises:
         GuestVerdict: what the guest did wrong.
     """
     if p.host is Host.PASSIVE:
-        _play_owner(p, con, token, passphrase, wrong, timeout, exit_timeout)
+        proved = _play_owner(p, con, token, passphrase, wrong, timeout, exit_timeout, proof)
     else:
         typed = host_typed if p.host in (Host.FOREIGN_DISK, Host.OWNER_DISK_MISSING) else wrong
         if typed is None:
             raise GuestVerdict("The foreign-disk host has no passphrase to type.", "setup", "")
-        _play_hostile(p, con, token, typed, timeout)
+        proved = _play_hostile(p, con, token, typed, timeout, proof)
     con.check_transcript()
     said = " ".join(con.text().split())
     for wanted in p.shown:
@@ -170,6 +179,7 @@ def play(
                 "not played",
                 con.tail(),
             )
+    return proved
 
 
 def _play_owner(
@@ -180,7 +190,8 @@ def _play_owner(
     wrong: Passphrase,
     timeout: float,
     exit_timeout: float,
-) -> None:
+    proof: Proof,
+) -> str | None:
     for n, typed_right in enumerate(p.typed):
         con.expect_any({"prompt": PROMPT}, timeout, forbid=(p.marker, *p.never))
         # GRUB wraps its messages at the terminal width: compare with the lines joined.
@@ -194,11 +205,10 @@ def _play_owner(
             )
         con.sendline((passphrase if typed_right else wrong).typed())
     if p.ending is Ending.BOOTS:
-        _expect_marker(con, token, timeout, p)
-        return
+        return _expect_marker(con, token, timeout, p, proof)
     if p.ending is Ending.WIPES:
         con.expect_any({"wiped": WIPED}, timeout, forbid=(p.marker, PROMPT, *p.never))
-        return
+        return None
     con.expect_any({"give-up": GIVE_UP}, exit_timeout, forbid=(p.marker, PROMPT, *p.never))
     if not con.wait_exit(exit_timeout):
         raise GuestVerdict(
@@ -206,11 +216,13 @@ def _play_owner(
         )
     if re.search(p.marker, con.text()):
         raise GuestVerdict("The guest booted with wrong passphrases.", "booted", con.tail())
+    return None
 
 
-def _expect_marker(con: GuestIO, token: str, timeout: float, p: Play) -> None:
+def _expect_marker(con: GuestIO, token: str, timeout: float, p: Play, proof: Proof) -> str:
     _, m = con.expect_any({"marker": p.marker}, timeout, forbid=(PROMPT, *p.never))
     check_token(m.group(1), token)
+    return proof.judge(con.text(), con.tail())
 
 
 def await_report(con: GuestIO, timeout: float) -> GuestReport:
@@ -234,8 +246,11 @@ def check_token(seen: str, token: str) -> None:
         raise GuestVerdict(f"Another image booted (token {seen}, expected {token}).", "token", "")
 
 
-def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout: float) -> None:
+def _play_hostile(
+    p: Play, con: GuestIO, token: str, typed: Passphrase, timeout: float, proof: Proof
+) -> str | None:
     """The host's moves: type *typed* at every prompt, press keys at every menu."""
+    proved = None
     events = {
         "prompt": PROMPT,
         "menu": MENU,
@@ -287,6 +302,7 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
             if p.ending not in (Ending.BOOTS, Ending.STOPS):
                 raise GuestVerdict("The guest booted where it must stop.", "booted", con.tail())
             check_token(m.group(1), token)
+            proved = proof.judge(con.text(), con.tail())
             if p.ending is Ending.BOOTS:
                 break
             # STOPS: the owner's image may finish; what follows is still judged.
@@ -312,6 +328,7 @@ def _play_hostile(p: Play, con: GuestIO, token: str, typed: Passphrase, timeout:
             "prompted",
             con.tail(),
         )
+    return proved
 
 
 def _press(con: GuestIO, keys: list[str]) -> None:

@@ -41,6 +41,8 @@ HARNESS_EXTRA_ENTRIES = (
     UUID("c7a1e94f-2d6b-4b80-9f35-7e8d0a6c21f9"),
 )
 REMOVE_SECRET_ENTRY = UUID("9d1c6a0e-5b7f-4e21-8a3c-2f6e4b8d7c10")
+#: The owner's fresh nonce for this launch, which the root answers (harness.guest.proof).
+PROOF_NONCE_ENTRY = UUID("39f77448-612f-4609-a060-40f7e48589bf")
 
 # Firmware volumes and files (MdePkg PiFirmwareVolume.h, OvmfPkg).
 EFI_FIRMWARE_FILE_SYSTEM2 = UUID("8c8ce578-8a3d-4f1c-9935-896185c32dd3")
@@ -73,6 +75,7 @@ NAMES: dict[UUID, str] = {
     DISK_PASSPHRASE_ENTRY: "disk passphrase",
     **{g: f"harness extra secret {n}" for n, g in enumerate(HARNESS_EXTRA_ENTRIES, 1)},
     REMOVE_SECRET_ENTRY: "secret the guest removes",
+    PROOF_NONCE_ENTRY: "the owner's nonce for the root's proof",
     EFI_FIRMWARE_FILE_SYSTEM2: "EFI_FIRMWARE_FILE_SYSTEM2",
     EFI_FIRMWARE_FILE_SYSTEM3: "EFI_FIRMWARE_FILE_SYSTEM3",
     EFI_SYSTEM_NV_DATA_FV: "EFI_SYSTEM_NV_DATA_FV (variable store)",

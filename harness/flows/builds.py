@@ -134,8 +134,9 @@ def build_image(
     distro = debian.DebianRecipe.load(recipe)
     if distro is None and options is not None and options != debian.DebianOptions():
         raise ConfigError(
-            f"--suite, --size, --packages, --format, --root-password-file and --ssh-key "
-            f"are for the Debian recipe, not {recipe}."
+            f"--suite, --size, --packages, --format, --root-password-file, --ssh-key and "
+            f"--kdf are for the Debian recipe, not {recipe} (its images are test images, "
+            "with test KDF costs)."
         )
     if distro is None:
         image.Recipe.load(recipe)  # an unknown recipe is refused before any build

@@ -61,7 +61,7 @@ from harness.flows.results import (
     night_verdict,
 )
 from harness.guest import debian
-from harness.guest.image import BuiltKernel, LuksVariant
+from harness.guest.image import BuiltKernel, Kdf, LuksVariant
 from harness.host import containers, doctor, qemu
 from harness.host.sev import HostSev
 from harness.records import load_json
@@ -351,7 +351,8 @@ def _debian_stage(
             recipe,
             matrix.DEBIAN_LUKS,
             dest,
-            debian.DebianOptions(),
+            # A test image: GRUB derives the key in seconds under TCG (--kdf test).
+            debian.DebianOptions(kdf=Kdf.TEST),
             cache=ws.layout.image_cache,
             builder=builder_image(registry.DEBIAN_IMAGE_BUILDER, ws).tag,
             tools_builder=tools.tag,

@@ -41,7 +41,7 @@ from harness import run
 from harness.config import RECIPES
 from harness.errors import ConfigError, InfrastructureError, InputError, VerificationError
 from harness.files import read_input, read_private, write_private
-from harness.guest import image
+from harness.guest import image, proof
 from harness.guest.image import (
     KEY_BYTES,
     BuiltKernel,
@@ -49,6 +49,7 @@ from harness.guest.image import (
     GuestKernel,
     Image,
     ImageMetadata,
+    Kdf,
     LuksVariant,
     Ready,
 )
@@ -130,6 +131,8 @@ class DebianOptions:
     disk_format: DiskFormat = DiskFormat.RAW
     root_password: Path | None = None
     ssh_key: Path | None = None
+    #: The passphrase slot's KDF costs: standard unless a test asks for fast ones.
+    kdf: Kdf = Kdf.STANDARD
 
 
 def parse_size(text: str) -> int:
@@ -414,7 +417,8 @@ def build(
     timings: dict[str, float] | None = None,
 ) -> Image:
     """Build the Debian image into *out*: the disk (raw or qcow2), ``image.json``,
-    ``passphrase`` (0600), the build and assembly logs and the package list.
+    ``passphrase`` and ``proof.key`` (0600, :mod:`harness.guest.proof`), the build and
+    assembly logs and the package list.
 
     Everything is made in a private directory beside *out* and swapped in whole at the
     end, so a failed build leaves the previous image as it was (with the failed build's
@@ -440,6 +444,9 @@ def build(
         packages.append("openssh-server")
     packages += [p for p in options.packages if p not in packages]
     passphrase = passphrase or Passphrase.generate()
+    proof_key = proof.new_key()
+    inputs["proof.key"] = proof.padded_blocks(proof_key)
+    inputs["harness-proof"] = proof.program((RECIPES / "minimal" / "proof").read_text())
     busybox_pkg = image.fetch_packages(("busybox-static",), cache, tools_builder)
     busybox = (busybox_pkg / "bin/busybox").read_bytes()
     unlock = image.fetch_unlock_tools(cache, tools_builder)
@@ -456,7 +463,10 @@ def build(
         pass_path = work / "passphrase"
         key = secrets.token_bytes(KEY_BYTES)
         key_path = scratch / "root.key"
-        write_private({pass_path: passphrase.value, key_path: key})
+        write_private(
+            {pass_path: passphrase.value, key_path: key, work / proof.KEY_FILE: proof_key}
+        )
+        del proof_key
         started = time.monotonic()
         made = make_root(recipe, suite, tuple(packages), size_mib, ids, key_path, inputs,
                          scratch, cache, builder, work / BUILD_LOG)  # fmt: skip
@@ -464,8 +474,9 @@ def build(
         started = time.monotonic()
         root_fs = made / "root.ext4"
         luks, offset = image.luks_header(
-            variant, pass_path, scratch, root_fs.stat().st_size, ids.luks_uuid, key_path
-        )
+            variant, pass_path, scratch, root_fs.stat().st_size, ids.luks_uuid, key_path,
+            options.kdf,
+        )  # fmt: skip
         disk, root_start = gpt_disk(made / "esp.img", luks.stat().st_size, scratch)
         free = image.free_ranges(root_fs)
         image.fill_luks(disk, root_start, luks, offset, root_fs, pass_path, scratch, free)
@@ -487,7 +498,7 @@ def build(
             variant=variant,
             token=ids.token,
             recipe=recipe.name,
-            luks_format=tuple(variant.format_args),
+            luks_format=tuple(variant.format_args_for(options.kdf)),
             payload_offset=offset,
             partition_start=root_start,
             disk_sha256=_sha256(final),

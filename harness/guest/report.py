@@ -5,6 +5,7 @@ The root's own init prints, on the serial console, in this order::
     HARNESS-SECRET guid=<guid> size=<bytes> sha256=<hex>|withheld   (one per file, ls order)
     HARNESS-AREA efi_secret=present|absent
     HARNESS-REMOVED guid=<guid>                                    (only if it removed one)
+    HARNESS-PROOF from=secret|fw_cfg mac=<hex>              (harness.guest.proof judges it)
     HARNESS-BOOTED token=<token> root=<source of /> secrets=<guid>,...|none|absent
 
 ``size`` and ``sha256`` are those of the file in ``/sys/kernel/security/secrets/coco``

@@ -259,6 +259,8 @@ class LaunchConfig:
         emulator: the QEMU binary that runs the guest.
         sev: the sev-guest object of a launch on SEV hardware; QEMU then starts paused
             (-S) and the owner's flow runs over QMP before ``cont``.
+        fw_cfg: named strings for the guest's fw_cfg (``opt/...`` names); the host
+            sees and may change them, so nothing secret.
     """
 
     firmware: Path
@@ -274,6 +276,7 @@ class LaunchConfig:
     cpu: str | None = None
     vcpus: int = 1
     disk_format: str = "raw"
+    fw_cfg: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.sev is not None and self.secret is not None:
@@ -304,6 +307,8 @@ class LaunchConfig:
             argv += ["-cpu", self.cpu]
         if self.vcpus != 1:
             argv += ["-smp", str(self.vcpus)]
+        for name, value in self.fw_cfg:
+            argv += ["-fw_cfg", f"name={name},string={value}"]
         if sev is not None:
             argv += [*sev.argv(), "-S"]
         if self.no_shutdown:

@@ -22,7 +22,7 @@ import pytest
 from harness import run
 from harness.boots import matrix, ordinary, scenarios, verdicts
 from harness.components import ovmf, registry
-from harness.guest import debian, image, xts
+from harness.guest import debian, image, proof, xts
 from harness.guest.image import BuiltKernel, Image, LuksVariant, Ready, volume_key
 from harness.host import qemu
 from harness.passphrase import Passphrase
@@ -66,7 +66,7 @@ def debian_image(guest_kernel: BuiltKernel, tmp_path_factory: pytest.TempPathFac
             recipe,
             LuksVariant.LUKS1,
             dest,
-            debian.DebianOptions(root_password=password),
+            debian.DebianOptions(root_password=password, kdf=image.Kdf.TEST),
             cache=OUT / "cache" / "images",
             builder=tools_builder(registry.DEBIAN_IMAGE_BUILDER).tag,
             tools_builder=tools_builder().tag,
@@ -159,6 +159,12 @@ def test_the_root_is_configured_to_unlock_with_its_key_file(
     run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(key), str(header)])
     key_bytes = key.read_bytes()
     assert len(key_bytes) == image.KEY_BYTES
+    # The proof key: root's, 0600, the padded blocks of the owner's copy beside the disk.
+    stat_text = debugfs(root_fs, f"stat /{proof.ROOT_KEY}")
+    assert re.search(r"Mode:\s+0600", stat_text) and re.search(r"User:\s+0\s", stat_text)
+    pads = tmp_path / "proof.pads"
+    run.run(["debugfs", "-R", f"dump /{proof.ROOT_KEY} {pads}", str(root_fs)])
+    assert pads.read_bytes() == proof.padded_blocks(proof.read_key(debian_image.disk.parent))
     # GRUB unlocks the root by its UUID in the distribution's own grub.cfg.
     grub_cfg = debugfs(root_fs, "cat /boot/grub/grub.cfg")
     assert f"cryptomount -u {luks_uuid}" in grub_cfg

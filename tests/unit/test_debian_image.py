@@ -15,13 +15,11 @@ from harness.config import RECIPES
 from harness.errors import ConfigError, GuestVerdict, InputError, VerificationError
 from harness.guest import debian, image
 from harness.guest.image import DiskFormat, Ready
-from harness.passphrase import Passphrase
-from tests.fakeguest import Reaction, console
+from tests.fakeguest import OWNER_PASSPHRASE, PROOF_LINE, Reaction, play_scenario
 
 pytestmark = pytest.mark.unit
 
-GOOD = Passphrase(b"owner-passphrase")
-WRONG = Passphrase(b"wrong-passphrase")
+GOOD = OWNER_PASSPHRASE
 TOKEN = "0123456789abcdef"
 GRUB_START = "Entering grub config\n"
 BLI = (
@@ -29,28 +27,17 @@ BLI = (
     "find boot device.\n"
 )
 DEBIAN_GRUB = "Transferring to (crypto0)/boot/grub/grub.cfg\n  Booting `Debian GNU/Linux'\n"
-LOGIN = f"\nDebian GNU/Linux 13 harness-{TOKEN} ttyS0\n\nharness-{TOKEN} login: "
+LOGIN = f"{PROOF_LINE}\nDebian GNU/Linux 13 harness-{TOKEN} ttyS0\n\nharness-{TOKEN} login: "
 PROMPT_LINE = "Enter passphrase for hd0,gpt2 (1234): "
 NO_TABLE = "error: EFI secret area holds no secret table.\n"
 INITRAMFS_PROMPT = "Please unlock disk root: "
 
 
 def judge(tmp_path: Path, name: str, opening: str, react: Reaction | None = None) -> list[str]:
-    scenario = scenarios.SCENARIOS[name]
-    con, child = console(
-        tmp_path, opening, react, exits=True, allowed_errors=scenario.allowed_errors
-    )
-    verdicts.play(
-        scenarios.play_on(scenario, Ready.LOGIN),
-        con,
-        token=TOKEN,
-        passphrase=GOOD,
-        wrong=WRONG,
-        host_typed=None,
-        timeout=5,
-        exit_timeout=5,
-    )
-    return child.typed
+    play = scenarios.play_on(scenarios.SCENARIOS[name], Ready.LOGIN)
+    return play_scenario(tmp_path, name, opening, react, token=TOKEN, play=play, host_typed=None)[
+        1
+    ].typed
 
 
 def fails(tmp_path: Path, name: str, opening: str, react: Reaction | None = None) -> str:

@@ -16,13 +16,20 @@ from harness.boots import scenarios, verdicts
 from harness.errors import GuestVerdict
 from harness.passphrase import Passphrase
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
-from tests.fakeguest import Reaction, console
+from tests.fakeguest import (
+    HOST_PASSPHRASE,
+    OWNER_PASSPHRASE,
+    PROOF_LINE,
+    WRONG_PASSPHRASE,
+    Reaction,
+    play_scenario,
+)
 
-GOOD = Passphrase(b"owner-passphrase")
-WRONG = Passphrase(b"wrong-passphrase")
-HOST = Passphrase(b"host-passphrase")
+GOOD = OWNER_PASSPHRASE
+WRONG = WRONG_PASSPHRASE
+HOST = HOST_PASSPHRASE
 TOKEN = "abc123"
-BOOTED = f"Transferring to (crypto0)/boot/grub/grub.cfg\nHARNESS-BOOTED token={TOKEN}\n"
+BOOTED = f"Transferring to (crypto0)/boot/grub/grub.cfg\n{PROOF_LINE}HARNESS-BOOTED token={TOKEN}\n"
 GRUB_START = "Entering grub config\n"
 PROMPT_LINE = "Enter passphrase for hd0,gpt1 (1234): "
 NO_TABLE = "error: EFI secret area holds no secret table.\n"
@@ -38,26 +45,7 @@ def judge(
     exits: bool = True,
 ) -> list[str]:
     """Play scenario *name* against the script; returns what was typed."""
-    scenario = scenarios.SCENARIOS[name]
-    con, child = console(
-        tmp_path,
-        opening,
-        react,
-        exits=exits,
-        allowed_errors=scenario.allowed_errors,
-        expected_failures=scenario.expected_failures,
-    )
-    verdicts.play(
-        scenario.play,
-        con,
-        token=TOKEN,
-        passphrase=GOOD,
-        wrong=WRONG,
-        host_typed=HOST,
-        timeout=5,
-        exit_timeout=5,
-    )
-    return child.typed
+    return play_scenario(tmp_path, name, opening, react, token=TOKEN, exits=exits)[1].typed
 
 
 def fails(tmp_path: Path, name: str, opening: str, react: Reaction | None = None) -> str:
