@@ -91,6 +91,13 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2, upstream: bool = F
 #: Host tools the builds need besides the Docker engine.
 BUILD_TOOLS = ("docker", "debootstrap", "git")
 #: Options that mean the same in every task that has them.
+CHAIN_HELP = {
+    "allow_naples": "accept a chain that ends at AMD's Naples root (refused by default: "
+    "Naples chip keys can be extracted, so such a chain proves nothing)",
+    "cek": "the one chip you expect: the chain's CEK must be this certificate file",
+}
+
+
 COMMON_HELP = {
     "workspace": "workspace root: downloads, builds, artefacts, images, runs "
     "(default out/, or $HARNESS_WORKSPACE)",
@@ -306,6 +313,8 @@ def build_image(
         "launch": COMMON_HELP["launch"],
         "qemu": COMMON_HELP["qemu"],
         "workspace": COMMON_HELP["workspace"],
+        "allow_naples": "--launch sev/sev-es: " + CHAIN_HELP["allow_naples"],
+        "cek": "--launch sev/sev-es: " + CHAIN_HELP["cek"],
     },
 )
 @entry
@@ -319,17 +328,21 @@ def boot(
     qemu: str = "",
     workspace: str = "",
     entry: list[str] | None = None,
+    allow_naples: bool = False,
+    cek: str = "",
 ) -> None:
     """Boot the firmware and image in QEMU through a scenario and print the verdict."""
     from pathlib import Path
 
     from harness.errors import BootFailed
     from harness.flows import boot as boot_mod
+    from harness.sev.chain import PlatformTrust, load_cek
 
     cfg = _config(workspace=workspace, qemu=qemu, launch=launch)
     fw = Path(firmware) if firmware else cfg.layout.firmware
     img = Path(image) if image else cfg.layout.image("minimal", "luks1")
-    result = boot_mod.boot(cfg, scenario, fw, img, interactive, entry or ())
+    trust = PlatformTrust(allow_naples, load_cek(cek) if cek else None)
+    result = boot_mod.boot(cfg, scenario, fw, img, interactive, entry or (), trust)
     if result is not None:
         print(boot_mod.render(result))
         if not result.passed:
@@ -646,11 +659,6 @@ def keys(c: Context, out: str) -> None:
 
 
 GENERATION_HELP = "naples, rome, milan, genoa, or auto (the one whose ASK signs the CEK)"
-CHAIN_HELP = {
-    "allow_naples": "accept a chain that ends at AMD's Naples root (refused by default: "
-    "Naples chip keys can be extracted, so such a chain proves nothing)",
-    "cek": "the one chip you expect: the chain's CEK must be this certificate file",
-}
 
 
 @task(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.errors import InputError, VerificationError
 from harness.host.sev import SevMonitor, SevState
-from harness.sev.chain import PlatformChain, Roots, verify_chain
+from harness.sev.chain import DEFAULT_TRUST, PlatformChain, PlatformTrust, Roots, verify_chain
 from harness.sev.measure import (
     STRICT,
     LaunchMeasure,
@@ -71,6 +71,7 @@ class Owner:
 
     Attributes:
         roots: the roots a platform chain must reach.
+        trust: Naples allowed or not, the pinned chip.
         policy: the policy the owner's session covers; a launch reporting another
             one is refused even if its measurement verifies.
     """
@@ -78,14 +79,18 @@ class Owner:
     digest: bytes
     roots: Roots
     policy: int = OWNER_POLICY
+    trust: PlatformTrust = DEFAULT_TRUST
 
     def open_session(self, chain: PlatformChain) -> Session:
         """Verify the host's chain, then make a one-time session for its PDH.
 
         Raises:
-            VerificationError: the chain does not reach a trusted root.
+            VerificationError: the chain does not reach a trusted root, ends at Naples
+                without ``trust.allow_naples``, or has another CEK than ``trust.cek``.
         """
-        verified = verify_chain(chain, self.roots)
+        verified = verify_chain(
+            chain, self.roots, allow_naples=self.trust.allow_naples, cek=self.trust.cek
+        )
         return start_session(verified.pdh, self.policy)
 
     def verify(self, session: Session, platform: PlatformInfo, measure: str) -> bytes:

@@ -54,7 +54,7 @@ from harness.host import sev as host_sev
 from harness.host.sev import SevGuestObject, SevMonitor
 from harness.passphrase import Passphrase
 from harness.sev.certs import SevCertificate
-from harness.sev.chain import PlatformChain, Roots
+from harness.sev.chain import DEFAULT_TRUST, PlatformChain, PlatformTrust, Roots
 from harness.sev.malformed import PASSPHRASE_OUT_OF_REACH, has_table_header, malformed_tables
 from harness.sev.measure import launch_digest, seves_launch_digest
 from harness.sev.policy import PolicyFlag
@@ -513,6 +513,7 @@ def prepared(
     guest_kernel: GuestKernel = GuestKernel.DEBIAN,
     extras: Sequence[SecretEntry] | None = None,
     disk_format: DiskFormat = DiskFormat.RAW,
+    trust: PlatformTrust = DEFAULT_TRUST,
 ) -> Iterator[Launch]:
     """Do the guest owner's part of the launch and configure QEMU (*emulator*) for it.
 
@@ -524,6 +525,7 @@ def prepared(
         guest_kernel: the kernel the image boots (``Image.guest_kernel``).
         extras: the secrets beside the passphrase (``--entry``); None for the defaults
             (:func:`harness.boots.extras.owner_extras`).
+        trust: what the owner accepts of an SEV hardware platform's chain.
 
     Raises:
         ConfigError: the scenario needs the host's disk and none was given, or our
@@ -581,7 +583,7 @@ def prepared(
         plan, sev = None, None
         if kind.hardware:
             plan, sev = _hardware(
-                scenario, owner_digest, plain, private, emulator, kind, vcpus, notes
+                scenario, owner_digest, plain, private, emulator, kind, vcpus, notes, trust
             )
             secret = None
         else:
@@ -692,6 +694,7 @@ def run_scenario(
     extras: Sequence[SecretEntry] | None = None,
     ready: Ready = Ready.MARKER,
     disk_format: DiskFormat = DiskFormat.RAW,
+    trust: PlatformTrust = DEFAULT_TRUST,
 ) -> Result:
     """Run one scenario end to end; a verdict, never an exception for guest behaviour.
 
@@ -722,6 +725,7 @@ def run_scenario(
         guest_kernel=guest_kernel,
         extras=extras,
         disk_format=disk_format,
+        trust=trust,
     ) as launch:
         notes = launch.notes
         redact = tuple(
@@ -851,6 +855,7 @@ def _hardware(
     kind: LaunchKind,
     vcpus: VcpuConfig | None,
     notes: list[str],
+    trust: PlatformTrust,
 ) -> tuple[HardwarePlan, SevGuestObject]:
     """The owner's part before QEMU starts on SEV hardware: the platform's chain (from
     QEMU, verified up to AMD's roots), the session, and the sev-guest object.
@@ -875,7 +880,7 @@ def _hardware(
     if vcpus is not None:
         # The host's QEMU, kernel and kvm_amd decide these; the owner records what it assumed.
         notes.append(f"SEV-ES: {vcpus.describe(snp=False)}")
-    owner = owner_flow.Owner(expected, Roots.amd(), policy)
+    owner = owner_flow.Owner(expected, Roots.amd(), policy, trust)
     session = owner.open_session(chain)
     godh, blob = private / "godh.b64", private / "session.b64"
     write_private({godh: base64.b64encode(session.godh_cert), blob: base64.b64encode(session.blob)})

@@ -17,6 +17,7 @@ from harness.host import console, doctor, qemu
 from harness.host.sev import HostSev
 from harness.passphrase import Passphrase
 from harness.sev import owner
+from harness.sev.chain import DEFAULT_TRUST, PlatformTrust
 
 
 def expected_digest(firmware: Path) -> bytes:
@@ -48,11 +49,14 @@ def boot(
     image_dir: Path,
     interactive: bool,
     entries: Sequence[str] = (),
+    trust: PlatformTrust = DEFAULT_TRUST,
 ) -> scenarios.Result | None:
     """One scenario with *firmware* (its manifest beside it) and the image in
     *image_dir*, or an interactive boot; None for the latter.
 
     *entries* (``--entry GUID:FILE``) replace the default secrets beside the passphrase.
+    *trust* (``--allow-naples``, ``--cek``) is what the owner accepts of a hardware
+    platform's chain; a simulated launch's chain is the simulated element's own.
 
     Raises:
         ConfigError: no such scenario, an image of another recipe, entries for a
@@ -63,6 +67,12 @@ def boot(
             cannot launch *kind* (checked before anything starts).
     """
     kind = cfg.launch
+    if trust != DEFAULT_TRUST and not kind.hardware:
+        raise ConfigError(
+            "--allow-naples and --cek judge an SEV hardware platform's chain; this launch "
+            f"is {kind.value}.",
+            hint="--launch sev or --launch sev-es",
+        )
     emulator = select_qemu(cfg)
     if name == ordinary.NAME:
         return _ordinary(cfg, firmware, image_dir, interactive, entries, emulator)
@@ -103,6 +113,7 @@ def boot(
             extras=given,
             ready=img.metadata.ready,
             disk_format=img.metadata.disk_format,
+            trust=trust,
         )
     # The same launch as the scenario (secret injected or not), then the terminal
     # belongs to the person watching.
@@ -120,6 +131,7 @@ def boot(
         guest_kernel=img.guest_kernel,
         extras=given,
         disk_format=img.metadata.disk_format,
+        trust=trust,
     ) as launch:
         for note in launch.notes:
             print(note)

@@ -324,6 +324,28 @@ def verify_chain(
     return VerifiedChain(trusted.name, tuple(links), chain.pdh)
 
 
+def load_cek(path: str | Path) -> SevCertificate:
+    """The chip the owner pins (``--cek FILE``).
+
+    Raises:
+        InputError: the file is missing or holds no SEV certificate.
+    """
+    return SevCertificate.parse(read_input(path, "pinned CEK certificate"), str(path))
+
+
+@dataclass(frozen=True)
+class PlatformTrust:
+    """What the owner accepts of a platform beyond a chain to AMD's roots: a Naples
+    chain (``--allow-naples``), and the one chip it expects (``--cek``)."""
+
+    allow_naples: bool = False
+    cek: SevCertificate | None = None
+
+
+#: The owner's default: a chain to AMD's current roots, any chip, never Naples.
+DEFAULT_TRUST = PlatformTrust()
+
+
 def verify_directory(
     directory: str | Path,
     generation: str = "auto",
@@ -340,9 +362,7 @@ def verify_directory(
         ConfigError: an unknown generation.
         VerificationError: a broken link, a refused Naples chain or another chip.
     """
-    pinned = None
-    if cek is not None:
-        pinned = SevCertificate.parse(read_input(cek, "pinned CEK certificate"), str(cek))
+    pinned = None if cek is None else load_cek(cek)
     return verify_chain(
         PlatformChain.load(directory),
         roots or Roots.amd(),

@@ -33,6 +33,17 @@ def test_the_naples_chain_verifies_when_allowed() -> None:
     assert any(line.startswith("PDH signed by PEK") for line in lines)
 
 
+def test_boot_takes_the_chain_options_for_hardware_launches_only(tmp_path: Path) -> None:
+    message = assert_clean_error(inv("boot", "--allow-naples"), 2)
+    assert "SEV hardware" in message and "simulated" in message
+    pinned = NAPLES / "cek.cert"
+    assert "SEV hardware" in assert_clean_error(inv("boot", "--cek", str(pinned)), 2)
+    missing = tmp_path / "cek.cert"
+    assert str(missing) in assert_clean_error(
+        inv("boot", "--launch", "sev", "--cek", str(missing)), 2
+    )
+
+
 def test_a_naples_chain_is_refused_by_default(tmp_path: Path) -> None:
     message = assert_clean_error(inv("sev.chain", "--certs", str(NAPLES)), 1)
     assert "Naples root" in message and "proves nothing" in message

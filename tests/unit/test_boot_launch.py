@@ -18,12 +18,14 @@ from harness.boots import launch
 from harness.boots.launch import Attack, Owner
 from harness.errors import InputError, VerificationError
 from harness.host.sev import SevMonitor
-from harness.sev.chain import PlatformChain, Roots
+from harness.sev.certs import SevCertificate
+from harness.sev.chain import PlatformChain, PlatformTrust, Roots
 from harness.sev.measure import launch_digest, seves_launch_digest
 from harness.sev.session import start_session
 from harness.sev.simplatform import SimulatedPlatform, shared_platform
 from harness.sev.simulated import SimulatedSecureElement
 from harness.sev.vmsa import VcpuConfig, cpu_type
+from tests.conftest import DATA
 from tests.fakeqmp import FakeSevQemu, Peer
 
 pytestmark = pytest.mark.unit
@@ -79,6 +81,21 @@ def test_the_owner_trusts_no_platform_it_was_not_told_of() -> None:
         Owner(b"\0" * 32, launch.simulated_roots(other)).open_session(_chain(platform))
     session = Owner(b"\0" * 32, launch.simulated_roots(platform)).open_session(_chain(platform))
     assert platform.launch_start(session.godh_cert, session.blob, launch.OWNER_POLICY)
+
+
+def test_the_owners_launch_refuses_naples_unless_told_and_keeps_the_pinned_chip() -> None:
+    """The hardware launch's owner (./inv boot --launch sev) applies --allow-naples and
+    --cek as sev.chain does: the real Naples chain in tests/data."""
+    chain = PlatformChain.load(DATA / "sev-naples")
+    with pytest.raises(VerificationError, match="proves nothing"):
+        Owner(b"\0" * 32, Roots.amd()).open_session(chain)
+    allowed = PlatformTrust(allow_naples=True)
+    assert Owner(b"\0" * 32, Roots.amd(), trust=allowed).open_session(chain).godh_cert
+    other = bytearray(chain.cek.serialize())
+    other[0x10 + 8] ^= 0x01  # another chip's public key
+    pinned = PlatformTrust(allow_naples=True, cek=SevCertificate.parse(bytes(other), "x"))
+    with pytest.raises(VerificationError, match="not the chip pinned with --cek"):
+        Owner(b"\0" * 32, Roots.amd(), trust=pinned).open_session(chain)
 
 
 def test_a_session_for_another_pdh_is_refused_by_the_element() -> None:
