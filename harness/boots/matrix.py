@@ -48,6 +48,7 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
             "reset-replay",
             "owner-disk-missing",
             "keyslot-broken",
+            "impostor",
             "console-keys",
             "broken-kernel",
             *(name for name in scenarios.SCENARIOS if name.startswith("planted-")),

@@ -173,7 +173,16 @@ class Scenario:
             raise ConfigError(f"{self.name}: without a good secret it can only boot if typed.")
         if self.check_wipe and self.secret is Secret.NONE:
             raise ConfigError(f"{self.name}: the wipe check needs an injected secret.")
-        if self.host is not Host.PASSIVE and (self.secret is not Secret.GOOD or self.typed):
+        impostor = self.host is Host.IMPOSTOR
+        if impostor != (self.ending is Ending.UNPROVEN):
+            raise ConfigError(f"{self.name}: the impostor, and only it, ends unproven.")
+        if impostor and (self.secret is not Secret.NONE or self.typed):
+            raise ConfigError(f"{self.name}: the impostor plays where the owner injected nothing.")
+        if (
+            not impostor
+            and self.host is not Host.PASSIVE
+            and (self.secret is not Secret.GOOD or self.typed)
+        ):
             raise ConfigError(f"{self.name}: the hostile host plays against a good secret.")
         if self.attack is not Attack.NONE and (self.secret is not Secret.GOOD or not self.typed):
             raise ConfigError(f"{self.name}: a launch attack defeats a good secret: prompt.")
@@ -186,6 +195,8 @@ class Scenario:
     def expects_prompt(self) -> bool:
         if self.ending is Ending.WIPES:  # a valid table means no prompt
             return False
+        if self.host is Host.IMPOSTOR:  # GRUB's, for the host's own disk
+            return True
         return self.secret is not Secret.GOOD or self.tamper or self.attack is not Attack.NONE
 
     @property
@@ -253,7 +264,12 @@ class Scenario:
     @property
     def needs_host_disk(self) -> bool:
         """The host brings its own disk (or what it holds) to this scenario."""
-        return self.host in (Host.FOREIGN_DISK, Host.SEARCH_HIJACK, Host.OWNER_DISK_MISSING)
+        return self.host in (
+            Host.FOREIGN_DISK,
+            Host.SEARCH_HIJACK,
+            Host.OWNER_DISK_MISSING,
+            Host.IMPOSTOR,
+        )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -369,6 +385,16 @@ SCENARIOS: dict[str, Scenario] = {
             Secret.GOOD,
             ending=Ending.WIPES,
             host=Host.OWNER_DISK_MISSING,
+        ),
+        Scenario(
+            "impostor",
+            "the owner injected nothing (a launch it refused); the host launches its own "
+            "disk, types its passphrase at GRUB's prompt, and its kernel prints the owner's "
+            "marker and an earlier boot's proof, copied from the console: the judge must not "
+            "take it for the owner's root",
+            Secret.NONE,
+            ending=Ending.UNPROVEN,
+            host=Host.IMPOSTOR,
         ),
         Scenario(
             "keyslot-broken",
@@ -566,7 +592,14 @@ def prepared(
             image.kill_key_slot(disk, damaged, slot)
             notes.append(f"the host killed LUKS key slot {slot} ({whose})")
             disk = damaged
-        if scenario.host is Host.OWNER_DISK_MISSING and host_disk:
+        host_copy: tuple[tuple[str, str], ...] = ()
+        if scenario.host is Host.IMPOSTOR and host_disk:
+            host_copy = ((HOST_COPY_FW_CFG, _copied_marker(disk)),)
+            notes.append(
+                "the host launched its own disk, whose kernel prints the owner's marker and "
+                "an earlier boot's proof"
+            )
+        if scenario.host in (Host.OWNER_DISK_MISSING, Host.IMPOSTOR) and host_disk:
             disk, disk_format = host_disk.disk, DiskFormat.RAW
             notes.append("the host launched its own LUKS disk in place of the owner's")
         extra_disks: tuple[Path, ...] = ()
@@ -610,7 +643,7 @@ def prepared(
             cpu=SEV_ES_CPU if vcpus else None,
             vcpus=vcpus.count if vcpus else 1,
             disk_format=disk_format.value,
-            fw_cfg=((proof.FW_CFG_NAME, nonce),),
+            fw_cfg=((proof.FW_CFG_NAME, nonce), *host_copy),
         )
         yield Launch(
             cfg,
@@ -628,6 +661,22 @@ def prepared(
     finally:
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+#: Where the impostor's kernel finds what it prints (images/host-disk/init); lines are
+#: separated by ";" (a fw_cfg string is one line).
+HOST_COPY_FW_CFG = "opt/org.harness/host-copy"
+
+
+def _copied_marker(disk: Path) -> str:
+    """What the host saw the owner's image print on an earlier boot: its marker with the
+    token, and a proof line (the MAC of an earlier nonce, which looks like any other)."""
+    token = image.load(disk.parent).metadata.token
+    earlier = random.token_hex(32)
+    return (
+        f"HARNESS-PROOF from=secret mac={earlier};"
+        f"HARNESS-BOOTED token={token} root=/dev/mapper/root secrets=absent"
+    )
 
 
 #: The LUKS key slot each slot-killing host kills, and whose it is.

@@ -105,6 +105,9 @@ class Ending(enum.StrEnum):
     #: The owner's table is there but opens nothing to boot from: GRUB says so, wipes
     #: the secret area and powers off; never a prompt.
     WIPES = "wipes"
+    #: The owner's marker shows, token and all, but no root of the owner's printed it:
+    #: the root's proof must fail (harness.guest.proof), or the judge was fooled.
+    UNPROVEN = "unproven"
 
 
 class Host(enum.StrEnum):
@@ -121,6 +124,9 @@ class Host(enum.StrEnum):
     OWNER_DISK_MISSING = "owner-disk-missing"
     #: kills the owner's passphrase key slot (slot 0); wrong passphrases at any prompt
     PASSPHRASE_SLOT = "passphrase-slot"
+    #: where the owner injected nothing, boots its own disk (its passphrase typed), whose
+    #: kernel prints a copy of the owner's marker and of an earlier boot's proof
+    IMPOSTOR = "impostor"
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,8 @@ def play(
     if p.host is Host.PASSIVE:
         proved = _play_owner(p, con, token, passphrase, wrong, timeout, exit_timeout, proof)
     else:
-        typed = host_typed if p.host in (Host.FOREIGN_DISK, Host.OWNER_DISK_MISSING) else wrong
+        own_disk = (Host.FOREIGN_DISK, Host.OWNER_DISK_MISSING, Host.IMPOSTOR)
+        typed = host_typed if p.host in own_disk else wrong
         if typed is None:
             raise GuestVerdict("The foreign-disk host has no passphrase to type.", "setup", "")
         proved = _play_hostile(p, con, token, typed, timeout, proof)
@@ -259,7 +266,9 @@ def _play_hostile(
         "locked": CLI_LOCKED,
         "wiped": WIPED,
     }
-    forbid = (HOST_MARKER, HOST_KERNEL, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA,
+    # The impostor's own grub.cfg may run: the owner injected nothing it could reach.
+    host_grub = () if p.host is Host.IMPOSTOR else (HOST_MARKER,)
+    forbid = (*host_grub, HOST_KERNEL, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA,
               INITRAMFS_SHELL, *p.never)  # fmt: skip
     keys = list(HOST_KEYS) if p.host is Host.CONSOLE_KEYS else []
     prompts = 0
@@ -299,9 +308,12 @@ def _play_hostile(
             _press(con, keys)
             waiting_for_key = True
         elif name == "marker":
-            if p.ending not in (Ending.BOOTS, Ending.STOPS):
+            if p.ending not in (Ending.BOOTS, Ending.STOPS, Ending.UNPROVEN):
                 raise GuestVerdict("The guest booted where it must stop.", "booted", con.tail())
             check_token(m.group(1), token)
+            if p.ending is Ending.UNPROVEN:
+                proved = _refuse_copy(con, proof)
+                break
             proved = proof.judge(con.text(), con.tail())
             if p.ending is Ending.BOOTS:
                 break
@@ -321,7 +333,7 @@ def _play_hostile(
                     "GRUB stopped with its CLI locked instead of booting.", "locked", con.tail()
                 )
             break
-    if prompts and p.host not in (Host.CONSOLE_KEYS, Host.KEY_SLOT):
+    if prompts and p.host not in (Host.CONSOLE_KEYS, Host.KEY_SLOT, Host.IMPOSTOR):
         raise GuestVerdict(
             f"GRUB asked for a passphrase {prompts} time(s) after the secret unlocked the "
             "owner's root; the host answered with its own.",
@@ -329,6 +341,24 @@ def _play_hostile(
             con.tail(),
         )
     return proved
+
+
+def _refuse_copy(con: GuestIO, proof: Proof) -> str:
+    """The owner's marker from a guest that is not the owner's root: the proof must fail.
+
+    Raises:
+        GuestVerdict: the proof verified, so the judge took the copy for the owner's root.
+    """
+    try:
+        proof.judge(con.text(), con.tail())
+    except GuestVerdict as refused:
+        return f"the host's copy of the owner's marker was refused: {refused.message}"
+    raise GuestVerdict(
+        "The judge took a copy of the owner's marker for the owner's root: the proof "
+        "verified on a guest that booted the host's disk.",
+        "impostor",
+        con.tail(),
+    )
 
 
 def _press(con: GuestIO, keys: list[str]) -> None:

@@ -279,6 +279,8 @@ class LaunchConfig:
     fw_cfg: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        if any("," in name + value for name, value in self.fw_cfg):
+            raise ConfigError("A fw_cfg name or string holds a comma, which QEMU would split on.")
         if self.sev is not None and self.secret is not None:
             raise ConfigError(
                 "An SEV guest gets its secret from the secure element over QMP, not from "

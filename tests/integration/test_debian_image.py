@@ -187,11 +187,12 @@ def test_the_root_is_configured_to_unlock_with_its_key_file(
     for name in ("image.json", debian.BUILD_LOG, debian.ASSEMBLY_LOG, debian.PACKAGES_FILE):
         text = (debian_image.disk.parent / name).read_bytes()
         assert passphrase not in text and key_bytes not in text, name
+        assert proof.read_key(debian_image.disk.parent) not in text, name
         assert ROOT_PASSWORD not in text, name
     leftovers = {p.name for p in debian_image.disk.parent.iterdir()}
     assert leftovers == {
-        "disk.img", "image.json", "passphrase", debian.BUILD_LOG, debian.ASSEMBLY_LOG,
-        debian.PACKAGES_FILE,
+        "disk.img", "image.json", "passphrase", proof.KEY_FILE, debian.BUILD_LOG,
+        debian.ASSEMBLY_LOG, debian.PACKAGES_FILE,
     }  # fmt: skip
 
 

@@ -129,6 +129,7 @@ def test_scenario_table_is_consistent() -> None:
         "reset-replay",
         "owner-disk-missing",
         "keyslot-broken",
+        "impostor",
     } == {name for name in SCENARIOS if not name.startswith("planted-")}
     assert {f"planted-{n}" for n, _ in malformed_tables(b"x")} == {
         name for name in SCENARIOS if name.startswith("planted-")
@@ -138,6 +139,7 @@ def test_scenario_table_is_consistent() -> None:
     assert SCENARIOS["refusal"].ending is Ending.GIVES_UP
     assert SCENARIOS["broken-kernel"].ending is Ending.HALTS
     assert SCENARIOS["broken-keyslot"].ending is Ending.HALTS
+    assert SCENARIOS["impostor"].ending is Ending.UNPROVEN and SCENARIOS["impostor"].expects_prompt
     assert SCENARIOS["broken-keyslot"].takes("debian")
     assert not SCENARIOS["broken-keyslot"].takes("minimal")
     assert all(name in SCENARIOS for name, _ in MATRIX)
@@ -155,6 +157,10 @@ def test_scenario_table_is_consistent() -> None:
         {"secret": Secret.NONE, "typed": (True,), "removes": True},
         {"secret": Secret.GOOD, "typed": (True,), "tamper": True, "removes": True},
         {"secret": Secret.GOOD, "ending": Ending.HALTS, "removes": True},
+        {"secret": Secret.GOOD, "ending": Ending.UNPROVEN, "host": Host.IMPOSTOR},
+        {"secret": Secret.NONE, "host": Host.IMPOSTOR},
+        {"secret": Secret.NONE, "ending": Ending.UNPROVEN, "host": Host.FOREIGN_DISK},
+        {"secret": Secret.NONE, "typed": (True,), "ending": Ending.UNPROVEN, "host": Host.IMPOSTOR},
     ],
 )
 def test_inconsistent_scenarios_are_refused(kwargs: dict[str, object]) -> None:
@@ -177,12 +183,25 @@ def test_launch_command_line(tmp_path: Path) -> None:
         qmp=tmp_path / "q.sock",
         secret=(tmp_path / "s.bin", 0x810000),
         no_shutdown=True,
+        fw_cfg=(("opt/org.harness/nonce", "ab" * 32),),
     )
     argv = cfg.argv()
+    assert argv[argv.index("-fw_cfg") + 1] == f"name=opt/org.harness/nonce,string={'ab' * 32}"
     assert argv[argv.index("-machine") + 1] == "q35,accel=tcg"
     assert "-no-reboot" in argv and "-no-shutdown" in argv
     assert f"loader,file={tmp_path / 's.bin'},addr=0x810000,force-raw=on" in argv
     assert f"file={tmp_path / 'disk.img'},if=virtio,format=raw,snapshot=on" in argv
+
+
+def test_a_comma_in_a_fw_cfg_string_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="comma"):
+        qemu.LaunchConfig(
+            firmware=tmp_path / "OVMF.fd",
+            disk=tmp_path / "disk.img",
+            accel=qemu.Accel.TCG,
+            qmp=tmp_path / "q.sock",
+            fw_cfg=(("opt/x", "a,b"),),
+        )
 
 
 def _child(tmp_path: Path, text: str, allowed: tuple[str, ...] = ()) -> console.Console:

@@ -23,6 +23,7 @@ from tests.fakeguest import (
     WRONG_PASSPHRASE,
     Reaction,
     play_scenario,
+    proof_line,
 )
 
 GOOD = OWNER_PASSPHRASE
@@ -229,6 +230,33 @@ def test_foreign_disk_fails_when_the_hosts_grub_cfg_runs(tmp_path: Path) -> None
 def test_foreign_disk_fails_on_any_prompt_even_if_the_owner_boots(tmp_path: Path) -> None:
     react = answers(("host-passphrase", BOOTED))
     assert fails(tmp_path, "foreign-disk", GRUB_START + PROMPT_LINE, react) == "prompted"
+
+
+HOST_GRUB = (
+    "Transferring to (crypto0)/boot/grub/grub.cfg\nHOST-GRUB-CFG: the host's configuration runs\n"
+)
+#: What the impostor's kernel prints: the owner's marker and an earlier boot's proof.
+COPY = proof_line(mac="e1" * 32) + f"HARNESS-BOOTED token={TOKEN} root=/dev/mapper/root\n"
+
+
+def test_the_impostors_copy_is_refused(tmp_path: Path) -> None:
+    react = answers(("host-passphrase", HOST_GRUB + COPY))
+    said, child = play_scenario(tmp_path, "impostor", GRUB_START + NO_TABLE + PROMPT_LINE, react,
+                                token=TOKEN)  # fmt: skip
+    assert child.typed == [HOST.typed() + "\n"]
+    assert said is not None and "copy of the owner's marker was refused" in said
+
+
+def test_the_impostor_fails_the_scenario_if_its_proof_verifies(tmp_path: Path) -> None:
+    """What every owner verdict did before the proof: the token was all it asked for."""
+    fooled = HOST_GRUB + PROOF_LINE + f"HARNESS-BOOTED token={TOKEN}\n"
+    react = answers(("host-passphrase", fooled))
+    assert fails(tmp_path, "impostor", GRUB_START + NO_TABLE + PROMPT_LINE, react) == "impostor"
+
+
+def test_an_impostor_that_never_printed_the_marker_did_not_play(tmp_path: Path) -> None:
+    react = answers(("host-passphrase", HOST_GRUB))
+    assert fails(tmp_path, "impostor", GRUB_START + NO_TABLE + PROMPT_LINE, react) == "exited"
 
 
 SEARCH_MISSED = "error: no such device: 0d5c2a3e-5b1f-4a47-9d0e-6a2b7c9e1f00.\n"
