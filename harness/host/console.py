@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,8 @@ REDACTED = "[REDACTED]"
 ERROR_CONTEXT_LINES = 5
 #: How long the final rescan waits for output still on its way (a guest powering off).
 DRAIN_TIMEOUT = 1.0
+#: How often a wait asks whether a guest that QEMU keeps (-no-shutdown) has stopped.
+STOP_POLL = 0.2
 #: How the child's output is read: one character per byte, nothing lost or replaced.
 WIRE = "latin-1"
 
@@ -73,6 +75,10 @@ class Console:
     #: Names of :data:`FAILURES` this guest shows by design (the scenario damaged what
     #: they report on); every other failure pattern still fails the wait.
     expected_failures: Sequence[str] = ()
+    #: Whether the guest has stopped though its program stays (QEMU with -no-shutdown
+    #: keeps the guest's memory after it powers off; QMP says SHUTDOWN): a wait then
+    #: ends as at EOF. None: only EOF ends a wait.
+    stopped: Callable[[], bool] | None = None
     _raw: list[str] = field(default_factory=list)
     # How much of pexpect's unconsumed buffer a wait that timed out already recorded: a
     # timeout leaves the buffer in place, and the next wait's ``before`` starts with it.
@@ -132,8 +138,8 @@ class Console:
             pexpect.EOF,
             pexpect.TIMEOUT,
         ]
-        index = self.child.expect(patterns, timeout=timeout)
-        self._take(self.child.after, timed_out=index == len(patterns) - 1)
+        index, unconsumed = self._expect(patterns, timeout)
+        self._take(self.child.after, timed_out=unconsumed)
         what = " or ".join(repr(p) for p in wanted.values())
         if index < len(names):
             match = self.child.match
@@ -147,6 +153,27 @@ class Console:
         if index == len(patterns) - 2:
             raise GuestVerdict(f"The guest exited while waiting for {what}.", "exited", self.tail())
         raise GuestVerdict(f"Nothing matching {what} within {timeout:g} s.", "timeout", self.tail())
+
+    def _expect(self, patterns: list[_Pattern], timeout: float) -> tuple[int, bool]:
+        """pexpect's expect, where a guest that :attr:`stopped` counts as EOF; the index
+        and whether pexpect's buffer was left unconsumed (a timeout, or such a stop)."""
+        eof, timed_out = patterns.index(pexpect.EOF), patterns.index(pexpect.TIMEOUT)
+        if self.stopped is None:
+            index = self.child.expect(patterns, timeout=timeout)
+            return index, index == timed_out
+        deadline = time.monotonic() + timeout
+        while True:
+            # Asked before the read: once QEMU reported the stop, the guest's last words
+            # are already in the pty, and this read takes them.
+            stopped = self.stopped()
+            left = deadline - time.monotonic()
+            index = self.child.expect(patterns, timeout=max(0.0, min(left, STOP_POLL)))
+            if index != timed_out:
+                return index, False
+            if stopped:
+                return eof, True
+            if left <= STOP_POLL:
+                return timed_out, True
 
     def _take(self, after: object, timed_out: bool = False) -> None:
         """Record what the last wait read (once, though a timeout leaves it unconsumed),
@@ -203,7 +230,8 @@ class Console:
         self.child.sendline(text)
 
     def wait_exit(self, timeout: float) -> bool:
-        """Wait for the guest (QEMU) to exit; True if it did within *timeout*.
+        """Wait for the guest (QEMU) to exit, or to stop (:attr:`stopped`); True if it
+        did within *timeout*.
 
         The failure patterns are watched on the way, as on every other wait.
 
@@ -216,8 +244,8 @@ class Console:
             pexpect.TIMEOUT,
             *(f.pattern for f in failures),
         ]
-        index = self.child.expect(patterns, timeout=timeout)
-        self._take(self.child.after, timed_out=index == 1)
+        index, unconsumed = self._expect(patterns, timeout)
+        self._take(self.child.after, timed_out=unconsumed)
         if index >= 2:
             name = failures[index - 2].name
             raise GuestVerdict(f"The guest showed {name} on its way out.", name, self.tail())

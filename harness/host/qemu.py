@@ -333,6 +333,8 @@ REFUSAL_DRAIN = 5.0
 class Guest:
     console: Console
     qmp: QEMUMonitorProtocol | None
+    #: The reason of QEMU's first SHUTDOWN event, once one came.
+    shutdown_reason: str | None = None
 
     def pmemsave(self, gpa: int, size: int, dest: Path) -> bytes:
         """Read guest-physical memory over QMP (QEMU writes it to *dest*)."""
@@ -348,13 +350,19 @@ class Guest:
         if self.qmp is None:
             raise InfrastructureError("No QMP connection to wait for the guest's shutdown on.")
         deadline = time.monotonic() + timeout
-        while True:
-            for event in self.qmp.get_events(wait=False):
-                if event.get("event") == "SHUTDOWN":
-                    return str(event.get("data", {}).get("reason", ""))
+        while not self.stopped():
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.1)
+        return self.shutdown_reason
+
+    def stopped(self) -> bool:
+        """Whether QEMU has reported the guest's SHUTDOWN (kept for later questions)."""
+        if self.shutdown_reason is None and self.qmp is not None:
+            for event in self.qmp.get_events(wait=False):
+                if event.get("event") == "SHUTDOWN" and self.shutdown_reason is None:
+                    self.shutdown_reason = str(event.get("data", {}).get("reason", ""))
+        return self.shutdown_reason is not None
 
     def dump_memory(self, dest: Path) -> None:
         """Write all of guest RAM to *dest* (an ELF core, RAM blocks only, over QMP's
@@ -411,7 +419,10 @@ def running(
                 "QEMU stopped before its QMP socket answered, so the SEV launch could not start.",
                 hint=f"its output is in {transcript}",
             )
-        yield Guest(con, qmp)
+        guest = Guest(con, qmp)
+        if cfg.no_shutdown and qmp is not None:
+            con.stopped = guest.stopped  # QEMU stays: a SHUTDOWN event is the guest's end
+        yield guest
     finally:
         if qmp is not None:
             with contextlib.suppress(Exception):

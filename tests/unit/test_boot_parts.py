@@ -3,8 +3,11 @@ and the console's pattern handling against a real child process."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -240,6 +243,47 @@ def test_a_wait_that_times_out_records_the_text_once(tmp_path: Path) -> None:
         assert con.transcript.read_text().count("HARNESS-SECRET one") == 1
     finally:
         con.child.close(force=True)
+
+
+@contextlib.contextmanager
+def _stopping(tmp_path: Path, text: str, after: float) -> Iterator[console.Console]:
+    """A guest that prints *text*, then powers off after *after* seconds while its
+    program stays, as QEMU with -no-shutdown does; QMP's SHUTDOWN is played by a clock."""
+    con = _child(tmp_path, text)
+    at = time.monotonic() + after
+    con.stopped = lambda: time.monotonic() >= at
+    try:
+        yield con
+    finally:
+        con.child.close(force=True)
+
+
+def test_a_guest_that_stopped_ends_the_wait_as_an_exit(tmp_path: Path) -> None:
+    """QEMU with -no-shutdown keeps a powered-off guest (its memory is judged after): the
+    program stays, so the console learns of the end from QMP's SHUTDOWN, not from EOF.
+    What the guest printed before it stopped is read and recorded once."""
+    with _stopping(tmp_path, "GRUB says goodbye\n", 0.5) as con:
+        started = time.monotonic()
+        with pytest.raises(GuestVerdict) as info:
+            con.expect_any({"marker": "HARNESS-BOOTED"}, 20)
+        assert info.value.matched == "exited" and time.monotonic() - started < 5
+        assert con.wait_exit(5)
+        con.check_transcript()
+        assert con.text().count("GRUB says goodbye") == 1
+        assert con.transcript.read_text().count("GRUB says goodbye") == 1
+
+
+def test_a_match_before_the_stop_still_wins(tmp_path: Path) -> None:
+    with _stopping(tmp_path, "HARNESS-BOOTED token=t\n", 0.0) as con:
+        assert con.expect_any({"marker": "HARNESS-BOOTED"}, 20)[0] == "marker"
+
+
+def test_a_guest_that_runs_on_times_out_as_before(tmp_path: Path) -> None:
+    with _stopping(tmp_path, "spinning\n", 60) as con:
+        with pytest.raises(GuestVerdict) as info:
+            con.expect_any({"marker": "HARNESS-BOOTED"}, 1)
+        assert info.value.matched == "timeout"
+        assert not con.wait_exit(0.5)
 
 
 def test_console_reports_a_kernel_panic(tmp_path: Path) -> None:
