@@ -1072,17 +1072,18 @@ def _check_ram(
 
 
 def _handed_over(scenario: Scenario) -> bool:
-    """Whether GRUB opened the owner's disk and then handed over to a kernel, so that
-    no key of that disk may be left in RAM. Our kernel (built) and a distribution's
-    (login) open the root with dm-crypt and hold the volume key themselves; Debian's
-    kernel on the minimal image never does, so there the key must be gone.
+    """Whether GRUB opened the owner's disk and then handed over to a kernel (or
+    stopped for good), so that no key of that disk may be left in RAM. Our kernel
+    (built) and a distribution's (login) open the root with dm-crypt and hold the volume
+    key themselves; Debian's kernel on the minimal image never does, so there the key
+    must be gone.
 
-    Not when the owner's disk is not the one launched, nor when GRUB stopped with the
-    volume still open (HALTS: its CLI lock, a known gap, see docs/hostile-host.md).
+    Halting counts: GRUB that boots nothing and stalls with its CLI locked wipes the keys
+    as it stalls (patches/grub 0013). Not when the owner's disk is not the one launched.
     """
     if scenario.host in (Host.OWNER_DISK_MISSING, Host.IMPOSTOR, Host.PASSPHRASE_SLOT):
         return False
-    return scenario.ending in (Ending.BOOTS, Ending.STOPS)
+    return scenario.ending in (Ending.BOOTS, Ending.STOPS, Ending.HALTS)
 
 
 def _read_page(guest: qemu.Guest, launch: Launch, workdir: Path) -> bytes:

@@ -469,7 +469,8 @@ def check_ram(dump: Path, needles: Mapping[str, bytes], tail: str) -> str:
     if left:
         what = ", ".join(f"{name} ({n} cop{'y' if n == 1 else 'ies'})" for name, n in left.items())
         raise GuestVerdict(
-            f"Key material outlived its use: guest RAM still holds {what} after GRUB handed over.",
+            f"Key material outlived its use: guest RAM still holds {what} once GRUB was "
+            "done with it.",
             "key in RAM",
             tail,
         )

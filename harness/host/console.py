@@ -55,7 +55,8 @@ FAILURES: tuple[FailurePattern, ...] = (
     FailurePattern("GRUB rescue shell", r"Entering rescue mode|grub rescue>"),
     FailurePattern("out of memory", r"Out of memory: Kill|Out of Resources"),
     # Our kernel's initramfs could not unlock or mount the root (images/minimal).
-    FailurePattern("the initramfs failing", r"HARNESS-INITRAMFS-FAILED [^\r\n]*"),
+    # The whole line: a match on the part read so far would cut the reason short.
+    FailurePattern("the initramfs failing", r"HARNESS-INITRAMFS-FAILED [^\r\n]*\r?\n"),
     FailurePattern(
         "QEMU failure",
         r"qemu-system-x86_64: (?!terminating on signal)"

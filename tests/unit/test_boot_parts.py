@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.boots import scenarios
 from harness.boots.matrix import MATRIX
 from harness.boots.scenarios import SCENARIOS, Scenario, Secret
 from harness.boots.verdicts import Ending, Host
@@ -368,3 +369,12 @@ def test_used_ranges_are_the_complement_of_the_free_ones() -> None:
     assert _used(100, [(0, 100)]) == []
     assert _used(100, [(10, 20), (30, 40)]) == [(0, 10), (20, 30), (40, 100)]
     assert _used(100, [(0, 10), (90, 120)]) == [(10, 90)]
+
+
+def test_the_volume_key_is_searched_for_wherever_grub_opened_the_owners_disk() -> None:
+    """Booted, stopped after the handover, or stalled with the CLI locked (grub 0013):
+    the key must be gone. Not where the owner's disk was never opened."""
+    searched = {name for name, s in SCENARIOS.items() if scenarios._handed_over(s)}
+    assert {"passwordless", "search-hijack", "broken-kernel", "console-keys"} <= searched
+    assert not searched & {"refusal", "wrong-secret", "owner-disk-missing", "impostor",
+                           "keyslot-broken", "reset-replay"}  # fmt: skip
