@@ -24,9 +24,12 @@ from harness.passphrase import Passphrase
 OWNER_PROOF = Proof("5a" * 32, bytes(range(32)))
 
 
-def proof_line(proof: Proof = OWNER_PROOF, source: str = "fw_cfg", mac: str | None = None) -> str:
-    """The root's answer to *proof*'s nonce, as images/minimal/proof prints it."""
-    return f"HARNESS-PROOF from={source} mac={mac or proof.expected()}\n"
+def proof_line(
+    proof: Proof = OWNER_PROOF, source: str | None = None, mac: str | None = None
+) -> str:
+    """The root's answer to *proof*'s nonce, as images/minimal/proof prints it (labelled
+    *source*, by default the way the launch gave the nonce)."""
+    return f"HARNESS-PROOF from={source or proof.source} mac={mac or proof.expected()}\n"
 
 
 PROOF_LINE = proof_line()

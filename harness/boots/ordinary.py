@@ -67,7 +67,7 @@ def run_ordinary(
     workdir.mkdir(parents=True, exist_ok=True)
     transcript = workdir / "console.log"
     passphrase = Passphrase.read(img.passphrase_file)
-    owner_proof = proof.Proof(proof.fresh_nonce(), proof.read_key(img.disk.parent))
+    owner_proof = proof.Proof(proof.fresh_nonce(), proof.read_key(img.disk.parent), proof.FW_CFG)
     wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
     sockets = Path(tempfile.mkdtemp(prefix="harness-qmp-"))
     started = time.monotonic()

@@ -491,8 +491,10 @@ class Launch:
     Attributes:
         table: the table the owner built (passphrase entry first), None if it built
             none; whether it reached the guest is the scenario's ``linux_sees``.
-        extras: its entries beside the passphrase (this launch's nonce among them).
-        nonce: this launch's nonce (harness.guest.proof), in fw_cfg and in the table.
+        extras: its entries beside the passphrase (this launch's nonce among them when
+            it goes by the table).
+        nonce: this launch's nonce (harness.guest.proof), given one way only:
+        proof_source: that way, the table (``secret``) or fw_cfg.
         page_after: read the secret page once the guest powered off.
         ram_after: dump all guest RAM once the guest is done, into *private* (this
             launch's 0700 directory, removed with it), and search it.
@@ -503,6 +505,7 @@ class Launch:
     area: MemoryBlock
     notes: list[str]
     nonce: str
+    proof_source: str
     hardware: HardwarePlan | None = None
     table: SecretTable | None = field(default=None, repr=False)
     extras: tuple[SecretEntry, ...] = field(default=(), repr=False)
@@ -609,7 +612,13 @@ def prepared(
             disk, extra_disks = _hijack(scenario, disk, disk_format, host_disk, private, notes)
         wrong = Passphrase(("wrong-" + random.token_urlsafe(12)).encode())
         nonce = proof.fresh_nonce()
-        owner_table = _owner_table(scenario, passphrase, wrong, extras, area.size, nonce)
+        # By the table where it reaches a Linux that lists secrets (then it is a secret
+        # of this launch), else by fw_cfg, which the host sees; never both.
+        by_table = guest_kernel is GuestKernel.BUILT and scenario.linux_sees is LinuxSees.TABLE
+        proof_source = proof.SECRET if by_table else proof.FW_CFG
+        owner_table = _owner_table(
+            scenario, passphrase, wrong, extras, area.size, nonce if by_table else None
+        )
         plain = owner_table.serialize(area.size) if owner_table else None
         if scenario.secret is Secret.LEFT and owner_table is not None:
             plain = left_by_boot(owner_table).serialize(area.size)
@@ -644,7 +653,7 @@ def prepared(
             cpu=SEV_ES_CPU if vcpus else None,
             vcpus=vcpus.count if vcpus else 1,
             disk_format=disk_format.value,
-            fw_cfg=((proof.FW_CFG_NAME, nonce), *host_copy),
+            fw_cfg=(*(() if by_table else ((proof.FW_CFG_NAME, nonce),)), *host_copy),
         )
         yield Launch(
             cfg,
@@ -652,6 +661,7 @@ def prepared(
             area,
             notes,
             nonce,
+            proof_source,
             plan,
             owner_table,
             owner_table.entries[1:] if owner_table else (),
@@ -671,11 +681,13 @@ HOST_COPY_FW_CFG = "opt/org.harness/host-copy"
 
 def _copied_marker(disk: Path) -> str:
     """What the host saw the owner's image print on an earlier boot: its marker with the
-    token, and a proof line (the MAC of an earlier nonce, which looks like any other)."""
+    token, and that boot's proof: a real MAC under the owner's key (which the harness,
+    playing both sides, holds) of that boot's fw_cfg nonce, the way this launch, which
+    has no table, gives its own. Only freshness tells the two apart."""
     token = image.load(disk.parent).metadata.token
-    earlier = random.token_hex(32)
+    earlier = proof.mac(proof.read_key(disk.parent), proof.FW_CFG, proof.fresh_nonce())
     return (
-        f"HARNESS-PROOF from=secret mac={earlier};"
+        f"HARNESS-PROOF from={proof.FW_CFG} mac={earlier};"
         f"HARNESS-BOOTED token={token} root=/dev/mapper/root secrets=absent"
     )
 
@@ -800,12 +812,7 @@ def run_scenario(
                     host_typed=host_disk.passphrase if host_disk else None,
                     timeout=_timeout(scenario, ready, timeout),
                     exit_timeout=REFUSAL_TIMEOUT,
-                    proof=proof.Proof(
-                        launch.nonce,
-                        proof_key,
-                        from_secret=guest_kernel is GuestKernel.BUILT
-                        and scenario.linux_sees is LinuxSees.TABLE,
-                    ),
+                    proof=proof.Proof(launch.nonce, proof_key, launch.proof_source),
                 )
                 if proved:
                     notes.append(proved)
@@ -1155,10 +1162,11 @@ def _owner_table(
     wrong: Passphrase,
     given: Sequence[SecretEntry] | None,
     area_size: int,
-    nonce: str,
+    nonce: str | None,
 ) -> SecretTable | None:
     """The table the owner injects once the launch verifies, sized for the firmware's
-    secret block, with this launch's *nonce*; None when the scenario injects nothing.
+    secret block, with this launch's *nonce* if it goes by the table; None when the
+    scenario injects nothing.
 
     Raises:
         SecretFormatError: the table does not fit *area_size*.
@@ -1167,6 +1175,10 @@ def _owner_table(
         return None
     injected = wrong if scenario.secret is Secret.WRONG else passphrase
     extras = owner_extras.owner_extras(
-        given, injected.value, area_size, remove=scenario.removes, nonce=nonce.encode()
+        given,
+        injected.value,
+        area_size,
+        remove=scenario.removes,
+        nonce=nonce.encode() if nonce else None,
     )
     return SecretTable((disk_passphrase_entry(injected.value), *extras))

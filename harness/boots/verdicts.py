@@ -177,7 +177,17 @@ def play(
             raise GuestVerdict("The foreign-disk host has no passphrase to type.", "setup", "")
         proved = _play_hostile(p, con, token, typed, timeout, proof)
     con.check_transcript()
-    said = " ".join(con.text().split())
+    # Once more over the whole transcript: what arrived after the last wait (a guest
+    # that stopped ends a wait after one more read) is judged too.
+    whole = con.text()
+    for never in p.never if p.host is Host.PASSIVE else _hostile_forbid(p):
+        if re.search(never, whole):
+            raise GuestVerdict(
+                f"The transcript shows {never!r}, which must never show.",
+                f"forbidden: {never}",
+                con.tail(),
+            )
+    said = " ".join(whole.split())
     for wanted in p.shown:
         if not re.search(wanted, said):
             raise GuestVerdict(
@@ -266,10 +276,7 @@ def _play_hostile(
         "locked": CLI_LOCKED,
         "wiped": WIPED,
     }
-    # The impostor's own grub.cfg may run: the owner injected nothing it could reach.
-    host_grub = () if p.host is Host.IMPOSTOR else (HOST_MARKER,)
-    forbid = (*host_grub, HOST_KERNEL, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA,
-              INITRAMFS_SHELL, *p.never)  # fmt: skip
+    forbid = _hostile_forbid(p)
     keys = list(HOST_KEYS) if p.host is Host.CONSOLE_KEYS else []
     prompts = 0
     deadline = time.monotonic() + timeout
@@ -359,6 +366,14 @@ def _refuse_copy(con: GuestIO, proof: Proof) -> str:
         "impostor",
         con.tail(),
     )
+
+
+def _hostile_forbid(p: Play) -> tuple[str, ...]:
+    """What must never show while the host plays *p*."""
+    # The impostor's own grub.cfg may run: the owner injected nothing it could reach.
+    host_grub = () if p.host is Host.IMPOSTOR else (HOST_MARKER,)
+    return (*host_grub, HOST_KERNEL, GRUB_SHELL, RESCUE_SHELL, EDITOR, OWNER_DATA,
+            INITRAMFS_SHELL, *p.never)  # fmt: skip
 
 
 def _press(con: GuestIO, keys: list[str]) -> None:

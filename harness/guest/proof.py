@@ -5,23 +5,27 @@ the host gets to run can print it again. Instead, every image the harness builds
 a key only the owner and the encrypted root have: ``proof.key`` (0600) beside the disk,
 and RFC 2104's two padded blocks of it inside the root (``K ^ ipad``, ``K ^ opad``,
 0600, :data:`ROOT_KEY`). For every launch the owner makes a fresh nonce and gives it to
-the guest twice:
+the guest one way only:
 
-* as one more entry of its secret table (:data:`NONCE_GUID`), where the table reaches
-  Linux and Linux has ``efi_secret`` (our kernel): the answer is then bound to this
-  launch, since only this launch's table carries it;
-* in QEMU's fw_cfg (:data:`FW_CFG_NAME`), for kernels without ``efi_secret`` (Debian's
-  cloud kernels) and launches without a table (GRUB's prompt path).
+* ``secret``: as one more entry of its secret table (:data:`NONCE_GUID`), when the
+  table reaches a Linux with ``efi_secret`` (our kernel). The nonce is then a secret
+  of this launch: on SEV hardware only the launch the owner attested can read it, so
+  even a host that knows K (it saw the passphrase typed on an earlier boot and opened
+  the disk) cannot answer it, and the answer is bound to this launch.
+* ``fw_cfg``: in QEMU's fw_cfg (:data:`FW_CFG_NAME`), for kernels without
+  ``efi_secret`` (Debian's cloud kernels) and launches without a table (GRUB's prompt
+  path, the ordinary boot). The host sees this nonce: the answer proves only that a
+  holder of K answered after the nonce was made.
 
 The root's program (``images/minimal/proof``) answers with one line::
 
-    HARNESS-PROOF from=secret|fw_cfg mac=<HMAC-SHA256(K, nonce), hex>
+    HARNESS-PROOF from=secret|fw_cfg mac=<HMAC-SHA256(K, "harness-proof/1 FROM NONCE")>
 
-The nonce is no secret: what the host cannot do is compute the MAC, since the key is
-only inside the encrypted root. The program answers 64 lowercase hex digits only, so
-the host cannot make it a MAC oracle for other messages. The judge here is Python's
-``hmac``; the guest computes the same with ``sha256sum`` over the padded blocks, so the
-two are written apart.
+The way the nonce came is inside the MAC, so an answer to fw_cfg's nonce cannot be
+relabelled as one from the table. The program answers only a nonce of 64 lowercase hex
+digits, so the host cannot have the root MAC a message of its choosing. The judge here
+is Python's ``hmac``; the guest computes the same with ``sha256sum`` over the padded
+blocks, so the two are written apart.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ KEY_BYTES = 32
 #: SHA-256's block, the length of each padded key block.
 BLOCK = 64
 NONCE_BYTES = 32
-PROOF_LINE = re.compile(r"HARNESS-PROOF from=(secret|fw_cfg) mac=([0-9a-f]{64})\s")
+#: The ways a nonce reaches the root.
+SECRET, FW_CFG = "secret", "fw_cfg"
+PROOF_LINE = re.compile(r"(?m)^HARNESS-PROOF from=(secret|fw_cfg) mac=([0-9a-f]{64})\s")
 #: What the program prints when it has nothing to answer (no nonce, or not hex).
 REFUSED_LINE = re.compile(r"HARNESS-PROOF refused: ([^\r\n]*)")
 
@@ -62,6 +68,15 @@ def program(text: str) -> bytes:
 
 def fresh_nonce() -> str:
     return secrets.token_hex(NONCE_BYTES)
+
+
+def message(source: str, nonce: str) -> bytes:
+    """What the MAC covers: the protocol, the way the nonce came, the nonce."""
+    return f"harness-proof/1 {source} {nonce}".encode()
+
+
+def mac(key: bytes, source: str, nonce: str) -> str:
+    return hmac.new(key, message(source, nonce), hashlib.sha256).hexdigest()
 
 
 def new_key() -> bytes:
@@ -95,27 +110,26 @@ def read_key(image_dir: Path) -> bytes:
 
 @dataclass(frozen=True)
 class Proof:
-    """What the judge needs: this launch's nonce and the image's key.
+    """What the judge needs: this launch's nonce, the way it was given, the image's key.
 
     Attributes:
         nonce: 64 lowercase hex digits, fresh for this launch.
-        from_secret: the answer must use the nonce from the secret table (the table
-            reaches a Linux with efi_secret), not fw_cfg's copy.
+        source: :data:`SECRET` or :data:`FW_CFG`, the one way this launch gave it.
     """
 
     nonce: str
     key: bytes = field(repr=False)
-    from_secret: bool = False
+    source: str = FW_CFG
 
     def expected(self) -> str:
-        return hmac.new(self.key, self.nonce.encode(), hashlib.sha256).hexdigest()
+        return mac(self.key, self.source, self.nonce)
 
     def judge(self, console: str, tail: str) -> str:
         """Judge the root's answer in *console* (the transcript so far).
 
         Raises:
-            GuestVerdict: no answer, more than one, a MAC that does not verify, or the
-                nonce taken from fw_cfg where the table carried it.
+            GuestVerdict: no answer, more than one, an answer from another way than
+                this launch gave the nonce, or a MAC that does not verify.
         """
         answers = PROOF_LINE.findall(console)
         if not answers:
@@ -134,20 +148,19 @@ class Proof:
                 "proof",
                 tail,
             )
-        source, mac = answers[0]
-        if not hmac.compare_digest(mac, self.expected()):
+        source, answer = answers[0]
+        if source != self.source:
+            raise GuestVerdict(
+                f"The root answered a nonce from {source}; this launch gave its nonce "
+                f"only by {self.source}, so the answer is to another launch's nonce.",
+                "proof",
+                tail,
+            )
+        if not hmac.compare_digest(answer, self.expected()):
             raise GuestVerdict(
                 "The booted system's HARNESS-PROOF does not verify under the owner's key: "
                 "whatever printed it is not the owner's root answering this launch.",
                 "proof",
                 tail,
             )
-        if self.from_secret and source != "secret":
-            raise GuestVerdict(
-                f"The root answered the nonce from {source}, though this launch's secret "
-                "table carried it to a Linux that lists secrets: the answer is not bound "
-                "to this launch.",
-                "proof",
-                tail,
-            )
-        return f"the root proved itself (HMAC of this launch's nonce, from {source})"
+        return f"the root proved itself (HMAC of this launch's nonce, by {source})"

@@ -384,6 +384,7 @@ def _after_boot(tmp_path: Path, name: str, text: str, page: bytes) -> list[str]:
         MemoryBlock(0x80_0000, DEFAULT_SECRET_AREA),
         [],
         "5a" * 32,
+        "secret",
         table=table,
         extras=table.entries[1:],
         page_after=True,

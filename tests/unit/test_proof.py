@@ -46,28 +46,32 @@ def answer(tmp_path: Path, *, secret: str | None = None, fw_cfg: str | None = No
     )
 
 
-def reference(key: bytes, nonce: str) -> str:
-    return hmac.new(key, nonce.encode(), hashlib.sha256).hexdigest()
+def reference(key: bytes, source: str, nonce: str) -> str:
+    """RFC 2104 by Python's hmac, over the message the protocol names."""
+    message = f"harness-proof/1 {source} {nonce}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def test_the_program_answers_fw_cfgs_nonce_with_the_hmac(tmp_path: Path) -> None:
     done = answer(tmp_path, fw_cfg=NONCE)
     assert done.returncode == 0
-    assert done.stdout == f"HARNESS-PROOF from=fw_cfg mac={reference(KEY, NONCE)}\n"
+    assert done.stdout == f"HARNESS-PROOF from=fw_cfg mac={reference(KEY, 'fw_cfg', NONCE)}\n"
 
 
 def test_the_tables_nonce_comes_first(tmp_path: Path) -> None:
     other = "a1" * 32
     done = answer(tmp_path, secret=NONCE, fw_cfg=other)
-    assert done.stdout == f"HARNESS-PROOF from=secret mac={reference(KEY, NONCE)}\n"
+    assert done.stdout == f"HARNESS-PROOF from=secret mac={reference(KEY, 'secret', NONCE)}\n"
 
 
 def test_the_judge_takes_the_programs_answer(tmp_path: Path) -> None:
     done = answer(tmp_path, fw_cfg=NONCE)
-    note = proof.Proof(NONCE, KEY).judge(done.stdout, "")
+    note = proof.Proof(NONCE, KEY, proof.FW_CFG).judge(done.stdout, "")
     assert "proved itself" in note
     with pytest.raises(GuestVerdict):
-        proof.Proof(NONCE, bytes(32)).judge(done.stdout, "")
+        proof.Proof(NONCE, bytes(32), proof.FW_CFG).judge(done.stdout, "")
+    with pytest.raises(GuestVerdict):  # the same answer, but this launch gave it by the table
+        proof.Proof(NONCE, KEY, proof.SECRET).judge(done.stdout, "")
 
 
 @pytest.mark.parametrize(
@@ -97,8 +101,8 @@ def test_no_nonce_is_refused_in_one_line(tmp_path: Path) -> None:
 
 def test_the_padded_blocks_are_rfc_2104s() -> None:
     pads = proof.padded_blocks(KEY)
-    inner = hashlib.sha256(pads[:64] + NONCE.encode()).digest()
-    assert hashlib.sha256(pads[64:] + inner).hexdigest() == reference(KEY, NONCE)
+    inner = hashlib.sha256(pads[:64] + proof.message("secret", NONCE)).digest()
+    assert hashlib.sha256(pads[64:] + inner).hexdigest() == reference(KEY, "secret", NONCE)
     with pytest.raises(ValueError):
         proof.padded_blocks(bytes(65))
 
@@ -151,10 +155,14 @@ def test_two_answers_fail() -> None:
     assert judged(proof_line() + proof_line()) == "proof"
 
 
-def test_fw_cfgs_nonce_fails_where_the_table_carried_it() -> None:
-    bound = proof.Proof(OWNER_PROOF.nonce, OWNER_PROOF.key, from_secret=True)
-    assert judged(proof_line(bound), bound) == "proof"
-    assert "from secret" in judged(proof_line(bound, source="secret"), bound)
+def test_an_answer_by_another_way_fails_even_relabelled() -> None:
+    """The host relays what a root answered to fw_cfg's nonce (it saw that nonce) as if
+    the root had read this launch's table: the label is covered by the MAC."""
+    bound = proof.Proof(OWNER_PROOF.nonce, OWNER_PROOF.key, proof.SECRET)
+    relayed = OWNER_PROOF.expected()  # the fw_cfg answer to the same nonce
+    assert judged(proof_line(bound, source="fw_cfg", mac=relayed), bound) == "proof"
+    assert judged(proof_line(bound, source="secret", mac=relayed), bound) == "proof"
+    assert "by secret" in judged(proof_line(bound), bound)
 
 
 def test_a_refusal_is_quoted() -> None:

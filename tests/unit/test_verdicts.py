@@ -227,6 +227,13 @@ def test_foreign_disk_fails_when_the_hosts_grub_cfg_runs(tmp_path: Path) -> None
     assert "HOST-GRUB-CFG" in matched
 
 
+def test_what_shows_after_the_verdicts_last_wait_is_judged_too(tmp_path: Path) -> None:
+    """The play ends at the owner's marker; the host's kernel announcing itself after it
+    is read by the final drain, and the whole transcript is searched once more."""
+    opening = GRUB_START + BOOTED + HOST_KERNEL
+    assert fails(tmp_path, "foreign-disk", opening).startswith("forbidden")
+
+
 def test_foreign_disk_fails_on_any_prompt_even_if_the_owner_boots(tmp_path: Path) -> None:
     react = answers(("host-passphrase", BOOTED))
     assert fails(tmp_path, "foreign-disk", GRUB_START + PROMPT_LINE, react) == "prompted"
