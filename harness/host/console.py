@@ -56,7 +56,7 @@ FAILURES: tuple[FailurePattern, ...] = (
     FailurePattern("out of memory", r"Out of memory: Kill|Out of Resources"),
     # Our kernel's initramfs could not unlock or mount the root (images/minimal).
     # The whole line: a match on the part read so far would cut the reason short.
-    FailurePattern("the initramfs failing", r"HARNESS-INITRAMFS-FAILED [^\r\n]*\r?\n"),
+    FailurePattern("the initramfs failing", r"HARNESS-INITRAMFS-FAILED [^\r\n]*[\r\n]"),
     FailurePattern(
         "QEMU failure",
         r"qemu-system-x86_64: (?!terminating on signal)"
@@ -163,17 +163,20 @@ class Console:
             index = self.child.expect(patterns, timeout=timeout)
             return index, index == timed_out
         deadline = time.monotonic() + timeout
+        unread = -1  # the buffer's length after the last read once the guest stopped
         while True:
             # Asked before the read: once QEMU reported the stop, the guest's last words
-            # are already in the pty, and this read takes them.
+            # are in the pty; the stop counts once a read brought nothing new.
             stopped = self.stopped()
             left = deadline - time.monotonic()
             index = self.child.expect(patterns, timeout=max(0.0, min(left, STOP_POLL)))
             if index != timed_out:
                 return index, False
             if stopped:
-                return eof, True
-            if left <= STOP_POLL:
+                if len(self.child.buffer) == unread:
+                    return eof, True
+                unread = len(self.child.buffer)
+            elif left <= STOP_POLL:
                 return timed_out, True
 
     def _take(self, after: object, timed_out: bool = False) -> None:

@@ -20,7 +20,7 @@ from harness import run
 from harness.boots import matrix, scenarios, verdicts
 from harness.components import ovmf
 from harness.config import LaunchKind
-from harness.guest import xts
+from harness.guest import proof, xts
 from harness.guest.image import (
     BuiltKernel,
     Image,
@@ -228,10 +228,13 @@ def test_parallel_runs_do_not_collide(
 
 
 def test_no_passphrase_anywhere_under_out(images: matrix.Images) -> None:
-    """After the matrix: only the 0600 passphrase files themselves hold a passphrase."""
+    """After the matrix: only the 0600 passphrase and proof key files themselves hold a
+    passphrase or an owner's proof key."""
     every = [*images.owner.values(), images.host]
+    keys = [img.disk.parent / proof.KEY_FILE for img in every]
     secrets = {img.passphrase_file.read_bytes() for img in every}
-    allowed = {img.passphrase_file.resolve() for img in every}
+    secrets |= {key.read_bytes() for key in keys}
+    allowed = {img.passphrase_file.resolve() for img in every} | {k.resolve() for k in keys}
     leaks = []
     # os.walk, and reads that tolerate a vanished file: other workers build and boot in
     # out/ meanwhile (git objects and run directories come and go).
@@ -241,7 +244,7 @@ def test_no_passphrase_anywhere_under_out(images: matrix.Images) -> None:
             try:
                 if path.is_symlink() or not path.is_file() or path.resolve() in allowed:
                     continue
-                if name == "passphrase":
+                if name in ("passphrase", proof.KEY_FILE):
                     assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
                     continue
                 if path.stat().st_size > 256 * 1024 * 1024:

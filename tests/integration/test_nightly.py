@@ -155,10 +155,13 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     assert not (OUT / "nightly").exists() or (OUT / "nightly" / "results.json").exists()
     # One image per (recipe, LUKS variant) the matrix boots, and the host's own disk.
     assert len(secrets) == len({(scenarios.SCENARIOS[n].recipe, v) for n, v in matrix.MATRIX}) + 1
+    keys = [p.read_bytes() for p in (OUT / "runs" / nightly.RUN_DIR / "images").glob("*/proof.key")]
+    assert len(keys) == len(secrets)
     for path in [*report.rglob("*"), *history.rglob("*")]:
         if path.is_file():
             data = path.read_bytes()
             assert not any(s in data for s in secrets), f"a passphrase is in {path}"
+            assert not any(k in data for k in keys), f"a proof key is in {path}"
 
     second = inv_nightly(report, history, "--no-debian")
     assert second.returncode == 0, second.stdout + second.stderr[-3000:]

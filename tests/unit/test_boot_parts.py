@@ -274,6 +274,33 @@ def test_a_guest_that_stopped_ends_the_wait_as_an_exit(tmp_path: Path) -> None:
         assert con.transcript.read_text().count("GRUB says goodbye") == 1
 
 
+def test_a_failure_line_split_across_reads_is_read_whole_though_the_guest_stopped(
+    tmp_path: Path,
+) -> None:
+    """What the twin-disk boot showed: the initramfs's reason arrives in two reads, the
+    guest powers off at once, and QEMU (-no-shutdown) reports the stop before the second
+    part is read. The wait must still end on the failure, with the whole reason, and the serial
+    line end may come as CR LF after a pty's own translation (CR CR LF)."""
+    script = tmp_path / "guest.py"
+    script.write_text(
+        "import sys, time\n"
+        "sys.stdout.write('HARNESS-INITRAMFS-FAILED two devices ca'); sys.stdout.flush()\n"
+        "time.sleep(0.1)\n"
+        "sys.stdout.write('rry LUKS UUID=x: /dev/vda1 and /dev/vdb1\\r\\n')\n"
+        "sys.stdout.write('reboot: Power down\\r\\n')\n"
+        "sys.stdout.flush(); time.sleep(30)\n"
+    )
+    con = console.spawn([sys.executable, str(script)], tmp_path / "console.log")
+    con.stopped = lambda: True  # QEMU said SHUTDOWN before anything was read
+    try:
+        with pytest.raises(GuestVerdict) as info:
+            con.expect_any({"marker": "HARNESS-BOOTED"}, 20)
+        assert info.value.matched == "the initramfs failing"
+        assert "/dev/vda1 and /dev/vdb1" in str(info.value)
+    finally:
+        con.child.close(force=True)
+
+
 def test_a_match_before_the_stop_still_wins(tmp_path: Path) -> None:
     with _stopping(tmp_path, "HARNESS-BOOTED token=t\n", 0.0) as con:
         assert con.expect_any({"marker": "HARNESS-BOOTED"}, 20)[0] == "marker"
