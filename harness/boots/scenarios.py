@@ -43,7 +43,6 @@ from harness.errors import (
     VerificationError,
 )
 from harness.files import write_private
-from harness.firmware import guids
 from harness.firmware.fv import find_volumes
 from harness.firmware.guidtable import MemoryBlock, parse_guid_table
 from harness.guest import image, proof
@@ -51,6 +50,7 @@ from harness.guest.image import DiskFormat, GuestKernel, Ready
 from harness.guest.report import REMOVE_SECRET_GUID
 from harness.host import qemu
 from harness.host import sev as host_sev
+from harness.host.ram import GuestRam
 from harness.host.sev import SevGuestObject, SevMonitor
 from harness.passphrase import Passphrase
 from harness.sev.certs import SevCertificate
@@ -60,7 +60,6 @@ from harness.sev.measure import launch_digest, seves_launch_digest
 from harness.sev.policy import PolicyFlag
 from harness.sev.secret import (
     DEFAULT_SECRET_AREA,
-    NULL_GUID,
     SecretEntry,
     SecretTable,
     disk_passphrase_entry,
@@ -126,9 +125,6 @@ class Secret(enum.StrEnum):
     GOOD = "good"
     WRONG = "wrong"
     PLANTED = "planted"  # a malformed page in place of the owner's (harness.sev.malformed)
-    #: the owner's table as an earlier boot left it (the passphrase entry wiped, the
-    #: extras live): what a plain SEV guest's memory holds after a reset
-    LEFT = "left"
 
 
 @dataclass(frozen=True)
@@ -207,7 +203,7 @@ class Scenario:
     @property
     def linux_sees(self) -> LinuxSees:
         """What a guest with our kernel must find in the secret area."""
-        if self.secret in (Secret.PLANTED, Secret.LEFT):
+        if self.secret is Secret.PLANTED:
             return LinuxSees.PLANTED
         if self.injects and not self.tamper and self.attack is Attack.NONE:
             return LinuxSees.TABLE
@@ -218,8 +214,11 @@ class Scenario:
         """Why this scenario cannot run on SEV hardware (None: it can)."""
         if self.secret is Secret.PLANTED:
             return "on SEV hardware the host cannot write the encrypted secret page"
-        if self.secret is Secret.LEFT:
-            return "the page an earlier boot left is planted, not left by a reset of a real guest"
+        if self.host is Host.RESET:
+            return (
+                "an SEV-ES guest cannot be reset, and a plain SEV host's reset is not yet "
+                "played on hardware"
+            )
         if self.attack is not Attack.NONE:
             return "the launch attacks are not yet played through QEMU on SEV hardware"
         if self.check_wipe or self.removes:
@@ -371,11 +370,12 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "reset-replay",
-            "a plain SEV guest reset by the host: the second boot finds the page as the "
-            "first left it (the passphrase entry wiped, the extras live); no prompt, the "
-            "area wiped, power off",
-            Secret.LEFT,
+            "the host resets a plain SEV guest once its root booted: the second boot finds "
+            "the page as the first left it (the passphrase entry wiped, the extras live); "
+            "no prompt, the area wiped, power off",
+            Secret.GOOD,
             ending=Ending.WIPES,
+            host=Host.RESET,
         ),
         Scenario(
             "owner-disk-missing",
@@ -496,8 +496,9 @@ class Launch:
         nonce: this launch's nonce (harness.guest.proof), given one way only:
         proof_source: that way, the table (``secret``) or fw_cfg.
         page_after: read the secret page once the guest powered off.
-        ram_after: dump all guest RAM once the guest is done, into *private* (this
-            launch's 0700 directory, removed with it), and search it.
+        ram: a simulated guest's memory, which the harness holds
+            (:mod:`harness.host.ram`): searched for key material once the guest is done.
+        private: this launch's 0700 directory, removed with it.
     """
 
     cfg: qemu.LaunchConfig
@@ -510,7 +511,7 @@ class Launch:
     table: SecretTable | None = field(default=None, repr=False)
     extras: tuple[SecretEntry, ...] = field(default=(), repr=False)
     page_after: bool = False
-    ram_after: bool = False
+    ram: GuestRam | None = None
     private: Path | None = None
 
 
@@ -574,6 +575,7 @@ def prepared(
     private = Path(tempfile.mkdtemp(prefix=".run-", dir=workdir))
     # A unix socket path must fit in 108 bytes; a deep workdir does not leave room.
     sockets = Path(tempfile.mkdtemp(prefix="harness-qmp-"))
+    ram = None
     try:
         notes: list[str] = []
         fw_bytes = firmware.read_bytes()
@@ -620,34 +622,32 @@ def prepared(
             scenario, passphrase, wrong, extras, area.size, nonce if by_table else None
         )
         plain = owner_table.serialize(area.size) if owner_table else None
-        if scenario.secret is Secret.LEFT and owner_table is not None:
-            plain = left_by_boot(owner_table).serialize(area.size)
         plan, sev = None, None
         if kind.hardware:
             plan, sev = _hardware(
                 scenario, owner_digest, plain, private, emulator, kind, vcpus, notes, trust
             )
-            secret = None
         else:
-            secret = _launch(
-                scenario, fw_bytes, owner_digest, passphrase, plain, private, notes, vcpus
-            )
+            # The whole of RAM is the harness's only in a simulated launch (encrypted on
+            # hardware); there the page goes in once, and RAM is judged however the boot
+            # ends.
+            ram = GuestRam(qemu.GUEST_MEMORY_MIB)
+            page = _launch(scenario, fw_bytes, owner_digest, passphrase, plain, notes, vcpus)
+            if page is not None:
+                ram.write(area.base, page)
         # pmemsave reads the page encrypted on hardware: the second opinion is simulated.
         page_after = (scenario.ending is Ending.WIPES and not kind.hardware) or (
             scenario.ending is Ending.BOOTS
             and (scenario.check_wipe or (guest_kernel is GuestKernel.BUILT and not kind.hardware))
         )
-        # The whole of RAM is readable only in a simulated launch (encrypted on hardware),
-        # and there it is judged however the boot ends.
-        ram_after = not kind.hardware
         cfg = qemu.LaunchConfig(
             firmware=loaded,
             disk=disk,
             extra_disks=extra_disks,
             accel=accel,
             qmp=sockets / "qmp.sock",
-            secret=(secret, area.base) if secret else None,
-            no_shutdown=page_after or ram_after,
+            ram=ram.backend() if ram else None,
+            no_shutdown=page_after or ram is not None,
             emulator=emulator,
             sev=sev,
             cpu=SEV_ES_CPU if vcpus else None,
@@ -666,10 +666,12 @@ def prepared(
             owner_table,
             owner_table.entries[1:] if owner_table else (),
             page_after,
-            ram_after,
+            ram,
             private,
         )
     finally:
+        if ram is not None:
+            ram.close()
         shutil.rmtree(private, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
 
@@ -803,19 +805,27 @@ def run_scenario(
             ) as guest:
                 if launch.hardware is not None:
                     notes += _over_qmp(guest, launch.hardware, launch.area)
-                proved = verdicts.play(
-                    play_on(scenario, ready),
-                    guest.console,
-                    token=token,
-                    passphrase=passphrase,
-                    wrong=launch.wrong,
-                    host_typed=host_disk.passphrase if host_disk else None,
-                    timeout=_timeout(scenario, ready, timeout),
-                    exit_timeout=REFUSAL_TIMEOUT,
-                    proof=proof.Proof(launch.nonce, proof_key, launch.proof_source),
-                )
-                if proved:
-                    notes.append(proved)
+
+                def play(p: verdicts.Play) -> None:
+                    proved = verdicts.play(
+                        p,
+                        guest.console,
+                        token=token,
+                        passphrase=passphrase,
+                        wrong=launch.wrong,
+                        host_typed=host_disk.passphrase if host_disk else None,
+                        timeout=_timeout(scenario, ready, timeout),
+                        exit_timeout=REFUSAL_TIMEOUT,
+                        proof=proof.Proof(launch.nonce, proof_key, launch.proof_source),
+                    )
+                    if proved:
+                        notes.append(proved)
+
+                if scenario.host is Host.RESET:
+                    play(_on(FIRST_BOOT, Host.PASSIVE, ready))
+                    guest.reset()
+                    notes.append("the host reset the guest once the owner's root had booted")
+                play(play_on(scenario, ready))
                 notes += _after_boot(
                     scenario, guest, launch, passphrase, workdir, guest_kernel, timeout
                 )
@@ -836,22 +846,31 @@ def run_scenario(
     )
 
 
+#: The boot before the host's reset: the owner's root boots passwordless.
+FIRST_BOOT = verdicts.Play(Ending.BOOTS, ())
+
+
 def play_on(scenario: Scenario, ready: Ready) -> verdicts.Play:
-    """*scenario*'s play on an image that shows it booted by *ready*.
+    """*scenario*'s play on an image that shows it booted by *ready*."""
+    return _on(scenario.play, scenario.host, ready)
+
+
+def _on(play: verdicts.Play, host: Host, ready: Ready) -> verdicts.Play:
+    """*play* on an image that shows it booted by *ready*.
 
     A distribution's image of ours names its root and never searches (images/debian),
     so search-hijack's proof that it played is the owner's initramfs refusing the root
     whose UUID the host garbled: the owner's root was the one used, damaged as planned.
     """
     if ready is Ready.LOGIN:
-        shown = (DEBIAN_ROOT_REFUSED,) if scenario.host is Host.SEARCH_HIJACK else ()
+        shown = (DEBIAN_ROOT_REFUSED,) if host is Host.SEARCH_HIJACK else ()
         return dataclasses.replace(
-            scenario.play,
+            play,
             marker=verdicts.LOGIN,
             never=(verdicts.INITRAMFS_PROMPT,),
             shown=shown,
         )
-    return scenario.play
+    return play
 
 
 def _timeout(scenario: Scenario, ready: Ready, timeout: float) -> float:
@@ -1047,16 +1066,16 @@ def _check_ram(
     guest_kernel: GuestKernel,
     ready: Ready,
 ) -> list[str]:
-    """Nothing outlives its use: once the guest is done, all of its RAM is dumped and
-    searched for the passphrase (where it reached the guest other than typed on the
-    host's console, where the host saw it anyway) and, when the image's own kernel never
-    opens the root, for each half of the volume key GRUB used (:func:`_handed_over`).
-    The dump lives in the launch's private directory and is removed at once.
+    """Nothing outlives its use: once the guest is done, all of its RAM (which the
+    harness holds) is searched for the passphrase (where it reached the guest other than
+    typed on the host's console, where the host saw it anyway) and, when the image's own
+    kernel never opens the root, for each half of the volume key GRUB used
+    (:func:`_handed_over`).
 
     Raises:
         GuestVerdict: key material is still in RAM.
     """
-    if not launch.ram_after or launch.private is None:
+    if launch.ram is None or launch.private is None:
         return []
     needles: dict[str, bytes] = {}
     # The passphrase, where it reached the guest other than by the owner typing it.
@@ -1070,12 +1089,10 @@ def _check_ram(
         del key
     if not needles:
         return []
-    dump = launch.private / "ram.elf"
-    try:
-        guest.dump_memory(dump)
-        return [verdicts.check_ram(dump, needles, guest.console.tail())]
-    finally:
-        dump.unlink(missing_ok=True)
+    guest.freeze()  # a guest at its login prompt runs on; the verdict is known
+    found = launch.ram.count(needles)
+    touched = sum(end - start for start, end in launch.ram.touched())
+    return [verdicts.check_ram(found, touched, guest.console.tail())]
 
 
 def _handed_over(scenario: Scenario) -> bool:
@@ -1086,8 +1103,11 @@ def _handed_over(scenario: Scenario) -> bool:
     must be gone.
 
     Halting counts: GRUB that boots nothing and stalls with its CLI locked wipes the keys
-    as it stalls (patches/grub 0013). Not when the owner's disk is not the one launched.
+    as it stalls (patches/grub 0013). So does a reset: the first boot handed over. Not
+    when the owner's disk is not the one launched.
     """
+    if scenario.host is Host.RESET:
+        return True
     if scenario.host in (Host.OWNER_DISK_MISSING, Host.IMPOSTOR, Host.PASSPHRASE_SLOT):
         return False
     return scenario.ending in (Ending.BOOTS, Ending.STOPS, Ending.HALTS)
@@ -1109,51 +1129,24 @@ def _launch(
     expected: bytes,
     passphrase: Passphrase,
     plain: bytes | None,
-    workdir: Path,
     notes: list[str],
     vcpus: VcpuConfig | None = None,
-) -> Path | None:
-    """The guest-owner flow against the simulated platform; the secret page file, or None.
+) -> bytes | None:
+    """The guest-owner flow against the simulated platform; the secret page it delivers
+    (the caller puts it into the guest's memory), or None.
 
     *expected* is the digest the owner expects (SEV-ES with *vcpus*); *plain* the
     owner's table."""
-    table = parse_guid_table(fw)
-    size = table.secret_block.size if table and table.secret_block else None
-    path = workdir / "secret.bin"
-    if scenario.secret is Secret.LEFT:
-        # No launch secret this time: the page is what the first boot left in memory
-        # that survived the reset (plain SEV does not scrub it).
-        owner_flow.simulated_launch(fw, expected, None, scenario.attack, notes, vcpus)
-        assert plain is not None
-        write_private({path: plain})
-        notes.append("the secret page holds the owner's table as the first boot left it")
-        return path
     if scenario.secret is Secret.PLANTED:
+        table = parse_guid_table(fw)
+        size = table.secret_block.size if table and table.secret_block else None
         owner_flow.simulated_launch(fw, expected, None, scenario.attack, notes, vcpus)
         # The host writes the page itself (on SEV hardware it cannot; the page is
         # encrypted): this checks GRUB's parser, whatever produced the bytes.
         pages = dict(malformed_tables(passphrase.value, size or DEFAULT_SECRET_AREA))
-        write_private({path: pages[str(scenario.planted)]})
         notes.append(f"a malformed secret page was planted: {scenario.planted}")
-        return path
-    page = owner_flow.simulated_launch(fw, expected, plain, scenario.attack, notes, vcpus)
-    if page is None:
-        return None
-    write_private({path: page})
-    return path
-
-
-def left_by_boot(table: SecretTable) -> SecretTable:
-    """*table* as a boot that used it leaves it: the passphrase entry deleted the way
-    GRUB and Linux delete one (zero GUID, zero data, length kept), the rest as it was."""
-    return SecretTable(
-        tuple(
-            SecretEntry(NULL_GUID, bytes(len(e.data)))
-            if e.guid == guids.DISK_PASSPHRASE_ENTRY
-            else e
-            for e in table.entries
-        )
-    )
+        return pages[str(scenario.planted)]
+    return owner_flow.simulated_launch(fw, expected, plain, scenario.attack, notes, vcpus)
 
 
 def _owner_table(
@@ -1171,7 +1164,7 @@ def _owner_table(
     Raises:
         SecretFormatError: the table does not fit *area_size*.
     """
-    if not scenario.injects and scenario.secret is not Secret.LEFT:
+    if not scenario.injects:
         return None
     injected = wrong if scenario.secret is Secret.WRONG else passphrase
     extras = owner_extras.owner_extras(

@@ -16,8 +16,6 @@ Two kinds of play:
 from __future__ import annotations
 
 import enum
-import mmap
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +67,9 @@ NO_USABLE_KEY = r"no key protector provided a usable key"
 #: presses Enter; and how long it waits for GRUB to react to one key.
 HOST_KEYS = ("c", "e", "\x1b", "c", "e", "\x1b")
 KEY_REACTION = 5.0
+#: Less data than this in a guest's RAM means the search did not look at a guest that ran:
+#: OVMF alone fills tens of MiB.
+MIN_TOUCHED = 4 << 20
 #: Seconds a powered-off guest's memory is retried for over QMP.
 PMEMSAVE_TIMEOUT = 30.0
 
@@ -127,6 +128,9 @@ class Host(enum.StrEnum):
     #: where the owner injected nothing, boots its own disk (its passphrase typed), whose
     #: kernel prints a copy of the owner's marker and of an earlier boot's proof
     IMPOSTOR = "impostor"
+    #: once the owner's root booted, resets the guest (QMP system_reset) and plays the
+    #: next boot over the same memory; wrong passphrases at any prompt
+    RESET = "reset"
 
 
 @dataclass(frozen=True)
@@ -464,22 +468,24 @@ def check_planted_page(page: bytes, passphrase: Passphrase, tail: str) -> str:
     return "planted page after boot: passphrase bytes absent"
 
 
-def check_ram(dump: Path, needles: Mapping[str, bytes], tail: str) -> str:
-    """Judge a dump of all guest RAM, taken once the guest is done: none of *needles*
-    (name -> bytes: the passphrase, each half of a volume key) may be anywhere in it.
+def check_ram(found: Mapping[str, int], touched: int, tail: str) -> str:
+    """Judge a search of all guest RAM, made once the guest is done: *found* counts the
+    copies of each needle (name -> count: the passphrase, each half of a volume key);
+    none may be left. *touched* is how many bytes of the RAM hold data at all.
 
     Raises:
-        GuestVerdict: a needle was found (named, with how many copies), or the dump is
-            empty.
+        GuestVerdict: a needle was found (named, with how many copies), or the RAM holds
+            too little to be a guest's that ran (the search looked at the wrong memory).
     """
-    if not needles:
+    if not found:
         return "guest RAM: nothing to look for"
-    with open(dump, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            raise GuestVerdict("The guest's RAM could not be dumped.", "no dump", tail)
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as ram:
-            found = {name: _count(ram, needle) for name, needle in needles.items()}
+    if touched < MIN_TOUCHED:
+        raise GuestVerdict(
+            f"The guest's RAM holds only {touched} bytes of data: that is not the memory of "
+            "a guest that ran, so its search proves nothing.",
+            "no RAM",
+            tail,
+        )
     left = {name: n for name, n in found.items() if n}
     if left:
         what = ", ".join(f"{name} ({n} cop{'y' if n == 1 else 'ies'})" for name, n in left.items())
@@ -489,15 +495,7 @@ def check_ram(dump: Path, needles: Mapping[str, bytes], tail: str) -> str:
             "key in RAM",
             tail,
         )
-    return f"guest RAM ({size >> 20} MiB) holds none of: {', '.join(needles)}"
-
-
-def _count(ram: mmap.mmap, needle: bytes) -> int:
-    count, at = 0, ram.find(needle)
-    while at >= 0:
-        count += 1
-        at = ram.find(needle, at + 1)
-    return count
+    return f"guest RAM ({touched >> 20} MiB touched) holds none of: {', '.join(found)}"
 
 
 def read_page(

@@ -25,6 +25,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from harness import run
 from harness.errors import ConfigError, GuestVerdict, InfrastructureError, PrerequisiteError
 from harness.host import console as console_mod
+from harness.host import ram
 from harness.host.console import Console
 from harness.host.sev import SevGuestObject, start_refusal
 
@@ -127,15 +128,19 @@ def base_argv(
     memory_mib: int,
     emulator: Qemu = SYSTEM,
     confidential: str | None = None,
+    memory_backend: str | None = None,
 ) -> list[str]:
     """q35 with *firmware* as -bios, no default devices, serial on stdio, no reboot.
 
     Args:
         confidential: the id of a confidential-guest-support object (``sev-guest``).
+        memory_backend: the id of a memory backend that is the guest's RAM.
     """
     machine = f"q35,accel={accel}"
     if confidential:
         machine += f",confidential-guest-support={confidential}"
+    if memory_backend:
+        machine += f",memory-backend={memory_backend}"
     return [
         *emulator.command(),
         "-machine", machine,
@@ -246,13 +251,20 @@ def _read_verdicts(path: Path) -> dict[str, Any]:
     return verdicts if isinstance(verdicts, dict) else {}
 
 
+#: A guest's memory: Debian's kernel and systemd boot in it, and argon2id at cryptsetup's
+#: own costs fits (just).
+GUEST_MEMORY_MIB = 1024
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
     """One guest: AmdSev OVMF as -bios, the disk on virtio, serial on stdio.
 
     Attributes:
-        secret: a plaintext secret table and the GPA the generic loader puts it at,
-            before the CPU starts (what SEV's LAUNCH_SECRET does on real hardware).
+        ram: the memory backend (``-object``) that is a simulated guest's RAM, a file
+            the harness holds (:mod:`harness.host.ram`): the owner's secret page is
+            written into it before QEMU starts, as SEV's LAUNCH_SECRET does, and once
+            only (QEMU's loader would write it again on every reset).
         qmp: path of the QMP socket QEMU listens on.
         no_shutdown: keep QEMU (and guest memory) after the guest powers off.
         extra_disks: more virtio disks after the first (a hostile host's own).
@@ -267,9 +279,9 @@ class LaunchConfig:
     disk: Path
     accel: Accel
     qmp: Path
-    memory_mib: int = 1024
+    memory_mib: int = GUEST_MEMORY_MIB
     extra_disks: tuple[Path, ...] = ()
-    secret: tuple[Path, int] | None = None
+    ram: str | None = None
     no_shutdown: bool = False
     emulator: Qemu = SYSTEM
     sev: SevGuestObject | None = None
@@ -281,10 +293,10 @@ class LaunchConfig:
     def __post_init__(self) -> None:
         if any("," in name + value for name, value in self.fw_cfg):
             raise ConfigError("A fw_cfg name or string holds a comma, which QEMU would split on.")
-        if self.sev is not None and self.secret is not None:
+        if self.sev is not None and self.ram is not None:
             raise ConfigError(
-                "An SEV guest gets its secret from the secure element over QMP, not from "
-                "QEMU's loader."
+                "An SEV guest's memory is encrypted by the secure element: the harness "
+                "neither writes nor reads it."
             )
 
     def argv(self) -> list[str]:
@@ -296,6 +308,7 @@ class LaunchConfig:
                 self.memory_mib,
                 self.emulator,
                 sev.object_id if sev else None,
+                ram.BACKEND_ID if self.ram else None,
             ),
             "-drive", f"file={self.disk},if=virtio,format={self.disk_format},snapshot=on",
             *(
@@ -315,9 +328,8 @@ class LaunchConfig:
             argv += [*sev.argv(), "-S"]
         if self.no_shutdown:
             argv.append("-no-shutdown")
-        if self.secret is not None:
-            path, gpa = self.secret
-            argv += ["-device", f"loader,file={path},addr={gpa:#x},force-raw=on"]
+        if self.ram is not None:
+            argv += ["-object", self.ram]
         return argv
 
 
@@ -364,12 +376,37 @@ class Guest:
                     self.shutdown_reason = str(event.get("data", {}).get("reason", ""))
         return self.shutdown_reason is not None
 
-    def dump_memory(self, dest: Path) -> None:
-        """Write all of guest RAM to *dest* (an ELF core, RAM blocks only, over QMP's
-        ``dump-guest-memory``); the VM is paused while QEMU writes it."""
+    def freeze(self) -> None:
+        """Stop the guest's vCPUs (QMP ``stop``) so that its memory no longer changes;
+        a guest that powered off is left as it is."""
         if self.qmp is None:
-            raise InfrastructureError("No QMP connection to dump guest memory with.")
-        self.qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{dest}")
+            raise InfrastructureError("No QMP connection to stop the guest with.")
+        if not self.stopped():
+            self.qmp.cmd("stop")
+
+    def reset(self) -> None:
+        """Reset the guest as a host does (QMP ``system_reset``), whether it runs or has
+        powered off, and let it run again. Guest memory is kept, as a plain SEV guest's
+        is. ``-no-reboot`` would turn the reset into a shutdown, so reboots reset for the
+        moment of the host's reset only.
+        """
+        if self.qmp is None:
+            raise InfrastructureError("No QMP connection to reset the guest with.")
+        self.stopped()  # record a shutdown that came before the reset
+        self.qmp.cmd("set-action", reboot="reset")
+        try:
+            self.qmp.cmd("system_reset")
+            deadline = time.monotonic() + QMP_CONNECT_TIMEOUT
+            while not any(e.get("event") == "RESET" for e in self.qmp.get_events(wait=False)):
+                if time.monotonic() >= deadline:
+                    raise InfrastructureError("QEMU did not report the reset the host asked for.")
+                time.sleep(0.05)
+            status = self.qmp.cmd("query-status")
+            if not (isinstance(status, dict) and status.get("running")):
+                self.qmp.cmd("cont")  # a powered-off guest waits in prelaunch
+        finally:
+            self.qmp.cmd("set-action", reboot="shutdown")
+        self.shutdown_reason = None
 
 
 def _drain(con: Console) -> None:

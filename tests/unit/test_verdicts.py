@@ -462,7 +462,7 @@ def test_the_owner_refuses_a_tampered_firmware(tmp_path: Path) -> None:
     notes: list[str] = []
     tampered = fw[:-1] + bytes([fw[-1] ^ 1])
     plain = SecretTable((disk_passphrase_entry(GOOD.value),)).serialize()
-    secret = scenarios._launch(scenario, tampered, launch_digest(fw), GOOD, plain, tmp_path, notes)
+    secret = scenarios._launch(scenario, tampered, launch_digest(fw), GOOD, plain, notes)
     assert secret is None
     assert len(notes) == 1
     assert notes[0].startswith("guest owner refused: the launch measurement does not match")
@@ -471,37 +471,29 @@ def test_the_owner_refuses_a_tampered_firmware(tmp_path: Path) -> None:
 # -- guest RAM after the handover -----------------------------------------------------
 
 
-def _dump(tmp_path: Path, *pieces: bytes) -> Path:
-    dump = tmp_path / "ram.elf"
-    dump.write_bytes(b"\x7fELF" + b"\0" * 4096 + b"\xaa".join(pieces) + b"\0" * 4096)
-    return dump
+def test_ram_without_key_material_passes() -> None:
+    found = {"the passphrase": 0, "first half": 0, "second half": 0}
+    said = verdicts.check_ram(found, 40 << 20, "")
+    assert (
+        said == "guest RAM (40 MiB touched) holds none of: the passphrase, first half, second half"
+    )
 
 
-def test_ram_without_key_material_passes(tmp_path: Path) -> None:
-    key = bytes(range(64))
-    dump = _dump(tmp_path, b"kernel", key[:16], b"noise")
-    needles = {"the passphrase": GOOD.value, "first half": key[:32], "second half": key[32:]}
-    assert "holds none of" in verdicts.check_ram(dump, needles, "")
-
-
-@pytest.mark.parametrize("where", ["passphrase", "half"])
-def test_ram_with_key_material_fails_and_counts_it(tmp_path: Path, where: str) -> None:
-    key = bytes(range(64))
-    left = GOOD.value if where == "passphrase" else key[32:]
-    dump = _dump(tmp_path, b"grub", left, b"linux", left)
-    needles = {"the passphrase": GOOD.value, "first half": key[:32], "second half": key[32:]}
+@pytest.mark.parametrize("where", ["the passphrase", "second half"])
+def test_ram_with_key_material_fails_and_counts_it(where: str) -> None:
+    found = {"the passphrase": 0, "first half": 0, "second half": 0} | {where: 2}
     with pytest.raises(GuestVerdict) as err:
-        verdicts.check_ram(dump, needles, "")
+        verdicts.check_ram(found, 40 << 20, "")
     assert err.value.matched == "key in RAM"
-    assert "(2 copies)" in str(err.value)
+    assert f"{where} (2 copies)" in str(err.value)
 
 
-def test_an_empty_dump_is_a_verdict(tmp_path: Path) -> None:
-    dump = tmp_path / "ram.elf"
-    dump.write_bytes(b"")
+def test_ram_that_no_guest_ran_in_is_a_verdict() -> None:
+    """A search of memory QEMU never used (the backend not wired) finds nothing: that
+    must not pass as clean."""
     with pytest.raises(GuestVerdict) as err:
-        verdicts.check_ram(dump, {"the passphrase": GOOD.value}, "")
-    assert err.value.matched == "no dump"
+        verdicts.check_ram({"the passphrase": 0}, 4096, "")
+    assert err.value.matched == "no RAM"
 
 
 def test_a_planted_page_must_lose_its_passphrase() -> None:
