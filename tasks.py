@@ -231,6 +231,39 @@ def _config(
 @task(
     positional=[],
     help={
+        "prune": "remove entries: all but the --keep most recently used of each component, "
+        "then the least recently used beyond --max-size",
+        "keep": "entries kept per component when pruning (default 3)",
+        "max_size": "when pruning, the most the entries may hold, e.g. 20G (default: no cap)",
+    },
+)
+@entry
+def cache(c: Context, prune: bool = False, keep: str = "3", max_size: str = "") -> None:
+    """List the machine's build cache (shared by every clone; HARNESS_CACHE moves it)."""
+    from harness.config import default_cache
+    from harness.flows import cache as cache_mod
+
+    root = default_cache()
+    removed = None
+    if prune:
+        limit = cache_mod.parse_size(max_size) if max_size else None
+        removed = cache_mod.prune(root / "builds", _number("--keep", keep), limit)
+    elif max_size or keep != "3":
+        raise ConfigError("--keep and --max-size only mean something with --prune.")
+    print(cache_mod.render(root, cache_mod.entries(root / "builds"), removed))
+
+
+def _number(option: str, text: str) -> int:
+    """*text* as a whole number, or one sentence naming *option*."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{option} must be a whole number, not {text!r}.") from None
+
+
+@task(
+    positional=[],
+    help={
         "recipe": "image recipe under images/ (default minimal)",
         "luks": "luks1, luks2-pbkdf2 or luks2-argon2id",
         "passphrase_file": "use this passphrase (default: a generated one)",
@@ -922,6 +955,7 @@ ns = Collection(
     doctor,
     inspect,
     test,
+    cache,
     build_any,
     build_grub,
     build_ovmf,

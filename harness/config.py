@@ -2,12 +2,16 @@
 
 Tasks call :func:`resolve` and pass the frozen :class:`Config` down; nothing below reads
 ``out/``, a Debian suite or an environment variable on its own. Every path a run writes
-is named here, under one workspace root:
+is named here: what depends only on its inputs in the machine's cache, shared by every
+clone and workspace, and the rest under one workspace root:
+
+    ~/.cache/harness/          the cache (``HARNESS_CACHE``, else ``$XDG_CACHE_HOME/harness``)
+    ├── downloads/             pinned sources, by sha256
+    ├── builds/                finished builds, by cache key (every input hashed)
+    ├── images/                guest image packages
+    └── accel.json             the accelerator probe's verdicts
 
     out/                       the workspace (``--workspace``, ``HARNESS_WORKSPACE``)
-    ├── cache/downloads/       pinned sources, by sha256
-    ├── cache/builds/          finished builds, by cache key
-    ├── cache/images/          guest image packages
     ├── work/<component>/      source and build trees, kept warm between builds
     ├── logs/<component>.log   the last build's log
     ├── grub/ ovmf/ qemu/      published artefacts (what ``build-*`` made last)
@@ -45,6 +49,7 @@ DEFAULT_WORKSPACE = "out"
 #: Environment variables a scheduler may set instead of options.
 ENV_WORKSPACE = "HARNESS_WORKSPACE"
 ENV_ACCEL = "HARNESS_ACCEL"
+ENV_CACHE = "HARNESS_CACHE"
 E = TypeVar("E", bound=enum.StrEnum)
 
 
@@ -97,15 +102,23 @@ def _choice(kind: type[E], value: str, option: str) -> E:
         raise ConfigError(f"{option} must be {known}, not {value!r}.") from err
 
 
+def default_cache(env: Mapping[str, str] | None = None) -> Path:
+    """The machine's cache: ``HARNESS_CACHE``, else ``$XDG_CACHE_HOME/harness`` (an
+    absolute path, as the XDG spec wants), else ``~/.cache/harness``."""
+    env = os.environ if env is None else env
+    if chosen := env.get(ENV_CACHE, ""):
+        return Path(chosen).expanduser().resolve()
+    xdg = env.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg.startswith("/") else Path(env.get("HOME") or Path.home()) / ".cache"
+    return (base / "harness").resolve()
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Every path under one workspace root (see the module docstring)."""
+    """Every path of one workspace root and the cache it uses (see the module docstring)."""
 
     root: Path
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
+    cache: Path
 
     @property
     def downloads(self) -> Path:
@@ -167,7 +180,7 @@ class Layout:
     @property
     def head(self) -> Layout:
         """The workspace ``--upstream head`` builds in, beside the pinned one."""
-        return Layout(self.root / "upstream-head")
+        return Layout(self.root / "upstream-head", self.cache)
 
 
 @dataclass(frozen=True)
@@ -216,7 +229,7 @@ def resolve(
     if base.strip() != base or (base and ":" not in base and "/" not in base):
         raise ConfigError(f"--base {base!r} is not a Docker image name (e.g. {DEFAULT_BASE}).")
     return Config(
-        layout=Layout(Path(root).expanduser().resolve()),
+        layout=Layout(Path(root).expanduser().resolve(), default_cache(env)),
         base=base or DEFAULT_BASE,
         upstream=_choice(Upstream, upstream or Upstream.PINNED, "--upstream"),
         qemu=_choice(QemuChoice, qemu or QemuChoice.SYSTEM, "--qemu"),

@@ -17,6 +17,7 @@ import pytest
 from harness.components import registry
 from harness.components.pipeline import builder_image
 from harness.components.workspace import Workspace
+from harness.config import default_cache
 from harness.host import containers, doctor, engine, qemu
 
 # Secret files (passphrases, transport keys, extra secrets) are refused when group or
@@ -25,7 +26,8 @@ from harness.host import containers, doctor, engine, qemu
 os.umask(0o077)
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DOWNLOADS = ROOT / "out" / "cache" / "downloads"
+#: Pinned archives, by sha256: the machine's, fetched once per machine.
+SHARED_DOWNLOADS = default_cache() / "downloads"
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -101,12 +103,17 @@ def amdsev_tail() -> bytes:
     return (DATA / "amdsev-tail.bin").read_bytes()
 
 
-def workspace(root: Path, patches: Path | None = None) -> Workspace:
-    """A private workspace whose download cache is the shared one (pinned archives are
-    fetched once per machine, not once per test)."""
+def workspace(root: Path, patches: Path | None = None, *, cold: bool = False) -> Workspace:
+    """A workspace of its own under *root*, on the machine's cache (builds by key,
+    downloads by sha256), as every clone is. *cold*: a cache of its own under *root*, for
+    the tests that must see a build happen; its downloads are still the machine's
+    (pinned archives are fetched once per machine, not once per test)."""
+    if not cold:
+        return Workspace(root, patches or ROOT / "patches")
     SHARED_DOWNLOADS.mkdir(parents=True, exist_ok=True)
-    (root / "cache").mkdir(parents=True, exist_ok=True)
-    link = root / "cache" / "downloads"
+    cache = root / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    link = cache / "downloads"
     if not link.exists():
         link.symlink_to(SHARED_DOWNLOADS)
-    return Workspace(root, patches or ROOT / "patches")
+    return Workspace(root, patches or ROOT / "patches", cache_root=cache)

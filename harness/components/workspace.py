@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import DEFAULT_BASE, PATCHES, Config, Layout
+from harness.config import DEFAULT_BASE, PATCHES, Config, Layout, default_cache
 from harness.errors import ConfigError
 from harness.upstream import patchset, sources
 
@@ -73,16 +75,18 @@ class Workspace:
     #: Pins that replace those under ``patches`` (``--upstream head``, a rebase).
     upstream: tuple[sources.Pin, ...] = ()
     base: str = DEFAULT_BASE
+    #: The machine's cache (downloads, builds by key): shared by every workspace.
+    cache_root: Path = field(default_factory=default_cache)
 
     @classmethod
     def of(cls, cfg: Config, upstream: tuple[sources.Pin, ...] = ()) -> Workspace:
         """The workspace a configuration builds in (its head twin for ``--upstream
         head``, whose moved pins the caller looked up)."""
-        return cls(cfg.builds.root, cfg.patches, upstream, cfg.base)
+        return cls(cfg.builds.root, cfg.patches, upstream, cfg.base, cfg.layout.cache)
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.root)
+        return Layout(self.root, self.cache_root)
 
     def published(self, component: str) -> Path:
         return self.layout.published(component)
@@ -145,8 +149,11 @@ def digest(inputs: dict[str, Any]) -> str:
 class BuildCache:
     """``builds/<component>-<key>/``: an entry appears only when its build completed.
 
-    Builds write into a ``.partial-<pid>`` directory renamed into place at the end; an
-    interrupted build leaves only a partial directory, which the next run removes.
+    Builds write into a ``.partial-<random>-<pid>`` directory renamed into place at the end; an
+    interrupted build leaves only a partial directory, which the next run removes. Every
+    clone on the machine shares the cache: when two processes build the same key, the
+    first rename wins and the second build is dropped (the builds are reproducible, so
+    both are the same bytes), and an entry in use is never replaced under its reader.
     """
 
     def __init__(self, root: Path) -> None:
@@ -159,20 +166,39 @@ class BuildCache:
 
     def lookup(self, name: str) -> Path | None:
         entry = self.root / name
-        return entry if entry.is_dir() else None
+        if not entry.is_dir():
+            return None
+        touch_used(entry)
+        return entry
 
     @contextlib.contextmanager
     def entry(self, name: str) -> Iterator[Path]:
-        partial = self.root / f"{name}.partial-{os.getpid()}"
+        # One process may build a key twice at once (two threads): the pid comes last.
+        partial = self.root / f"{name}.partial-{secrets.token_hex(4)}-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         try:
             yield partial
-            final = self.root / name
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
+            touch_used(partial)
+            try:
+                os.rename(partial, self.root / name)
+            except OSError as err:
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                log.info("%s: built by another process meanwhile; keeping that entry", name)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
+
+
+#: The file whose mtime is an entry's last use (``./inv cache`` shows it; prune keeps
+#: the newest).
+USED = ".used"
+
+
+def touch_used(entry: Path) -> None:
+    """Record that *entry* was used now (a read-only cache just does not record it)."""
+    with contextlib.suppress(OSError):
+        (entry / USED).touch()
 
 
 def _alive(pid: int) -> bool:

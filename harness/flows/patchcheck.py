@@ -341,7 +341,7 @@ def rebase(component: str, version: str, cfg: Config) -> list[Check]:
     tools = builder_image(registry.TOOLS_BUILDER, home)
     (pin,) = follow_upstream((component,), tools.tag, cfg.patches, version)
     root = cfg.layout.rebase / f"{component}-{pin.version}"
-    ws = Workspace(root, cfg.patches, upstream=(pin,), base=cfg.base)
+    ws = Workspace(root, cfg.patches, upstream=(pin,), base=cfg.base, cache_root=cfg.layout.cache)
     comp = ws.component(component)
     with ws.locked():
         builder = builder_image(spec.builder, ws)

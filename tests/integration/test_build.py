@@ -50,7 +50,7 @@ def harness_containers(ws: Workspace) -> list[str]:
 def built(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Workspace, ovmf.OvmfBuild, float]:
-    ws = workspace(tmp_path_factory.mktemp("build"))
+    ws = workspace(tmp_path_factory.mktemp("build"), cold=True)
     start = time.monotonic()
     result = ovmf.build_ovmf(ws)
     return ws, result, time.monotonic() - start
@@ -177,7 +177,7 @@ def test_patch_that_does_not_apply_builds_nothing(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "patches", patches)
     (patch,) = sorted((patches / "ovmf").glob("0001-*.patch"))
     patch.write_text(patch.read_text().replace(" cryptomount -s", " cryptomount --stale"))
-    ws = workspace(tmp_path / "out", patches)
+    ws = workspace(tmp_path / "out", patches, cold=True)
     with pytest.raises(PatchError, match=patch.name):
         ovmf.build_ovmf(ws)
     assert not (ws.root / "ovmf").exists()
@@ -194,7 +194,7 @@ def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
     pin.write_text(
         text.split("[[source]]")[0] + f'[[source]]\nkind = "tarball"\nurl = "file://{bad}"\n'
     )
-    ws = Workspace(tmp_path / "out", patches)
+    ws = Workspace(tmp_path / "out", patches, cache_root=tmp_path / "out" / "cache")
     from harness.components import grub
     from harness.errors import ChecksumError
 
@@ -204,7 +204,7 @@ def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_mid_build_leaves_no_container_and_no_cache_entry(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "out")
+    ws = workspace(tmp_path / "out", cold=True)
     proc = subprocess.Popen(
         [str(ROOT / "inv"), "build-grub", "--workspace", str(ws.root)],
         stdout=subprocess.PIPE,

@@ -124,7 +124,7 @@ def _build_on(tree: Path, home: Path, engine: Path) -> None:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("VIRTUAL_ENV", "PYTEST", "XDG_"))
+            if not k.startswith(("VIRTUAL_ENV", "PYTEST", "XDG_", "HARNESS_"))
         }
         env |= {"DOCKER_HOST": host, "HOME": str(home)}
         done = run.run(

@@ -149,7 +149,7 @@ def test_work_tree_remembers_where_its_bytes_came_from(tmp_path: Path) -> None:
         f'sha256 = "{"1" * 64}"\n[[source]]\nkind = "git"\nurl = "file://{repo}"\n'
         f'tag = "v1.0"\ncommit = "{head}"\n'
     )
-    ws = Workspace(tmp_path / "out", tmp_path / "patches")
+    ws = Workspace(tmp_path / "out", tmp_path / "patches", cache_root=tmp_path / "cache")
     comp = ws.component("demo")
     cold = prepare_tree(comp, ws, "unused")
     want = sources.Provenance(f"git file://{repo} at v1.0", commit=head)
@@ -221,7 +221,7 @@ def test_local_tree_with_and_without_the_series(tmp_path: Path) -> None:
         'name = "demo"\nversion = "1.0"\narchive = "demo-1.0.tar.xz"\n'
         f'sha256 = "{"1" * 64}"\n[[source]]\nkind = "tarball"\nurl = "file:///x"\n'
     )
-    ws = Workspace(tmp_path / "out", tmp_path / "patches")
+    ws = Workspace(tmp_path / "out", tmp_path / "patches", cache_root=tmp_path / "cache")
     comp = ws.component("demo")
     tree = prepare_tree(comp, ws, "unused", local_tree=repo, apply=True)
     assert "return 1;" in (tree.path / "src" / "main.c").read_text()

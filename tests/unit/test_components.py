@@ -24,7 +24,7 @@ from harness.components.pipeline import (
     plan,
 )
 from harness.components.workspace import Workspace
-from harness.config import Layout, QemuChoice, Upstream, resolve
+from harness.config import Layout, QemuChoice, Upstream, default_cache, resolve
 from harness.errors import ConfigError, InputError
 from harness.host.containers import BuilderImage
 from harness.upstream.sources import Provenance
@@ -70,7 +70,7 @@ def keys(ws: Workspace, request: Request, builder: BuilderImage | None = None) -
 
 
 def test_the_cache_key_covers_every_input(tmp_path: Path) -> None:
-    ws = Workspace(tmp_path, ROOT / "patches")
+    ws = Workspace(tmp_path, ROOT / "patches", cache_root=tmp_path / "cache")
     base = keys(ws, Request())
     assert keys(ws, Request()) == base  # the same inputs, the same keys
     assert keys(ws, Request(apply=False)) != base
@@ -90,7 +90,7 @@ def test_the_cache_key_covers_every_input(tmp_path: Path) -> None:
 def test_the_cache_key_of_a_pin_is_what_it_was(tmp_path: Path) -> None:
     """The pipeline's inputs are the ones the three copied build functions had, so a
     build cached before the registry is found again (its manifest is then renewed)."""
-    ws = Workspace(tmp_path, ROOT / "patches")
+    ws = Workspace(tmp_path, ROOT / "patches", cache_root=tmp_path / "cache")
     builder = fake_builder("bookworm")
     got = plan(ovmf.SPEC, ws, builder, Request(), fake_builder).inputs
     assert set(got) == {
@@ -186,10 +186,12 @@ def test_config_resolves_once_with_one_meaning_per_option(tmp_path: Path) -> Non
     assert cfg.workspace == tmp_path / "ws" and str(cfg.accel) == "tcg"
     assert cfg.builds.root == tmp_path / "ws" / "upstream-head"
     assert resolve(workspace=str(tmp_path / "opt"), env=env).workspace == tmp_path / "opt"
-    layout = Layout(tmp_path)
+    layout = Layout(tmp_path, tmp_path / "cache")
     assert layout.firmware == tmp_path / "ovmf" / "OVMF.fd"
     assert layout.image("minimal", "luks1") == tmp_path / "images" / "minimal-luks1"
     assert Workspace.of(cfg).root == cfg.builds.root
+    # One cache per machine, whatever the workspace; the head twin shares it.
+    assert Workspace.of(cfg).layout.cache == cfg.layout.cache == cfg.builds.cache
     with pytest.raises(ConfigError, match="--upstream must be pinned or head, not 'sideways'"):
         resolve(upstream="sideways", env={})
     with pytest.raises(ConfigError, match="--qemu must be system or built, not 'host'"):
@@ -200,6 +202,21 @@ def test_config_resolves_once_with_one_meaning_per_option(tmp_path: Path) -> Non
         resolve(env={"HARNESS_ACCEL": "hvf"})
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.base = "x"  # type: ignore[misc]
+
+
+def test_the_cache_is_the_machines_and_may_be_moved(tmp_path: Path) -> None:
+    home = {"HOME": str(tmp_path / "home")}
+    assert default_cache(home) == tmp_path / "home" / ".cache" / "harness"
+    xdg = home | {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert default_cache(xdg) == tmp_path / "xdg" / "harness"
+    # The XDG spec ignores a relative XDG_CACHE_HOME.
+    assert default_cache(home | {"XDG_CACHE_HOME": "rel"}) == default_cache(home)
+    moved = xdg | {"HARNESS_CACHE": str(tmp_path / "moved")}
+    assert default_cache(moved) == tmp_path / "moved"
+    assert resolve(workspace=str(tmp_path / "a"), env=moved).layout.cache == tmp_path / "moved"
+    assert resolve(workspace=str(tmp_path / "b"), env=moved).layout.builds == (
+        tmp_path / "moved" / "builds"
+    )
 
 
 def test_a_cached_build_with_an_older_manifest_is_built_again(tmp_path: Path) -> None:

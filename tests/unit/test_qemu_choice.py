@@ -105,7 +105,7 @@ def test_accelerator_verdicts_are_kept_per_qemu_version(
 
 
 def test_build_key_covers_the_series_and_the_configuration(tmp_path: Path) -> None:
-    ws = Workspace(tmp_path, ROOT / "patches")
+    ws = Workspace(tmp_path, ROOT / "patches", cache_root=tmp_path / "cache")
     builder = containers.BuilderImage("harness-qemu:x", "sha256:1", tmp_path / "Dockerfile")
     base = plan(qemu_build.SPEC, ws, builder, Request())
     assert "--target-list=x86_64-softmmu" in base.inputs["configure"]
@@ -116,7 +116,12 @@ def test_build_key_covers_the_series_and_the_configuration(tmp_path: Path) -> No
     )
     with open(patches / "qemu" / "series", "a") as series:
         series.write("0001-x.patch\n")
-    patched = plan(qemu_build.SPEC, Workspace(tmp_path, patches), builder, Request())
+    patched = plan(
+        qemu_build.SPEC,
+        Workspace(tmp_path, patches, cache_root=tmp_path / "cache"),
+        builder,
+        Request(),
+    )
     assert patched.key != base.key
     assert plan(qemu_build.SPEC, ws, builder, Request()).key == base.key
     other = containers.BuilderImage("harness-qemu:y", "sha256:2", tmp_path / "Dockerfile")
