@@ -26,8 +26,12 @@ from harness.host import containers, doctor, engine, qemu
 os.umask(0o077)
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Pinned archives, by sha256: the machine's, fetched once per machine.
-SHARED_DOWNLOADS = default_cache() / "downloads"
+#: The machine's cache, as every clone uses it (harness.config.default_cache).
+CACHE = default_cache()
+#: Pinned archives, by sha256: fetched once per machine.
+SHARED_DOWNLOADS = CACHE / "downloads"
+#: Guest image packages.
+IMAGE_CACHE = CACHE / "images"
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -10,7 +10,7 @@ from harness.components.pipeline import build
 from harness.components.workspace import Workspace
 from harness.guest.image import BuiltKernel
 from harness.host import qemu
-from tests.conftest import ROOT
+from tests.conftest import CACHE, ROOT
 
 OUT = ROOT / "out"
 
@@ -29,4 +29,4 @@ def guest_kernel() -> BuiltKernel:
 
 @pytest.fixture(scope="module")
 def accel() -> qemu.Accel:
-    return qemu.working_accelerator(OUT / "cache", qemu.DEBIAN_OVMF)
+    return qemu.working_accelerator(CACHE, qemu.DEBIAN_OVMF)

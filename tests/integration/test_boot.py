@@ -31,7 +31,7 @@ from harness.guest.image import (
 )
 from harness.host import qemu
 from harness.passphrase import Passphrase
-from tests.conftest import ROOT, tools_builder
+from tests.conftest import IMAGE_CACHE, ROOT, tools_builder
 
 pytestmark = [
     pytest.mark.docker,
@@ -50,7 +50,7 @@ def images(guest_kernel: BuiltKernel) -> matrix.Images:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # parallel workers: own images
     return matrix.build_images(
         OUT / "images" / f"test-{worker}",
-        OUT / "cache" / "images",
+        IMAGE_CACHE,
         builder.tag,
         kernel=guest_kernel,
     )
@@ -188,9 +188,7 @@ def test_a_hanging_guest_times_out_cleanly(
     tmp_path: Path,
 ) -> None:
     builder = tools_builder()
-    img = build_image(
-        "no-kernel", LuksVariant.LUKS1, tmp_path / "img", OUT / "cache" / "images", builder.tag
-    )
+    img = build_image("no-kernel", LuksVariant.LUKS1, tmp_path / "img", IMAGE_CACHE, builder.tag)
     result = scenarios.run_scenario(
         scenarios.SCENARIOS["passwordless"],
         firmware=ovmf.firmware(firmware),
@@ -267,7 +265,7 @@ def debian_kernel_image() -> Image:
         "minimal",
         LuksVariant.LUKS1,
         OUT / "images" / f"test-{worker}-debian-kernel",
-        OUT / "cache" / "images",
+        IMAGE_CACHE,
         tools_builder().tag,
     )
 

@@ -210,6 +210,8 @@ def test_ctrl_c_mid_build_leaves_no_container_and_no_cache_entry(tmp_path: Path)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # The workspace's own cache: the machine's holds this build already.
+        env={**os.environ, "HARNESS_CACHE": str(ws.cache_root)},
         # A background CI job may run us with SIGINT ignored, which children inherit.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )

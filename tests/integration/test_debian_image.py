@@ -26,7 +26,7 @@ from harness.guest import debian, image, proof, xts
 from harness.guest.image import BuiltKernel, Image, LuksVariant, Ready, volume_key
 from harness.host import qemu
 from harness.passphrase import Passphrase
-from tests.conftest import ROOT, tools_builder
+from tests.conftest import IMAGE_CACHE, ROOT, tools_builder
 
 pytestmark = [
     pytest.mark.docker,
@@ -67,7 +67,7 @@ def debian_image(guest_kernel: BuiltKernel, tmp_path_factory: pytest.TempPathFac
             LuksVariant.LUKS1,
             dest,
             debian.DebianOptions(root_password=password, kdf=image.Kdf.TEST),
-            cache=OUT / "cache" / "images",
+            cache=IMAGE_CACHE,
             builder=tools_builder(registry.DEBIAN_IMAGE_BUILDER).tag,
             tools_builder=tools_builder().tag,
             kernel=guest_kernel,
@@ -224,7 +224,7 @@ def test_the_debian_boots(debian_image: Image, firmware: ovmf.OvmfBuild, accel: 
         matrix.HOST_RECIPE,
         matrix.HOST_VARIANT,
         OUT / "images" / f"test-debian-host-{worker}",
-        OUT / "cache" / "images",
+        IMAGE_CACHE,
         tools_builder().tag,
     )
     results = matrix.run_debian(

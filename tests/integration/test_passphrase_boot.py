@@ -19,7 +19,7 @@ from harness.errors import InputError
 from harness.guest.image import LuksVariant, build_image, image_passphrase
 from harness.host import qemu
 from harness.passphrase import Passphrase
-from tests.conftest import ROOT, tools_builder
+from tests.conftest import IMAGE_CACHE, ROOT, tools_builder
 
 pytestmark = [pytest.mark.docker, pytest.mark.qemu, pytest.mark.tools, pytest.mark.slow]
 OUT = ROOT / "out"
@@ -50,7 +50,7 @@ def test_passwordless_boot_from_a_passphrase_file(
     assert passphrase.value == held
     builder = tools_builder()
     img = build_image(
-        "minimal", LuksVariant.LUKS1, tmp_path / "img", OUT / "cache" / "images", builder.tag,
+        "minimal", LuksVariant.LUKS1, tmp_path / "img", IMAGE_CACHE, builder.tag,
         passphrase,
     )  # fmt: skip
     # The file the image keeps is cryptsetup's key file, byte for byte.

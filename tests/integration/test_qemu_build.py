@@ -28,7 +28,7 @@ from harness.guest.image import LuksVariant, build_image
 from harness.host import qemu
 from harness.passphrase import Passphrase
 from harness.upstream.patchset import GIT_ENV, read_series
-from tests.conftest import ROOT, tools_builder
+from tests.conftest import CACHE, IMAGE_CACHE, ROOT, tools_builder
 
 pytestmark = [
     pytest.mark.docker,
@@ -142,12 +142,12 @@ def test_passwordless_boot_with_the_built_qemu(built: qemu_build.QemuBuild, tmp_
         "minimal",
         LuksVariant.LUKS1,
         OUT / "images" / f"test-qemu-{worker}-luks1",
-        OUT / "cache" / "images",
+        IMAGE_CACHE,
         builder.tag,
     )
     # A private copy: another worker may publish out/qemu while this guest runs.
     emulator = qemu_build.emulator(built)
-    accel = qemu.working_accelerator(OUT / "cache", qemu.DEBIAN_OVMF, emulator)
+    accel = qemu.working_accelerator(CACHE, qemu.DEBIAN_OVMF, emulator)
     result = scenarios.run_scenario(
         scenarios.SCENARIOS["passwordless"],
         firmware=ovmf.firmware(firmware),
