@@ -384,7 +384,10 @@ def boot(
 
 @task(
     positional=[],
+    iterable=["case"],
     help={
+        "case": "boot only this case of the matrix, NAME-VARIANT (e.g. passwordless-luks1; "
+        "repeatable): a slice for a quick night; default: the whole matrix",
         "out": "report directory, replaced at the end of the run (default <workspace>/nightly)",
         "history": "where every run's results.json is kept (default <workspace>/nightly-history)",
         "jobs": "boots at a time",
@@ -405,12 +408,14 @@ def nightly(
     workspace: str = "",
     launch: str = "",
     debian: bool = True,
+    case: list[str] | None = None,
 ) -> None:
     """Build, run the boot matrix, write JUnit/HTML/JSON reports; exit 0 pass, 1 fail, 2 infra."""
     from pathlib import Path
 
     from invoke.exceptions import Exit
 
+    from harness.boots import matrix
     from harness.flows import nightly as nightly_mod
 
     cfg = _config(workspace=workspace, upstream=upstream, qemu=qemu, launch=launch)
@@ -419,6 +424,7 @@ def nightly(
         Path(out).resolve() if out else None,
         Path(history).resolve() if history else None,
         jobs,
+        cases=matrix.slice_of(case or ()),
         debian=debian,
     )
     if status:

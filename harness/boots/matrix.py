@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.boots import ordinary, scenarios
 from harness.config import LaunchKind
+from harness.errors import ConfigError
 from harness.guest import image
 from harness.guest.image import Image, LuksVariant
 from harness.host import qemu
@@ -67,6 +68,24 @@ HOST_VARIANT = LuksVariant.LUKS1
 
 def case_id(name: str, variant: str) -> str:
     return f"{name}-{variant}"
+
+
+def slice_of(ids: Sequence[str]) -> tuple[tuple[str, LuksVariant], ...]:
+    """The cases of the matrix *ids* name (``passwordless-luks1``, ...), in the
+    matrix's order; all of them when *ids* is empty.
+
+    Raises:
+        ConfigError: an id that is no case of the matrix.
+    """
+    if not ids:
+        return MATRIX
+    known = {case_id(name, variant): (name, variant) for name, variant in MATRIX}
+    if unknown := [i for i in ids if i not in known]:
+        raise ConfigError(
+            f"--case {unknown[0]} is not a case of the boot matrix; its cases are "
+            f"{', '.join(known)}."
+        )
+    return tuple(case for case in MATRIX if case_id(*case) in ids)
 
 
 def debian_variant(variant: LuksVariant) -> str:

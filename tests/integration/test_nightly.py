@@ -1,6 +1,10 @@
-"""Nights in a row, for real: the build (cached), the whole boot matrix, the reports read
-back (the HTML page by headless Chromium), the comparison with the previous night, a
+"""Nights in a row, for real: the build (cached), a slice of the boot matrix, the reports
+read back (the HTML page by headless Chromium), the comparison with the previous night, a
 regression, and a night the machine could not complete.
+
+The whole matrix boots once per test run, in tests/integration/test_boot.py; the nights
+here check what is built on top of boots (reports, history, change detection, exit
+codes) on a slice of three cases: one passwordless, one fallback, one hostile.
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ pytestmark = [
 ]
 OUT = ROOT / "out"
 PINNED = resolve(workspace=str(OUT))
-BOOT_CASES = [matrix.case_id(n, v) for n, v in matrix.MATRIX]
-#: The nights that test other plumbing (upstream head, the built QEMU) boot a few
-#: cases, one of them hostile; test_nights_in_a_row boots the whole matrix, twice.
+#: The nights' slice of the matrix: one passwordless case, one fallback, one hostile.
 FEW_CASES = tuple(
     (name, LuksVariant.LUKS1) for name in ("passwordless", "no-secret", "foreign-disk")
 )
+BOOT_CASES = [matrix.case_id(n, v) for n, v in FEW_CASES]
+SLICE = [arg for case in BOOT_CASES for arg in ("--case", case)]
 SCHEMA = json.loads((ROOT / "harness" / "flows" / "nightly.schema.json").read_text())
 
 
@@ -117,7 +121,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     report, history = tmp_path / "report", tmp_path / "history"
 
     # The Debian variant has a night of its own below.
-    first = inv_nightly(report, history, "--no-debian")
+    first = inv_nightly(report, history, "--no-debian", *SLICE)
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert "first run: nothing to compare with" in first.stdout
 
@@ -153,8 +157,8 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     ]
     # The night's working files stay out of the default report directory.
     assert not (OUT / "nightly").exists() or (OUT / "nightly" / "results.json").exists()
-    # One image per (recipe, LUKS variant) the matrix boots, and the host's own disk.
-    assert len(secrets) == len({(scenarios.SCENARIOS[n].recipe, v) for n, v in matrix.MATRIX}) + 1
+    # One image per (recipe, LUKS variant) the slice boots, and the host's own disk.
+    assert len(secrets) == len({(scenarios.SCENARIOS[n].recipe, v) for n, v in FEW_CASES}) + 1
     keys = [p.read_bytes() for p in (OUT / "runs" / nightly.RUN_DIR / "images").glob("*/proof.key")]
     assert len(keys) == len(secrets)
     for path in [*report.rglob("*"), *history.rglob("*")]:
@@ -163,7 +167,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
             assert not any(s in data for s in secrets), f"a passphrase is in {path}"
             assert not any(k in data for k in keys), f"a proof key is in {path}"
 
-    second = inv_nightly(report, history, "--no-debian")
+    second = inv_nightly(report, history, "--no-debian", *SLICE)
     assert second.returncode == 0, second.stdout + second.stderr[-3000:]
     assert "no change since the run of" in second.stdout
     assert results_of(report)["changes"]["none"] is True
@@ -186,7 +190,8 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     # machine's build cache (the same inputs), not cold again.
     ws = workspace(tmp_path / "ws", broken)
     assert (
-        nightly.nightly(PINNED, report, history, workspace=ws, debian=False) == nightly.EXIT_FAILED
+        nightly.nightly(PINNED, report, history, workspace=ws, cases=FEW_CASES, debian=False)
+        == nightly.EXIT_FAILED
     )
     results = results_of(report)
     assert results["changes"]["newly_failing"] == ["series/grub: series applies"]
@@ -201,7 +206,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
         '[[source]]\nkind = "debian"\npackage = "grub2"\nversion = "2.14-999"\n'
     )
     assert (
-        nightly.nightly(PINNED, report, history, workspace=ws, debian=False)
+        nightly.nightly(PINNED, report, history, workspace=ws, cases=FEW_CASES, debian=False)
         == nightly.EXIT_INFRASTRUCTURE
     )
     results = results_of(report)
@@ -265,6 +270,23 @@ def test_bad_options_are_one_sentence(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --upstream must be pinned or head, not 'sideways'."
     assert not (tmp_path / "r").exists()
+    proc = subprocess.run(
+        [
+            str(ROOT / "inv"),
+            "nightly",
+            "--case",
+            "passwordless-luks9",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --case passwordless-luks9 is not a case of the boot")
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "r").exists()
 
 
 def test_a_night_with_the_built_qemu(tmp_path: Path) -> None:
