@@ -375,7 +375,7 @@ def boot(cfg: Config, runs: int = 1) -> str:
     builder = builder_image(registry.TOOLS_BUILDER, ws)
     lines = [
         "boot benchmark (TCG unless the probe found KVM working)",
-        f"{'what':44} {'ours s':>8} {'bare s':>8} {'ratio':>6}",
+        f"{'what':44} {'ours s':>8} {'bare s':>8} {'ratio':>6} {'worst':>6}",
     ]
     for warm in (None, kernel):  # the downloads of both flavours, before anything is timed
         image.build_image(
@@ -428,8 +428,11 @@ def boot(cfg: Config, runs: int = 1) -> str:
                 ours.append(res.seconds)
                 bare.append(_bare_scenario(scn, firmware, digest, img, bench_dir, accel))
             o, b = statistics.median(ours), statistics.median(bare)
+            worst = max(x / y for x, y in zip(ours, bare, strict=True))
             label = f"{name} {variant.value}{', debian kernel' if guest is None else ''}"
-            lines.append(f"{label + ' (target <= 1.25)':44} {o:8.1f} {b:8.1f} {o / b:6.2f}")
+            lines.append(
+                f"{label + ' (target <= 1.10)':44} {o:8.1f} {b:8.1f} {o / b:6.2f} {worst:6.2f}"
+            )
     for jobs in (0, 2):
         start = time.perf_counter()
         run.run(

@@ -4,7 +4,8 @@ passwordless, no-secret and wrong-secret run for each LUKS variant (the key deri
 is where GRUB's unlock path differs); refusal, secret-wiped, secret-removed,
 tampered-firmware, the launch attacks and the hostile host's scenarios (foreign-disk,
 search-hijack, reset-replay, owner-disk-missing, keyslot-broken, console-keys,
-broken-kernel, and one planted-NAME per malformed secret page) on LUKS1.
+broken-kernel, stalled-menu, impostor, and one planted-NAME per malformed secret page)
+on LUKS1.
 The images boot our kernel, so Linux judges every case that boots. The same matrix
 serves the test suite, ``./inv nightly`` and ``./inv patches.check``.
 """
@@ -52,6 +53,7 @@ MATRIX: tuple[tuple[str, LuksVariant], ...] = (
             "impostor",
             "console-keys",
             "broken-kernel",
+            "stalled-menu",
             *(name for name in scenarios.SCENARIOS if name.startswith("planted-")),
         )
     ),

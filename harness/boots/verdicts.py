@@ -50,6 +50,8 @@ HOST_KERNEL = r"HOST-KERNEL-RUNS"
 #: GRUB's menu, as drawn on a serial terminal.
 MENU = r"Use the \S+ and \S+ keys to select"
 ANY_KEY = r"Press any key to continue"
+#: GRUB's menu once its default entry and every fallback failed.
+ALL_FAILED = r"Failed to boot both default and fallback entries"
 #: What the host must never reach: a shell, the menu editor, the owner's kernel line.
 GRUB_SHELL = r"grub> "
 RESCUE_SHELL = r"grub rescue>|Entering rescue mode"
@@ -131,6 +133,9 @@ class Host(enum.StrEnum):
     #: once the owner's root booted, resets the guest (QMP system_reset) and plays the
     #: next boot over the same memory; wrong passphrases at any prompt
     RESET = "reset"
+    #: presses nothing: lets the owner's menu and every "Press any key" wait as long as
+    #: it likes (the host owns the timing)
+    MENU_WAIT = "menu-wait"
 
 
 @dataclass(frozen=True)
@@ -270,7 +275,8 @@ def check_token(seen: str, token: str) -> None:
 def _play_hostile(
     p: Play, con: GuestIO, token: str, typed: Passphrase, timeout: float, proof: Proof
 ) -> str | None:
-    """The host's moves: type *typed* at every prompt, press keys at every menu."""
+    """The host's moves: type *typed* at every prompt, press keys at every menu (none
+    for a host that waits)."""
     proved = None
     events = {
         "prompt": PROMPT,
@@ -279,6 +285,7 @@ def _play_hostile(
         "marker": p.marker,
         "locked": CLI_LOCKED,
         "wiped": WIPED,
+        "all failed": ALL_FAILED,
     }
     forbid = _hostile_forbid(p)
     keys = list(HOST_KEYS) if p.host is Host.CONSOLE_KEYS else []
@@ -313,11 +320,19 @@ def _play_hostile(
                 )
             prompts += 1
             con.sendline(typed.typed())
+        elif p.host is Host.MENU_WAIT and name in ("any key", "menu"):
+            continue  # the host lets GRUB wait
         elif name == "any key":
             con.send("\x1b")
         elif name == "menu":
             _press(con, keys)
             waiting_for_key = True
+        elif name == "all failed":
+            if p.ending not in (Ending.HALTS, Ending.STOPS):
+                raise GuestVerdict(
+                    "Every entry of GRUB's menu failed instead of booting.", "failed", con.tail()
+                )
+            break  # GRUB now waits for a key, as long as the host likes
         elif name == "marker":
             if p.ending not in (Ending.BOOTS, Ending.STOPS, Ending.UNPROVEN):
                 raise GuestVerdict("The guest booted where it must stop.", "booted", con.tail())

@@ -124,6 +124,7 @@ def test_scenario_table_is_consistent() -> None:
         "foreign-disk",
         "console-keys",
         "broken-kernel",
+        "stalled-menu",
         "replayed-secret",
         "wrong-policy",
         "foreign-pdh",
@@ -404,6 +405,32 @@ def test_the_volume_key_is_searched_for_wherever_grub_opened_the_owners_disk() -
     the key must be gone. Not where the owner's disk was never opened."""
     searched = {name for name, s in SCENARIOS.items() if scenarios._handed_over(s)}
     assert {"passwordless", "search-hijack", "broken-kernel", "console-keys",
-            "reset-replay"} <= searched  # fmt: skip
+            "reset-replay", "stalled-menu"} <= searched  # fmt: skip
     assert not searched & {"refusal", "wrong-secret", "owner-disk-missing", "impostor",
                            "keyslot-broken"}  # fmt: skip
+
+
+def test_where_grub_booted_nothing_no_kernel_may_hold_the_key() -> None:
+    """Our kernel holds the key it opened the root with; where GRUB stalled (a missing
+    kernel, a failed menu) no kernel ran, so the key must be gone on every image."""
+    from harness.guest.image import GuestKernel, Ready
+
+    def gone(name: str, kernel: GuestKernel, ready: Ready = Ready.MARKER) -> bool:
+        return scenarios._key_must_be_gone(SCENARIOS[name], kernel, ready)
+
+    assert gone("passwordless", GuestKernel.DEBIAN)
+    assert not gone("passwordless", GuestKernel.BUILT)
+    assert not gone("passwordless", GuestKernel.DEBIAN, Ready.LOGIN)
+    for stalled in ("broken-kernel", "stalled-menu"):
+        assert gone(stalled, GuestKernel.BUILT) and gone(stalled, GuestKernel.DEBIAN)
+    assert not gone("owner-disk-missing", GuestKernel.DEBIAN)
+
+
+def test_a_slice_of_the_matrix_keeps_its_order_and_refuses_strangers() -> None:
+    from harness.boots import matrix
+
+    assert matrix.slice_of(()) == matrix.MATRIX
+    picked = matrix.slice_of(["foreign-disk-luks1", "passwordless-luks1"])
+    assert picked == (("passwordless", LuksVariant.LUKS1), ("foreign-disk", LuksVariant.LUKS1))
+    with pytest.raises(ConfigError, match="--case passwordless-luks9 is not a case"):
+        matrix.slice_of(["passwordless-luks9"])

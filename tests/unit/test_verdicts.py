@@ -375,6 +375,31 @@ def test_broken_kernel_fails_on_the_rescue_shell(tmp_path: Path) -> None:
     assert fails(tmp_path, "broken-kernel", opening) == "GRUB rescue shell"
 
 
+FAILED_ALL = (
+    "error: file `/boot/vmlinuz-missing' not found.\n"
+    "Press any key to continue...\n"
+    "  Failed to boot both default and fallback entries.\n"
+    "Press any key to continue...\n"
+)
+
+
+def test_stalled_menu_passes_when_every_entry_failed_and_nothing_was_pressed(
+    tmp_path: Path,
+) -> None:
+    """The host lets the menu and "Press any key" wait: not one key is sent, and the
+    verdict is left to the RAM search once GRUB said every entry failed."""
+    assert judge(tmp_path, "stalled-menu", GRUB_START + MENU + FAILED_ALL, exits=False) == []
+
+
+def test_stalled_menu_fails_when_the_owners_image_boots(tmp_path: Path) -> None:
+    assert fails(tmp_path, "stalled-menu", GRUB_START + MENU + BOOTED) == "booted"
+
+
+def test_every_entry_failing_is_a_verdict_where_the_image_must_boot(tmp_path: Path) -> None:
+    react = _menu_guest(LOCK_PROMPT, LOCK_PROMPT)
+    assert fails(tmp_path, "console-keys", GRUB_START + FAILED_ALL, react) == "failed"
+
+
 # -- the wipe, judged on a fake pmemsave page ----------------------------------------
 
 EXTRA = (
