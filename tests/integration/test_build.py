@@ -1,8 +1,10 @@
 """Real container builds: GRUB and AmdSev OVMF from the pins plus our series.
 
-These are slow (a cold build is several minutes on two cores), so one module-scoped
-build in a private workspace serves the inspection and cache tests. Downloads are
-shared with ``out/cache/downloads`` so the pinned archives are fetched once per machine.
+The main workspace's build (built once per machine, then from the machine's cache)
+serves the inspection and cache tests: its manifest is the one a cold build wrote. That a
+cold build on a machine that never ran one gives the same bytes is proved once per run,
+by tests/integration/test_first_run.py (a fresh Docker engine, HOME and clone). The tests
+here that must see a build start or fail use a cache of their own.
 """
 
 from __future__ import annotations
@@ -47,20 +49,17 @@ def harness_containers(ws: Workspace) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Workspace, ovmf.OvmfBuild, float]:
-    ws = workspace(tmp_path_factory.mktemp("build"), cold=True)
+def built() -> tuple[Workspace, ovmf.OvmfBuild, float]:
+    ws = Workspace(ROOT / "out")
     start = time.monotonic()
     result = ovmf.build_ovmf(ws)
     return ws, result, time.monotonic() - start
 
 
-def test_cold_build_produces_firmware_with_our_grub(
+def test_the_firmware_has_our_grub_and_its_manifest_every_input(
     built: tuple[Workspace, ovmf.OvmfBuild, float],
 ) -> None:
     ws, result, _ = built
-    assert not result.cached
     report = describe(ovmf.firmware(result))
     assert report["secret_area"] is not None and report["secret_area"]["size"] > 0
     grub = report["grub"]
@@ -74,12 +73,9 @@ def test_cold_build_produces_firmware_with_our_grub(
     for comp in ("ovmf", "grub"):
         pin = ws.component(comp).pin
         assert pin.commit and manifest["inputs"]["sources"][comp]["commit"] == pin.commit
-        # The private workspace shares the download cache: archives checked by sha256.
-        assert manifest["inputs"]["provenance"][comp] == {
-            "route": "download cache",
-            "sha256": pin.sha256,
-            "commit": None,
-        }
+        # Whichever route delivered the archive, it was checked by its sha256.
+        provenance = manifest["inputs"]["provenance"][comp]
+        assert (provenance["sha256"], provenance["commit"]) == (pin.sha256, None)
     assert [p["file"] for p in manifest["inputs"]["sources"]["grub"]["patches"]] == [
         p.path.name for p in ws.component("grub").patches
     ]
@@ -90,20 +86,6 @@ def test_cold_build_produces_firmware_with_our_grub(
     assert any("gcc" in line for line in manifest["inputs"]["toolchain"])
     assert (ws.root / "grub" / "bin" / "grub-mkimage").is_file()
     assert os.stat(ovmf.firmware(result)).st_uid == os.getuid()
-    assert harness_containers(ws) == []
-
-
-def test_the_same_inputs_give_the_same_firmware(
-    built: tuple[Workspace, ovmf.OvmfBuild, float],
-) -> None:
-    """Reproducible: this private cold build and the main workspace's build (cached,
-    incremental or cold, made separately) of the same inputs are the same bytes, so a
-    guest owner can recompute the launch digest from the sources."""
-    _, private, _ = built
-    main = ovmf.build_ovmf(Workspace(ROOT / "out"))
-    assert main.manifest.cache_key == private.manifest.cache_key
-    assert ovmf.firmware(main).parent != ovmf.firmware(private).parent
-    assert main.manifest.output.sha256 == private.manifest.output.sha256
 
 
 #: The COFF TimeDateStamp grub-mkimage writes into every image, whatever the clock:

@@ -138,4 +138,7 @@ def _build_on(tree: Path, home: Path, engine: Path) -> None:
         output = (done.stdout + (done.stderr or b"")).decode(errors="replace")
         assert done.returncode == 0, output[-4000:]
         assert "Traceback" not in output
+        # Every build container is gone once the build is done (the engine is ours alone).
+        left = run.run(["docker", "ps", "-aq"], env={**os.environ, "DOCKER_HOST": host}).stdout
+        assert left == b"", left
         assert "bootstrapped debian:bookworm" in output or "debootstrap" in output
