@@ -28,7 +28,8 @@ REDACTED = "[REDACTED]"
 #: GRUB wraps an error at 80 columns, and prefixes file:line:function in its builds: a
 #: message and the lines after it are searched together.
 ERROR_CONTEXT_LINES = 5
-#: How long the final rescan waits for output still on its way (a guest powering off).
+#: How long the final rescan waits for output still on its way (a guest powering off),
+#: at most: a guest QEMU keeps ends the wait once it has stopped.
 DRAIN_TIMEOUT = 1.0
 #: How often a wait asks whether a guest that QEMU keeps (-no-shutdown) has stopped.
 STOP_POLL = 0.2
@@ -199,10 +200,12 @@ class Console:
             GuestVerdict: the first failure pattern or unexpected GRUB error found.
         """
         if self.child.isalive():  # what the guest printed after the last wait
-            index = self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=DRAIN_TIMEOUT)
+            # Until QEMU exits, or the guest it keeps has stopped and its last words
+            # are read: a drain of a stopped guest costs no second of waiting.
+            _, unconsumed = self._expect([pexpect.EOF, pexpect.TIMEOUT], DRAIN_TIMEOUT)
             before = self.child.before or ""
             self._raw.append(before[self._pending :])
-            self._pending = len(before) if index == 1 else 0
+            self._pending = len(before) if unconsumed else 0
             self._record()
         text = ANSI.sub("", "".join(self._raw))
         for failure in self.failures:

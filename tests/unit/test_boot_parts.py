@@ -276,6 +276,22 @@ def test_a_guest_that_stopped_ends_the_wait_as_an_exit(tmp_path: Path) -> None:
         assert con.transcript.read_text().count("GRUB says goodbye") == 1
 
 
+def test_the_last_rescan_ends_when_the_guest_stopped_and_reads_its_last_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU keeps a powered-off guest, so the program never exits: the final rescan must
+    end at the guest's stop, not wait out its whole allowance, and still judge what
+    the guest printed after the last wait."""
+    monkeypatch.setattr(console, "DRAIN_TIMEOUT", 30.0)
+    with _stopping(tmp_path, "HARNESS-BOOTED token=t\nKernel panic - not syncing\n", 0.5) as con:
+        con.expect_any({"marker": "HARNESS-BOOTED"}, 20)
+        started = time.monotonic()
+        with pytest.raises(GuestVerdict) as info:
+            con.check_transcript()
+        assert time.monotonic() - started < 10
+        assert info.value.matched == "kernel panic"
+
+
 def test_a_failure_line_split_across_reads_is_read_whole_though_the_guest_stopped(
     tmp_path: Path,
 ) -> None:
