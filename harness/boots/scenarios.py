@@ -1100,8 +1100,9 @@ def _check_ram(
     if not needles:
         return []
     guest.freeze()  # a guest at its login prompt runs on; the verdict is known
-    found = launch.ram.count(needles)
-    touched = sum(end - start for start, end in launch.ram.touched())
+    extents = launch.ram.touched()
+    found = launch.ram.count(needles, extents)
+    touched = sum(end - start for start, end in extents)
     return [verdicts.check_ram(found, touched, guest.console.tail())]
 
 

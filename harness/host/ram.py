@@ -70,8 +70,11 @@ class GuestRam:
         self._check(gpa, size)
         return os.pread(self.fd, size, gpa)
 
-    def count(self, needles: Mapping[str, bytes]) -> dict[str, int]:
-        """How many times each needle (name -> bytes) occurs anywhere in the memory.
+    def count(
+        self, needles: Mapping[str, bytes], extents: list[tuple[int, int]] | None = None
+    ) -> dict[str, int]:
+        """How many times each needle (name -> bytes) occurs anywhere in the memory;
+        *extents* are :meth:`touched`'s, when the caller has them already.
 
         Only the pages the guest (or :meth:`write`) touched hold data; the rest read as
         zeros. A copy of a needle that is not all zeros has a byte in a touched extent,
@@ -89,7 +92,7 @@ class GuestRam:
         if self.size == 0:
             return found
         with mmap.mmap(self.fd, self.size, access=mmap.ACCESS_READ) as ram:
-            for start, end in self.touched():
+            for start, end in self.touched() if extents is None else extents:
                 for name, needle in needles.items():
                     lo = max(start - len(needle) + 1, 0)
                     hi = min(end + len(needle) - 1, self.size)
