@@ -14,6 +14,7 @@ is reused only for exactly the same inputs; a local tree is never cached.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -300,6 +301,26 @@ def _build(spec: Spec[M], ws: Workspace, request: Request) -> Built[M]:
         builder = builder_image(spec.builder, ws)
     the_plan = plan(spec, ws, builder, request)
     cache = BuildCache(ws.builds)
+    # A key another process is building (a second clone, another worker) is waited for,
+    # then taken from the cache, not compiled twice.
+    held = contextlib.nullcontext() if the_plan.local else cache.building(the_plan.entry_name)
+    with held:
+        tree, hit, manifest = _build_or_hit(spec, ws, request, builder, the_plan, cache, started)
+    with stage("publish"):
+        published = _publish(spec, hit, ws.published(spec.name))
+    return Built(spec.name, hit, published, manifest, cached=tree is None)
+
+
+def _build_or_hit(
+    spec: Spec[M],
+    ws: Workspace,
+    request: Request,
+    builder: containers.BuilderImage,
+    the_plan: Plan,
+    cache: BuildCache,
+    started: float,
+) -> tuple[SourceTree | None, Path, M]:
+    """The cached entry of *the_plan* (no tree), or a build of it (its tree)."""
     hit = None if the_plan.local else cache.lookup(the_plan.entry_name)
     manifest = _cached_manifest(spec, hit) if hit else None
     comp = ws.component(spec.name)
@@ -329,9 +350,7 @@ def _build(spec: Spec[M], ws: Workspace, request: Request) -> Built[M]:
     else:
         log.info("%s: cached build %s", spec.name, the_plan.entry_name)
     assert hit is not None and manifest is not None
-    with stage("publish"):
-        published = _publish(spec, hit, ws.published(spec.name))
-    return Built(spec.name, hit, published, manifest, cached=tree is None)
+    return tree, hit, manifest
 
 
 def _cached_manifest(spec: Spec[M], entry: Path) -> M | None:

@@ -151,9 +151,12 @@ class BuildCache:
 
     Builds write into a ``.partial-<random>-<pid>`` directory renamed into place at the end; an
     interrupted build leaves only a partial directory, which the next run removes. Every
-    clone on the machine shares the cache: when two processes build the same key, the
-    first rename wins and the second build is dropped (the builds are reproducible, so
-    both are the same bytes), and an entry in use is never replaced under its reader.
+    clone on the machine shares the cache. A build holds its key's lock
+    (:meth:`building`), so a second process that wants the same key waits and then finds
+    the entry instead of compiling it again; should two builds of a key still finish (a
+    cache without locks, say on a read-only lock directory), the first rename wins and
+    the second is dropped (the builds are reproducible, so both are the same bytes). An
+    entry in use is never replaced under its reader.
     """
 
     def __init__(self, root: Path) -> None:
@@ -170,6 +173,20 @@ class BuildCache:
             return None
         touch_used(entry)
         return entry
+
+    @contextlib.contextmanager
+    def building(self, name: str) -> Iterator[None]:
+        """Hold *name*'s build lock (``.locks/<name>``, an flock the kernel drops when the
+        process dies): look the entry up again once it is held."""
+        locks = self.root / LOCKS
+        locks.mkdir(exist_ok=True)
+        with open(locks / name, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s: another process is building it; waiting for that build", name)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     @contextlib.contextmanager
     def entry(self, name: str) -> Iterator[Path]:
@@ -189,6 +206,9 @@ class BuildCache:
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
+
+#: The directory of the build locks, one empty file per key ever built.
+LOCKS = ".locks"
 
 #: The file whose mtime is an entry's last use (``./inv cache`` shows it; prune keeps
 #: the newest).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,44 @@ def test_two_builders_of_one_key_keep_the_first_entry(tmp_path: Path) -> None:
     entry = builds.lookup("grub-" + "a" * 24)
     assert entry is not None and (entry / "file").read_text() == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grub-" + "a" * 24]
+
+
+def test_a_key_being_built_is_waited_for_not_built_again(tmp_path: Path) -> None:
+    """A second process that wants a key another is building blocks on the key's lock
+    until that build is in place, then finds the entry; other keys do not wait. (Two
+    threads stand for the two processes: flock locks belong to each open of the file.)"""
+    builds = BuildCache(tmp_path)
+    name = "grub-" + "b" * 24
+    holding, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with builds.building(name):
+            holding.set()
+            release.wait(10)
+            with builds.entry(name) as out:
+                (out / "file").write_text("built once")
+            order.append("built")
+
+    def second() -> None:
+        with builds.building(name):
+            order.append("found" if builds.lookup(name) else "missing")
+
+    builder = threading.Thread(target=first)
+    builder.start()
+    assert holding.wait(10)
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    with builds.building("ovmf-" + "b" * 24):  # another key: no wait
+        pass
+    waiter.join(0.3)
+    assert waiter.is_alive() and order == []
+    release.set()
+    builder.join(10)
+    waiter.join(10)
+    assert order == ["built", "found"]
+    assert cache.entries(tmp_path)[0].path.name == name  # the lock files are no entry
+    assert len(cache.entries(tmp_path)) == 1
 
 
 def test_the_cache_task_speaks_in_one_sentence(tmp_path: Path) -> None:
