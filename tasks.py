@@ -79,7 +79,10 @@ def test(c: Context, m: str = "", k: str = "", jobs: int = 2, upstream: bool = F
         m = "not upstream"
     argv += ["-m", m] if m else []
     argv += ["-k", k] if k else []
-    argv += ["-n", str(jobs)] if jobs else []
+    # One test at a time to whichever worker is free, the long ones first (tests/conftest.py):
+    # xdist's default hands each worker a quarter of the suite up front, and one worker
+    # then ran every cold build and night in turn while the other sat idle.
+    argv += ["-n", str(jobs), "--dist", "load", "--maxschedchunk", "1"] if jobs else []
     argv += [] if m == "unit" else ["--durations=25"]  # where a cold run spends its time
     proc = run.run(argv, check=False, capture=False)
     if proc.returncode:

@@ -75,6 +75,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if (DATA.parent / "unit") in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.unit)
+    # The tests of minutes first, the rest in their order: a free worker takes the next
+    # test (./inv test), so the long ones run side by side and the short fill in after.
+    # What reads a long test's shared result (the night with the Debian variant) goes
+    # last, so that no worker waits for it.
+    items.sort(key=_turn)
+
+
+def _turn(item: pytest.Item) -> int:
+    if item.get_closest_marker("long") is not None:
+        return 0
+    return 2 if "night_with_debian" in getattr(item, "fixturenames", ()) else 1
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -98,6 +98,7 @@ def clean_copy(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.long
 def test_build_ovmf_on_a_fresh_machine(tmp_path: Path) -> None:
     tree = clean_copy(tmp_path / "clone")
     home = tmp_path / "home"
