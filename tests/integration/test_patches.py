@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness.components import registry
+from harness.components.pipeline import builder_image
+from harness.components.trees import prepare_tree
 from harness.components.workspace import Workspace
 from harness.config import resolve
 from harness.errors import InputError
@@ -91,27 +93,6 @@ def test_our_grub_series_passes(ws_root: Path, tmp_path: Path) -> None:
     }
     unit = by_name(checks)["unit-test"]
     assert unit.subject == "efisecret_test" and unit.outcome is Verdict.PASSED
-
-
-def test_a_broken_parser_fails_its_unit_test(ws_root: Path, tmp_path: Path) -> None:
-    """A parser that accepts two passphrase entries: GRUB's own unit test says which
-    assertion failed, the build stops, and nothing after it runs."""
-
-    def edit(text: str) -> str:
-        # The line 0001 adds and the later patches of the parser keep as context.
-        for mark in ("+", " "):
-            text = text.replace(
-                f"{mark}  if (err == GRUB_ERR_NONE && count > 1)",
-                f"{mark}  if (err == GRUB_ERR_NONE && count > 2)",
-            )
-        return text
-
-    checks = check(ws_root, series(tmp_path, "grub", edit, pattern="*"), "grub")
-    unit = by_name(checks)["unit-test"]
-    assert unit.failed and unit.subject == "efisecret_test"
-    assert "two passphrase entries: accepted" in unit.reason
-    assert by_name(checks)["build"].outcome is Verdict.SKIPPED
-    assert "efisecret_test failed unit-test" in by_name(checks)["build"].reason
 
 
 def test_a_hunk_that_no_longer_applies(ws_root: Path, tmp_path: Path) -> None:
@@ -269,10 +250,27 @@ def test_cli_check_quick_passes_for_our_series() -> None:
         assert lines[-1].endswith("0 failed")
 
 
-def test_check_against_a_local_tree(ws_root: Path, tmp_path: Path) -> None:
-    """--tree: the author's own checkout of upstream replaces the pin as the base."""
-    ws = workspace(ws_root, series(tmp_path, "grub"))
-    patchcheck.run_checks("grub", ws, quick=True)  # makes sure the pinned tree is there
+def broken_parser(text: str) -> str:
+    """A parser that accepts two passphrase entries (the line 0001 adds, and the later
+    patches of the parser keep as context)."""
+    for mark in ("+", " "):
+        text = text.replace(
+            f"{mark}  if (err == GRUB_ERR_NONE && count > 1)",
+            f"{mark}  if (err == GRUB_ERR_NONE && count > 2)",
+        )
+    return text
+
+
+@pytest.mark.long
+def test_a_broken_parser_on_a_local_tree_fails_its_unit_test(ws_root: Path, tmp_path: Path) -> None:
+    """--tree: the author's own checkout of upstream replaces the pin as the base, and is
+    built (never cached) with GRUB's own unit test. A series whose parser accepts two
+    passphrase entries: the unit test, built from that tree, says which assertion failed,
+    the build stops, and nothing after it runs. (One GRUB build proves both: the local
+    tree's, and a unit test's failure stopping the check.)"""
+    ws = workspace(ws_root, series(tmp_path, "grub", broken_parser, pattern="*"))
+    with ws.locked():  # the pinned tree, for its archive
+        prepare_tree(ws.component("grub"), ws, builder_image(registry.get("grub").builder, ws).tag)
     tree = tmp_path / "my-grub"
     tree.mkdir()
     archive = subprocess.run(
@@ -284,7 +282,11 @@ def test_check_against_a_local_tree(ws_root: Path, tmp_path: Path) -> None:
     checks = by_name(patchcheck.run_checks("grub", ws, local_tree=tree, quick=True))
     assert checks["applies"].outcome is Verdict.PASSED
     assert checks["applies"].reason == f"on {tree}"
-    assert checks["unit-test"].outcome is Verdict.PASSED  # built from the local tree
+    unit = checks["unit-test"]
+    assert unit.failed and unit.subject == "efisecret_test"
+    assert "two passphrase entries: accepted" in unit.reason
+    assert checks["build"].outcome is Verdict.SKIPPED
+    assert "efisecret_test failed unit-test" in checks["build"].reason
     # The same tree with the hunk's context changed no longer takes the patch.
     makefile = tree / "grub-core" / "Makefile.core.def"
     makefile.write_text(makefile.read_text().replace("module = {\n", "module = {  \n"))
