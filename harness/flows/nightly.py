@@ -33,9 +33,18 @@ from harness import run
 from harness.boots import matrix, scenarios
 from harness.components import linux, ovmf, registry
 from harness.components import qemu as qemu_build
-from harness.components.pipeline import MANIFEST, Built, Role, Spec, build, builder_image
+from harness.components.pipeline import (
+    MANIFEST,
+    Built,
+    Request,
+    Role,
+    Spec,
+    build,
+    builder_image,
+    plan,
+)
 from harness.components.trees import follow_upstream, prepare_tree
-from harness.components.workspace import Component, Workspace
+from harness.components.workspace import Workspace
 from harness.config import Config, QemuChoice, Upstream
 from harness.errors import (
     BuildRefused,
@@ -217,7 +226,7 @@ def _night(
     debian: bool,
 ) -> None:
     t0 = time.monotonic()
-    applies = {spec.name: _series(night, ws, ws.component(spec.name)) for spec in specs}
+    applies = {spec.name: _series(night, ws, spec) for spec in specs}
     built: dict[str, Built[Any]] = {}
     for spec in specs:
         _build_stage(night, ws, spec, applies, built)
@@ -394,7 +403,12 @@ def _debian_stage(
         _boot_case(night, result)
 
 
-def _series(night: Run, ws: Workspace, comp: Component) -> bool:
+def _series(night: Run, ws: Workspace, spec: Spec[Any]) -> bool:
+    """The "series applies" case of *spec*'s component. When the machine's build cache
+    holds the build of exactly these inputs (the pin's bytes and the series' among them),
+    that build applied the series and the tree is not unpacked again for it; otherwise
+    the series is applied to the pinned tree here."""
+    comp = ws.component(spec.name)
     pin = comp.pin
     night.components[comp.name] = ComponentInputs(
         version=pin.version,
@@ -404,13 +418,19 @@ def _series(night: Run, ws: Workspace, comp: Component) -> bool:
         patches=tuple(PatchInput(p.path.name, p.sha256) for p in comp.patches),
     )
     started = time.monotonic()
-    builder = builder_image(registry.get(comp.name).builder, ws)
+    what = f"{len(comp.patches)} patch(es) on {pin.name} {pin.version}"
+    builder = builder_image(spec.builder, ws)
+    entry = plan(spec, ws, builder, Request()).entry_name
+    if (ws.builds / entry / MANIFEST).is_file():
+        took = time.monotonic() - started
+        detail = f"{what} (applied by the cached build {entry})"
+        night.case(Suite.SERIES, f"{comp.name}: series applies", Verdict.PASSED, took, detail)
+        return True
     try:
         prepare_tree(comp, ws, builder.tag)  # applies the series (at once if already applied)
     except PatchError as err:
         night.case(Suite.SERIES, f"{comp.name}: series applies", Verdict.FAILED, 0, err.message)
         return False
-    what = f"{len(comp.patches)} patch(es) on {pin.name} {pin.version}"
     took = time.monotonic() - started
     night.case(Suite.SERIES, f"{comp.name}: series applies", Verdict.PASSED, took, what)
     return True
