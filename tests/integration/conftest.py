@@ -1,18 +1,30 @@
 """Fixtures the boot tests share: the firmware ./inv build-ovmf makes, the guest kernel
-./inv build-kernel makes, and the accelerator."""
+./inv build-kernel makes, the accelerator, and the night with the Debian variant."""
 
 from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from harness.components import linux, ovmf
 from harness.components.pipeline import build
 from harness.components.workspace import Workspace
-from harness.guest.image import BuiltKernel
+from harness.config import resolve
+from harness.flows import nightly
+from harness.guest import image
+from harness.guest.image import BuiltKernel, LuksVariant
 from harness.host import qemu
 from tests.conftest import CACHE, ROOT
 
 OUT = ROOT / "out"
+#: The Debian night's own workspace (its builds are the machine cache's hits): other
+#: nights in out/ reuse out/runs/nightly, and this night's image must outlive them.
+DEBIAN_NIGHT = OUT / "test-debian-night"
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +42,48 @@ def guest_kernel() -> BuiltKernel:
 @pytest.fixture(scope="module")
 def accel() -> qemu.Accel:
     return qemu.working_accelerator(CACHE, qemu.DEBIAN_OVMF)
+
+
+@dataclass(frozen=True)
+class DebianNight:
+    """A night with the Debian variant: what it returned, wrote and built."""
+
+    status: int
+    report: Path
+    history: Path
+    image: image.Image
+    cases: tuple[tuple[str, LuksVariant], ...]
+
+
+#: The minimal cases beside the Debian variant: one passwordless boot.
+DEBIAN_NIGHT_CASES = (("passwordless", LuksVariant.LUKS1),)
+
+
+def debian_night() -> DebianNight:
+    """The night with the Debian variant, once per test run: the Debian image is minutes
+    of both cores, so the nightly's image is the one every Debian test reads and its
+    boots are the ones they judge (test_debian_image, test_nightly). Whichever worker
+    asks first runs it under a lock; the other waits and reads what it left."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
+    DEBIAN_NIGHT.mkdir(parents=True, exist_ok=True)
+    report, history = DEBIAN_NIGHT / "report", DEBIAN_NIGHT / "history"
+    ws = Workspace(DEBIAN_NIGHT, ROOT / "patches")
+    where = ws.layout.runs / nightly.RUN_DIR / "images" / nightly.DEBIAN_IMAGE_CASE
+    # Not the workspace's own lock (.lock), which the night takes inside.
+    with open(DEBIAN_NIGHT / ".test-night.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = DEBIAN_NIGHT / ".run"
+        if not (stamp.is_file() and stamp.read_text().startswith(f"{run_id} ")):
+            stamp.unlink(missing_ok=True)
+            for old in (report, history):
+                shutil.rmtree(old, ignore_errors=True)
+            cfg = resolve(workspace=str(DEBIAN_NIGHT))
+            status = nightly.nightly(cfg, report, history, workspace=ws, cases=DEBIAN_NIGHT_CASES)
+            stamp.write_text(f"{run_id} {status}")
+        status = int(stamp.read_text().split()[1])
+    return DebianNight(status, report, history, image.load(where), DEBIAN_NIGHT_CASES)
+
+
+@pytest.fixture(scope="module")
+def night_with_debian() -> DebianNight:
+    return debian_night()

@@ -1,6 +1,8 @@
 """The Debian recipe for real: mmdebstrap in the builder, the assembly VM on our kernel,
-then the image under the AmdSev firmware (passwordless, and one prompt without a secret)
-and under Debian's own OVMF with the passphrase typed (the post's ordinary path).
+then the image under the AmdSev firmware (passwordless, one prompt without a secret, and
+the host's attacks) and under Debian's own OVMF with the passphrase typed (the post's
+ordinary path). All of it is the run's one night with the Debian variant
+(tests/integration/conftest.py): its image is read here, its boots judged here.
 
 What the image holds is read back independently of the build: cryptsetup opens the
 LUKS header with the passphrase and with the key file found inside the root, and
@@ -9,9 +11,7 @@ debugfs reads the decrypted root's files.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import stat
 import subprocess
@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 
 from harness import run
-from harness.boots import matrix, ordinary, scenarios, verdicts
-from harness.components import ovmf, registry
+from harness.boots import ordinary, verdicts
+from harness.flows import nightly
 from harness.guest import debian, image, proof, xts
-from harness.guest.image import BuiltKernel, Image, LuksVariant, Ready, volume_key
-from harness.host import qemu
+from harness.guest.image import Image, Ready, volume_key
 from harness.passphrase import Passphrase
-from tests.conftest import IMAGE_CACHE, ROOT, tools_builder
+from tests.conftest import ROOT
+from tests.integration.conftest import DebianNight
+from tests.integration.test_nightly import read_in_chromium, results_of
 
 pytestmark = [
     pytest.mark.docker,
@@ -40,40 +41,12 @@ OUT = ROOT / "out"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 
 
-#: The root password the test image is given (--root-password-file); the nightly's
-#: image is built without one, so its root stays locked.
-ROOT_PASSWORD = b"harness-test-root-password"
-
-
 @pytest.fixture(scope="module")
-def debian_image(guest_kernel: BuiltKernel, tmp_path_factory: pytest.TempPathFactory) -> Image:
-    """One image per test run, whichever worker needs it first builds it (under a lock;
-    the other waits and loads it): a Debian build is minutes of both cores."""
-    recipe = debian.DebianRecipe.load("debian")
-    assert recipe is not None
-    dest = OUT / "images" / "test-debian"
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.parent / ".test-debian.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = dest.parent / ".test-debian.run"
-        if stamp.is_file() and stamp.read_text() == run_id and (dest / "image.json").is_file():
-            return image.load(dest)
-        password = tmp_path_factory.mktemp("root-password") / "password"
-        password.write_bytes(ROOT_PASSWORD + b"\n")
-        password.chmod(0o600)
-        img = debian.build(
-            recipe,
-            LuksVariant.LUKS1,
-            dest,
-            debian.DebianOptions(root_password=password, kdf=image.Kdf.TEST),
-            cache=IMAGE_CACHE,
-            builder=tools_builder(registry.DEBIAN_IMAGE_BUILDER).tag,
-            tools_builder=tools_builder().tag,
-            kernel=guest_kernel,
-        )
-        stamp.write_text(run_id)
-        return img
+def debian_image(night_with_debian: DebianNight) -> Image:
+    """The Debian image the run's night with the Debian variant built (one Debian build
+    per test run, tests/integration/conftest.py), as ``./inv nightly`` makes it: no root
+    password, so root's account stays locked."""
+    return night_with_debian.image
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +147,12 @@ def test_the_root_is_configured_to_unlock_with_its_key_file(
     boot = debugfs(root_fs, "ls -l /boot")
     initrds = [ln for ln in boot.splitlines() if "initrd.img-" in ln]
     assert initrds and all(re.search(r"\b100600\b", ln) for ln in initrds), boot
-    # Empty machine-id; root's password as given, hashed (yescrypt); no host keys.
+    # Empty machine-id; no root password was given, so none logs in as root (the host
+    # types on the serial console); no host keys.
     assert debugfs(root_fs, "cat /etc/machine-id") == ""
     shadow = debugfs(root_fs, "cat /etc/shadow").splitlines()
     root_entry = next(line.split(":") for line in shadow if line.startswith("root:"))
-    assert root_entry[1].startswith("$y$"), root_entry[1][:4]
-    assert ROOT_PASSWORD not in debugfs(root_fs, "cat /etc/shadow").encode()
+    assert root_entry[1] == "*" or root_entry[1].startswith("!"), root_entry[1][:4]
     assert "ssh_host_" not in debugfs(root_fs, "ls /etc/ssh")
     assert f"harness-{debian_image.token}" == debugfs(root_fs, "cat /etc/hostname").strip()
     # No secret in anything the build published beside the disk.
@@ -188,7 +161,6 @@ def test_the_root_is_configured_to_unlock_with_its_key_file(
         text = (debian_image.disk.parent / name).read_bytes()
         assert passphrase not in text and key_bytes not in text, name
         assert proof.read_key(debian_image.disk.parent) not in text, name
-        assert ROOT_PASSWORD not in text, name
     leftovers = {p.name for p in debian_image.disk.parent.iterdir()}
     assert leftovers == {
         "disk.img", "image.json", "passphrase", proof.KEY_FILE, debian.BUILD_LOG,
@@ -197,6 +169,7 @@ def test_the_root_is_configured_to_unlock_with_its_key_file(
 
 
 def prompts(transcript: Path) -> tuple[int, int]:
+    """GRUB's passphrase prompts and the initramfs's, in a boot's transcript."""
     text = transcript.read_text(errors="replace")
     return (
         len(re.findall(verdicts.PROMPT, text)),
@@ -204,9 +177,12 @@ def prompts(transcript: Path) -> tuple[int, int]:
     )
 
 
-def test_the_debian_boots(debian_image: Image, firmware: ovmf.OvmfBuild, accel: qemu.Accel) -> None:
-    """The Debian variant's boots, as the nightly runs them (two at a time), in one test
-    so that one worker runs them:
+@pytest.mark.long
+def test_a_night_with_the_debian_variant(night_with_debian: DebianNight) -> None:
+    """The Debian image is built and booted to its login prompt, as the nightly runs
+    them (two at a time); the report shows the boot to login and the history charts it.
+    This night is the run's only Debian build and boots (tests/integration/conftest.py);
+    its transcripts, read back from the report, are judged here once more:
 
     * passwordless: no prompt at all, the login prompt with this image's token, and
       nothing loaded from the disk's GRUB 2.12 modules (patches/ovmf/0003);
@@ -219,38 +195,49 @@ def test_the_debian_boots(debian_image: Image, firmware: ovmf.OvmfBuild, accel: 
       disks, the initramfs refuses the damaged root, the host's kernel never runs;
     * ordinary: Debian's OVMF, the image's own GRUB asks once.
     """
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    host = image.build_image(
-        matrix.HOST_RECIPE,
-        matrix.HOST_VARIANT,
-        OUT / "images" / f"test-debian-host-{worker}",
-        IMAGE_CACHE,
-        tools_builder().tag,
-    )
-    results = matrix.run_debian(
-        matrix.Firmware(ovmf.firmware(firmware), firmware.manifest.launch_digest),
-        debian_image,
-        accel,
-        OUT / "boot" / f"test-debian-{worker}",
-        host_disk=scenarios.HostDisk(
-            host.disk, Passphrase.read(host.passphrase_file), host.disk.parent / image.HOST_BOOT
-        ),
-    )
-    assert [r.variant for r in results] == ["debian-luks1"] * len(matrix.DEBIAN_CASES)
-    boots = {r.scenario: r for r in results}
-    for name, result in boots.items():
-        assert result.passed, f"{name}: {result.detail}"
-    text = boots["passwordless"].transcript.read_text(errors="replace")
-    assert prompts(boots["passwordless"].transcript) == (0, 0)
-    assert re.search(rf"harness-{debian_image.token} login:", text)
-    assert "x86_64-efi" not in text
-    assert prompts(boots["no-secret"].transcript) == (1, 0)
-    keyslot = boots["broken-keyslot"].transcript.read_text(errors="replace")
+    night = night_with_debian
+    report, history = night.report, night.history
+    assert night.status == nightly.EXIT_OK
+    results = results_of(report)
+    debian_cases = {c["name"]: c for c in results["cases"] if c["name"].endswith("-debian-luks1")}
+    assert set(debian_cases) == {
+        f"{name}-debian-luks1"
+        for name in ("passwordless", "no-secret", "broken-keyslot", "search-hijack", "ordinary")
+    }
+    assert all(c["outcome"] == "passed" and c["seconds"] > 0 for c in debian_cases.values())
+    image_case = next(c for c in results["cases"] if c["suite"] == "image")
+    assert image_case["name"] == "debian-luks1" and image_case["outcome"] == "passed"
+    assert "Debian trixie" in image_case["detail"]
+    assert "debian" in results["timings"]
+    page = read_in_chromium(report / "index.html")
+    assert page.summary.startswith("PASS")
+    for href in page.links:
+        assert (report / href).is_file(), f"the page links to {href}, which is missing"
+    assert {f"transcripts/{name}.log" for name in debian_cases} <= set(page.links)
+    assert '<table id="logins">' in (report / "index.html").read_text()
+    grid = read_in_chromium(history / "index.html")
+    assert all((history / href).is_file() for href in grid.links)
+    text = (history / "index.html").read_text()
+    assert 'id="chart-boot/passwordless-debian-luks1"' in text
+
+    def transcript(name: str) -> Path:
+        return report / "transcripts" / f"{name}-debian-luks1.log"
+
+    passwordless = transcript("passwordless").read_text(errors="replace")
+    assert prompts(transcript("passwordless")) == (0, 0)
+    assert re.search(rf"harness-{night.image.token} login:", passwordless)
+    assert "x86_64-efi" not in passwordless
+    assert prompts(transcript("no-secret")) == (1, 0)
+    keyslot = transcript("broken-keyslot").read_text(errors="replace")
     assert "Rebooting automatically due to panic= boot argument" in keyslot
     assert "(initramfs)" not in keyslot
-    assert prompts(boots[ordinary.NAME].transcript) == (1, 0)
-    ordinary_text = boots[ordinary.NAME].transcript.read_text(errors="replace")
-    assert "Entering grub config" not in ordinary_text
+    assert prompts(transcript(ordinary.NAME)) == (1, 0)
+    assert "Entering grub config" not in transcript(ordinary.NAME).read_text(errors="replace")
+    # Nothing secret of the Debian image in the report or the history.
+    data = night.image.passphrase_file.read_bytes()
+    for path in [*report.rglob("*"), *history.rglob("*")]:
+        if path.is_file():
+            assert data not in path.read_bytes(), f"the passphrase is in {path}"
 
 
 def test_build_image_refuses_bad_options_in_one_sentence() -> None:

@@ -4,7 +4,8 @@ regression, and a night the machine could not complete.
 
 The whole matrix boots once per test run, in tests/integration/test_boot.py; the nights
 here check what is built on top of boots (reports, history, change detection, exit
-codes) on a slice of three cases: one passwordless, one fallback, one hostile.
+codes) on a slice of three cases: one passwordless, one fallback, one hostile. The night
+with the Debian variant is judged in tests/integration/test_debian_image.py.
 """
 
 from __future__ import annotations
@@ -117,10 +118,11 @@ def read_in_chromium(page: Path) -> PageReader:
     return reader
 
 
+@pytest.mark.long
 def test_nights_in_a_row(tmp_path: Path) -> None:
     report, history = tmp_path / "report", tmp_path / "history"
 
-    # The Debian variant has a night of its own below.
+    # The Debian variant has a night of its own (test_debian_image.py).
     first = inv_nightly(report, history, "--no-debian", *SLICE)
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert "first run: nothing to compare with" in first.stdout
@@ -289,6 +291,7 @@ def test_bad_options_are_one_sentence(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "r").exists()
 
 
+@pytest.mark.long
 def test_a_night_with_the_built_qemu(tmp_path: Path) -> None:
     report = tmp_path / "report"
     built = resolve(workspace=str(OUT), qemu="built")
@@ -301,38 +304,3 @@ def test_a_night_with_the_built_qemu(tmp_path: Path) -> None:
     assert results["host"]["qemu"].startswith("QEMU emulator version 10.0.13 (harness)")
     assert results["host"]["qemu"].endswith("(built)")
     assert sum(1 for suite, _ in names if suite == "boot") == len(FEW_CASES)
-
-
-def test_a_night_with_the_debian_variant(tmp_path: Path) -> None:
-    """The Debian image is built and booted to its login prompt three ways; the report
-    shows the boot to login and the history charts it."""
-    report, history = tmp_path / "report", tmp_path / "history"
-    cases = (("passwordless", LuksVariant.LUKS1),)
-    assert nightly.nightly(PINNED, report, history, cases=cases) == nightly.EXIT_OK
-    results = results_of(report)
-    debian_cases = {c["name"]: c for c in results["cases"] if c["name"].endswith("-debian-luks1")}
-    assert set(debian_cases) == {
-        f"{name}-debian-luks1"
-        for name in ("passwordless", "no-secret", "broken-keyslot", "search-hijack", "ordinary")
-    }
-    assert all(c["outcome"] == "passed" and c["seconds"] > 0 for c in debian_cases.values())
-    image_case = next(c for c in results["cases"] if c["suite"] == "image")
-    assert image_case["name"] == "debian-luks1" and image_case["outcome"] == "passed"
-    assert "Debian trixie" in image_case["detail"]
-    assert "debian" in results["timings"]
-    page = read_in_chromium(report / "index.html")
-    assert page.summary.startswith("PASS")
-    for href in page.links:
-        assert (report / href).is_file(), f"the page links to {href}, which is missing"
-    assert {f"transcripts/{name}.log" for name in debian_cases} <= set(page.links)
-    assert '<table id="logins">' in (report / "index.html").read_text()
-    grid = read_in_chromium(history / "index.html")
-    assert all((history / href).is_file() for href in grid.links)
-    text = (history / "index.html").read_text()
-    assert 'id="chart-boot/passwordless-debian-luks1"' in text
-    # Nothing secret of the Debian image in the report or the history.
-    secret = OUT / "runs" / nightly.RUN_DIR / "images" / "debian-luks1" / "passphrase"
-    data = secret.read_bytes()
-    for path in [*report.rglob("*"), *history.rglob("*")]:
-        if path.is_file():
-            assert data not in path.read_bytes(), f"the passphrase is in {path}"
