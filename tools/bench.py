@@ -360,7 +360,7 @@ def boot(cfg: Config, runs: int = 1) -> str:
     kernel (whose judging reads the secret page after the power-off) and, for
     passwordless on LUKS1, with Debian's; the matrix with and without xdist; the image
     build time."""
-    from harness.boots import matrix, scenarios
+    from harness.boots import matrix, phases, scenarios
     from harness.guest import image
     from harness.host import qemu
     from harness.passphrase import Passphrase
@@ -410,6 +410,7 @@ def boot(cfg: Config, runs: int = 1) -> str:
             scn = scenarios.SCENARIOS[name]
             ours = []
             bare = []
+            stages: dict[str, list[float]] = {}
             for _ in range(runs):
                 res = scenarios.run_scenario(
                     scn,
@@ -426,6 +427,8 @@ def boot(cfg: Config, runs: int = 1) -> str:
                 if not res.passed:
                     raise PrerequisiteError(f"{name} failed during the benchmark: {res.detail}")
                 ours.append(res.seconds)
+                for stage, seconds in res.phases.items():
+                    stages.setdefault(stage, []).append(seconds)
                 bare.append(_bare_scenario(scn, firmware, digest, img, bench_dir, accel))
             o, b = statistics.median(ours), statistics.median(bare)
             worst = max(x / y for x, y in zip(ours, bare, strict=True))
@@ -433,6 +436,10 @@ def boot(cfg: Config, runs: int = 1) -> str:
             lines.append(
                 f"{label + ' (target <= 1.10)':44} {o:8.1f} {b:8.1f} {o / b:6.2f} {worst:6.2f}"
             )
+            # Where ours went, each stage's median (the bare run stops at the marker,
+            # so it has no preparation, judging or QEMU's exit).
+            medians = {stage: statistics.median(v) for stage, v in stages.items()}
+            lines.append(f"  ours by stage, median s: {phases.render(medians)}")
     for jobs in (0, 2):
         start = time.perf_counter()
         run.run(

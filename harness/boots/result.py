@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class Result:
     seconds: float
     transcript: Path
     notes: tuple[str, ...] = ()
+    #: Where the seconds went, stage by stage (:mod:`harness.boots.phases`).
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -44,6 +46,7 @@ class Result:
             "seconds": self.seconds,
             "transcript": str(self.transcript),
             "notes": list(self.notes),
+            "phases": dict(self.phases),
         }
 
     @classmethod
@@ -60,6 +63,7 @@ class Result:
             seconds=f.number("seconds"),
             transcript=Path(f.text("transcript")),
             notes=f.texts("notes"),
+            phases=f.number_map("phases"),
         )
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from harness.boots import extras as owner_extras
 from harness.boots import launch as owner_flow
-from harness.boots import linux, verdicts
+from harness.boots import linux, phases, verdicts
 from harness.boots.launch import Attack
 from harness.boots.linux import LinuxSees
 from harness.boots.result import BOOT_VERDICTS as BOOT_VERDICTS
@@ -50,6 +50,7 @@ from harness.guest.image import DiskFormat, GuestKernel, Ready
 from harness.guest.report import REMOVE_SECRET_GUID
 from harness.host import qemu
 from harness.host import sev as host_sev
+from harness.host.console import Console
 from harness.host.ram import GuestRam
 from harness.host.sev import SevGuestObject, SevMonitor
 from harness.passphrase import Passphrase
@@ -784,6 +785,8 @@ def run_scenario(
     """
     transcript = workdir / "console.log"
     started = time.monotonic()
+    console: Console | None = None
+    gone: float | None = None
     proof_key = proof.read_key(disk.parent)
     with prepared(
         scenario,
@@ -813,6 +816,7 @@ def run_scenario(
                 scenario.allowed_errors,
                 scenario.expected_failures,
             ) as guest:
+                console = guest.console
                 if launch.hardware is not None:
                     notes += _over_qmp(guest, launch.hardware, launch.area)
 
@@ -841,19 +845,34 @@ def run_scenario(
                 )
                 notes += _after_wipe(scenario, guest, launch, workdir)
                 notes += _check_ram(scenario, guest, launch, passphrase, guest_kernel, ready)
+            gone = time.monotonic()
             _check_refusal(scenario, notes)
             passed, detail = True, "; ".join(notes) or "as expected"
         except (GuestVerdict, VerificationError) as err:
             passed, detail = False, str(err)
+    total = time.monotonic() - started
     return Result(
         scenario.name,
         variant,
         Verdict.of(passed),
         detail,
-        time.monotonic() - started,
+        total,
         transcript,
         tuple(notes),
+        _phases(console, started, gone, total),
     )
+
+
+def _phases(
+    console: Console | None, started: float, gone: float | None, total: float
+) -> dict[str, float]:
+    """Where the boot's seconds went (:mod:`harness.boots.phases`); nothing when QEMU
+    never started."""
+    if console is None or console.read_times is None:
+        return {}
+    spawned = console.read_times.start
+    guest_done = (gone if gone is not None else started + total) - spawned
+    return phases.split(spawned - started, console.landmarks(phases.LANDMARKS), guest_done, total)
 
 
 #: The boot before the host's reset: the owner's root boots passwordless.

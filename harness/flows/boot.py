@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.boots import extras, matrix, ordinary, scenarios
+from harness.boots import extras, matrix, ordinary, phases, scenarios
 from harness.components import qemu as qemu_build
 from harness.components import registry
 from harness.components.pipeline import builder_image
@@ -184,4 +184,5 @@ def render(result: scenarios.Result) -> str:
     return (
         f"{result.outcome.short} {result.scenario} ({result.variant}) in {result.seconds:.1f} s: "
         f"{result.detail}\n  transcript: {result.transcript}"
+        + (f"\n  seconds by stage: {phases.render(result.phases)}" if result.phases else "")
     )

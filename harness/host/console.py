@@ -13,6 +13,7 @@ and only the transcript written to disk is decoded as UTF-8.
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +67,34 @@ FAILURES: tuple[FailurePattern, ...] = (
 )
 
 
+class ReadTimes:
+    """pexpect's ``logfile_read``: when the guest's output was read, chunk by chunk.
+
+    Only each chunk's length is kept, with the time it was read: the text stays where
+    the console keeps it (redacted when written). The reads happen while a wait runs,
+    which during a boot is nearly all the time, so a landmark's time is within a read of
+    when the guest printed it.
+    """
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self._ends: list[int] = []
+        self._times: list[float] = []
+
+    def write(self, data: str) -> None:
+        self._ends.append((self._ends[-1] if self._ends else 0) + len(data))
+        self._times.append(time.monotonic())
+
+    def flush(self) -> None:
+        pass
+
+    def at(self, offset: int) -> float | None:
+        """Seconds after the start at which the output's character *offset* was read
+        (None: not read)."""
+        i = bisect.bisect_right(self._ends, offset)
+        return self._times[i] - self.start if i < len(self._times) else None
+
+
 @dataclass
 class Console:
     """Wraps a pexpect child that speaks on the guest's serial port."""
@@ -81,6 +110,8 @@ class Console:
     #: keeps the guest's memory after it powers off; QMP says SHUTDOWN): a wait then
     #: ends as at EOF. None: only EOF ends a wait.
     stopped: Callable[[], bool] | None = None
+    #: When each part of the output was read (see :meth:`landmarks`).
+    read_times: ReadTimes | None = None
     _raw: list[str] = field(default_factory=list)
     # How much of pexpect's unconsumed buffer a wait that timed out already recorded: a
     # timeout leaves the buffer in place, and the next wait's ``before`` starts with it.
@@ -102,6 +133,23 @@ class Console:
         """The transcript so far, ANSI stripped, secrets redacted."""
         self._record()
         return self.transcript.read_text(encoding="utf-8")
+
+    def landmarks(self, marks: Sequence[tuple[str, str]]) -> dict[str, float]:
+        """Each of *marks* (name, pattern), searched in order in the output read so far,
+        with the seconds after the start at which its match was read; a mark not found
+        after the previous one is left out."""
+        if self.read_times is None:
+            return {}
+        raw, pos, found = "".join(self._raw), 0, {}
+        for name, pattern in marks:
+            m = re.compile(pattern).search(raw, pos)
+            if m is None:
+                continue
+            seconds = self.read_times.at(max(m.end() - 1, 0))
+            if seconds is not None:
+                found[name] = seconds
+                pos = m.end()
+        return found
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.text().rstrip().splitlines()[-lines:])
@@ -281,9 +329,16 @@ def spawn(
     expected_failures: Sequence[str] = (),
 ) -> Console:
     """Start *argv* with its stdio on a pty and wrap it; the caller must close it."""
+    times = ReadTimes()
     child = pexpect.spawn(argv[0], list(argv[1:]), encoding=WIRE, timeout=None, echo=False)
+    child.logfile_read = times
     return Console(
-        child, transcript, tuple(secrets), tuple(allowed_errors), tuple(expected_failures)
+        child,
+        transcript,
+        tuple(secrets),
+        tuple(allowed_errors),
+        tuple(expected_failures),
+        read_times=times,
     )
 
 

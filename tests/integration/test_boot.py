@@ -133,6 +133,14 @@ def test_scenario(
     transcript = result.transcript.read_text()
     if name == "passwordless":
         assert "Enter passphrase" not in transcript
+        # Where its seconds went: every stage of our image's boot shown, adding up.
+        assert list(result.phases) == [
+            "preparation", "firmware", "GRUB", "key derivation", "GRUB to the kernel",
+            "kernel", "initramfs and root", "power-off", "judging, to QEMU's exit",
+            "after QEMU",
+        ]  # fmt: skip
+        assert sum(result.phases.values()) == pytest.approx(result.seconds, abs=0.01)
+        assert result.phases["firmware"] > 0.5 and result.phases["key derivation"] > 0
     if name == "tampered-firmware":
         assert any("refused" in n for n in result.notes)
     if name == "refusal":
