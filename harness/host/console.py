@@ -32,8 +32,15 @@ ERROR_CONTEXT_LINES = 5
 #: How long the final rescan waits for output still on its way (a guest powering off),
 #: at most: a guest QEMU keeps ends the wait once it has stopped.
 DRAIN_TIMEOUT = 1.0
-#: How often a wait asks whether a guest that QEMU keeps (-no-shutdown) has stopped.
-STOP_POLL = 0.2
+#: How often a wait asks whether a guest that QEMU keeps (-no-shutdown) has stopped (a
+#: QMP read that does not block, so cheap).
+STOP_POLL = 0.05
+#: Once it has stopped, a read this long that brings nothing new ends the wait: QEMU wrote
+#: the guest's last words to the pty before it reported the stop (the margin is for a
+#: loaded host's scheduling).
+STOPPED_READ = 0.15
+#: How often closing looks whether the program has exited.
+EXIT_POLL = 0.02
 #: How the child's output is read: one character per byte, nothing lost or replaced.
 WIRE = "latin-1"
 
@@ -212,20 +219,19 @@ class Console:
             index = self.child.expect(patterns, timeout=timeout)
             return index, index == timed_out
         deadline = time.monotonic() + timeout
-        unread = -1  # the buffer's length after the last read once the guest stopped
         while True:
             # Asked before the read: once QEMU reported the stop, the guest's last words
-            # are in the pty; the stop counts once a read brought nothing new.
+            # are in the pty; the stop counts once a read of STOPPED_READ brought nothing.
             stopped = self.stopped()
+            had = len(self.child.buffer)
             left = deadline - time.monotonic()
-            index = self.child.expect(patterns, timeout=max(0.0, min(left, STOP_POLL)))
+            window = STOPPED_READ if stopped else STOP_POLL
+            index = self.child.expect(patterns, timeout=max(0.0, min(left, window)))
             if index != timed_out:
                 return index, False
-            if stopped:
-                if len(self.child.buffer) == unread:
-                    return eof, True
-                unread = len(self.child.buffer)
-            elif left <= STOP_POLL:
+            if stopped and len(self.child.buffer) == had:
+                return eof, True
+            if not stopped and left <= STOP_POLL:
                 return timed_out, True
 
     def _take(self, after: object, timed_out: bool = False) -> None:
@@ -316,7 +322,9 @@ class Console:
         transcript on disk is complete afterwards."""
         deadline = time.monotonic() + grace
         while self.child.isalive() and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(EXIT_POLL)
+        if not self.child.isalive():
+            self.child.delayafterclose = 0.0  # pexpect's pause for a program still exiting
         self.child.close(force=True)
         self.text()
 
