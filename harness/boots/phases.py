@@ -14,7 +14,7 @@ from collections.abc import Mapping
 LANDMARKS: tuple[tuple[str, str], ...] = (
     ("firmware", r"BdsDxe: starting"),
     ("GRUB", r"Attempting to decrypt master key|Enter passphrase for"),
-    ("key derivation", r"Slot \d+ opened"),
+    ("key derivation", r'Slot "?\d+"? opened'),  # LUKS2 quotes the slot's number
     ("GRUB to the kernel", r"harness: loading the kernel"),
     ("kernel", r"harness: the kernel unlocked|Begin: Running /scripts/local-premount"),
     ("initramfs and root", r"HARNESS-BOOTED|login:"),

@@ -55,6 +55,16 @@ def test_a_landmark_is_searched_only_after_the_one_before() -> None:
     assert list(con.landmarks(phases.LANDMARKS)) == ["firmware", "GRUB"]
 
 
+@pytest.mark.parametrize("slot", ["Slot 0 opened", 'Slot "1" opened'])  # LUKS1, LUKS2
+def test_both_luks_versions_show_the_key_derivation(slot: str) -> None:
+    times = console.ReadTimes()
+    con = console.Console(None, Path("/nonexistent"), read_times=times)  # type: ignore[arg-type]
+    text = f"BdsDxe: starting\nAttempting to decrypt master key...\n{slot}\n"
+    con._raw.append(text)
+    times.write(text)
+    assert list(con.landmarks(phases.LANDMARKS)) == ["firmware", "GRUB", "key derivation"]
+
+
 def test_read_times_map_offsets_to_the_read_that_brought_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
