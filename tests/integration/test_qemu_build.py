@@ -88,7 +88,9 @@ def make_test_series(src: Path, dest: Path) -> Path:
     git("commit", "--quiet", "--signoff", "-m", "system/vl: Say so when the test series is applied",
         "--", "system/vl.c")  # fmt: skip
     patch = qemu_dir / "0001-system-vl-test-series.patch"
-    patch.write_text(git("format-patch", "-1", "--stdout"))
+    # --zero-commit: the base commit's id differs between clones (its message names
+    # where the source came from), and the patch's bytes are part of the cache key.
+    patch.write_text(git("format-patch", "--zero-commit", "-1", "--stdout"))
     (qemu_dir / "series").write_text(f"# a test series\n{patch.name}\n")
     shutil.rmtree(clone)
     return dest
