@@ -153,10 +153,10 @@ class BuildCache:
     interrupted build leaves only a partial directory, which the next run removes. Every
     clone on the machine shares the cache. A build holds its key's lock
     (:meth:`building`), so a second process that wants the same key waits and then finds
-    the entry instead of compiling it again; should two builds of a key still finish (a
-    cache without locks, say on a read-only lock directory), the first rename wins and
-    the second is dropped (the builds are reproducible, so both are the same bytes). An
-    entry in use is never replaced under its reader.
+    the entry instead of compiling it again; should two builds of a key still finish
+    (a file system whose flock does not reach the other process), the first rename wins
+    and the second is dropped (the builds are reproducible, so both are the same bytes).
+    An entry in use is never replaced under its reader.
     """
 
     def __init__(self, root: Path) -> None:

@@ -1,4 +1,4 @@
-"""tools/phases.py: the tests' time by kind, from a JUnit file like pytest's."""
+"""tools/suite_times.py: the tests' time by kind, from a JUnit file like pytest's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import phases
+from tools import suite_times
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="5">
@@ -22,10 +22,10 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 def test_groups_add_up_by_kind(tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     junit.write_text(JUNIT)
-    seconds, count = phases.phases(junit)
+    seconds, count = suite_times.phases(junit)
     assert dict(count) == {"unit": 2, "boots": 1, "builds": 1, "other": 1}
     assert seconds["unit"] == 2.0 and seconds["builds"] == 300 and seconds["other"] == 4
-    text = phases.render(seconds, count)
+    text = suite_times.render(seconds, count)
     assert text.splitlines()[1:] == [
         "unit                2 s      2 tests",
         "builds            300 s      1 tests",
@@ -37,7 +37,7 @@ def test_groups_add_up_by_kind(tmp_path: Path) -> None:
 
 def test_every_group_names_modules_that_exist() -> None:
     integration = Path(__file__).resolve().parents[1] / "integration"
-    for modules in phases.GROUPS.values():
+    for modules in suite_times.GROUPS.values():
         for module in modules:
             assert (integration / f"{module}.py").is_file(), module
 
@@ -48,6 +48,6 @@ def test_a_file_that_is_no_junit_is_one_sentence(
 ) -> None:
     junit = tmp_path / "junit.xml"
     junit.write_text(content)
-    assert phases.main([str(junit)]) == 2
+    assert suite_times.main([str(junit)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1

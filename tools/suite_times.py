@@ -78,7 +78,7 @@ def render(seconds: Mapping[str, float], count: Counter[str]) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: phases.py JUNIT_XML", file=sys.stderr)
+        print("usage: suite_times.py JUNIT_XML", file=sys.stderr)
         return 2
     try:
         sys.stdout.write(render(*phases(Path(argv[0]))))
