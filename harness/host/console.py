@@ -324,7 +324,11 @@ class Console:
         while self.child.isalive() and time.monotonic() < deadline:
             time.sleep(EXIT_POLL)
         if not self.child.isalive():
-            self.child.delayafterclose = 0.0  # pexpect's pause for a program still exiting
+            # The pause for a program still exiting: pexpect and ptyprocess each have one.
+            self.child.delayafterclose = 0.0
+            # pexpect's stubs do not declare its ptyprocess.PtyProcess
+            ptyproc = self.child.ptyproc  # type: ignore[attr-defined]
+            ptyproc.delayafterclose = 0.0
         self.child.close(force=True)
         self.text()
 

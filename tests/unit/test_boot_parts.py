@@ -332,6 +332,26 @@ def test_a_guest_that_runs_on_times_out_as_before(tmp_path: Path) -> None:
         assert not con.wait_exit(0.5)
 
 
+def test_closing_a_program_that_exited_does_not_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU has exited once QMP's quit returned; closing its console must not then sleep
+    pexpect's and ptyprocess's pause for a program still on its way out (0.1 s a boot,
+    each). Both libraries keep their own pause."""
+    import ptyprocess.ptyprocess as ptyprocess_mod
+    from pexpect import pty_spawn
+
+    con = console.spawn([sys.executable, "-c", "print('bye')"], tmp_path / "console.log")
+    assert con.wait_exit(20)
+    slept: list[float] = []
+    for module in (ptyprocess_mod, pty_spawn):
+        fake = type("FakeTime", (), {"sleep": staticmethod(slept.append), "time": time.time})
+        monkeypatch.setattr(module, "time", fake)
+    con.close()
+    assert not con.alive
+    assert sum(slept) == 0, slept  # a sleep(0) is no pause
+
+
 def test_console_reports_a_kernel_panic(tmp_path: Path) -> None:
     con = _child(tmp_path, "booting\nKernel panic - not syncing: VFS\n")
     try:
