@@ -16,7 +16,11 @@ LANDMARKS: tuple[tuple[str, str], ...] = (
     ("GRUB", r"Attempting to decrypt master key|Enter passphrase for"),
     ("key derivation", r'Slot "?\d+"? opened'),  # LUKS2 quotes the slot's number
     ("GRUB to the kernel", r"harness: loading the kernel"),
-    ("kernel", r"harness: the kernel unlocked|Begin: Running /scripts/local-premount"),
+    (
+        "kernel",
+        r"harness: the kernel unlocked|harness: the Debian kernel runs|"
+        r"Begin: Running /scripts/local-premount",
+    ),
     ("initramfs and root", r"HARNESS-BOOTED|login:"),
     ("power-off", r"reboot: Power down"),
 )

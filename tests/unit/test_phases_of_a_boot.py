@@ -3,6 +3,7 @@ and the real Console's read times and harness.boots.phases split them."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -63,6 +64,21 @@ def test_both_luks_versions_show_the_key_derivation(slot: str) -> None:
     con._raw.append(text)
     times.write(text)
     assert list(con.landmarks(phases.LANDMARKS)) == ["firmware", "GRUB", "key derivation"]
+
+
+@pytest.mark.parametrize("script", ["init", "initramfs-init"])  # Debian's kernel, ours
+def test_both_kernels_of_the_minimal_image_end_the_kernel_stage(script: str) -> None:
+    """The first line each of the minimal image's init scripts prints (as the guest
+    prints it: the shell's echo) is the kernel stage's landmark, so a Debian-kernel
+    boot's kernel time is not counted as the initramfs's."""
+    root = Path(__file__).resolve().parents[2]
+    said = [
+        line.split('"')[1].replace("$device", "/dev/vda2").replace("$name", "root")
+        for line in (root / "images" / "minimal" / script).read_text().splitlines()
+        if line.startswith("echo ") and "HARNESS-" not in line and "$*" not in line
+    ]
+    kernel = dict(phases.LANDMARKS)["kernel"]
+    assert said and re.search(kernel, said[0]), said
 
 
 def test_read_times_map_offsets_to_the_read_that_brought_them(
