@@ -7,7 +7,7 @@ import contextlib
 import gzip
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -248,13 +248,32 @@ def test_a_wait_that_times_out_records_the_text_once(tmp_path: Path) -> None:
         con.child.close(force=True)
 
 
+def _stops_after(said: Path, after: float) -> Callable[[], bool]:
+    """QMP's SHUTDOWN, played: *after* seconds once the guest has written its last
+    words (the file *said* appears then). QEMU reports the stop only after the guest's
+    last write to the serial port, which it has written to the pty by then."""
+    seen: list[float] = []
+
+    def stopped() -> bool:
+        if not seen and said.exists():
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() >= seen[0] + after
+
+    return stopped
+
+
 @contextlib.contextmanager
 def _stopping(tmp_path: Path, text: str, after: float) -> Iterator[console.Console]:
     """A guest that prints *text*, then powers off after *after* seconds while its
-    program stays, as QEMU with -no-shutdown does; QMP's SHUTDOWN is played by a clock."""
-    con = _child(tmp_path, text)
-    at = time.monotonic() + after
-    con.stopped = lambda: time.monotonic() >= at
+    program stays, as QEMU with -no-shutdown does."""
+    said = tmp_path / "said"
+    script = tmp_path / "guest.py"
+    script.write_text(
+        f"import sys, time\nsys.stdout.write({text!r})\nsys.stdout.flush()\n"
+        f"open({str(said)!r}, 'w').close()\ntime.sleep(30)\n"
+    )
+    con = console.spawn([sys.executable, str(script)], tmp_path / "console.log")
+    con.stopped = _stops_after(said, after)
     try:
         yield con
     finally:
@@ -293,23 +312,31 @@ def test_the_last_rescan_ends_when_the_guest_stopped_and_reads_its_last_words(
 
 
 def test_a_failure_line_split_across_reads_is_read_whole_though_the_guest_stopped(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the twin-disk boot showed: the initramfs's reason arrives in two reads, the
     guest powers off at once, and QEMU (-no-shutdown) reports the stop before the second
     part is read. The wait must still end on the failure, with the whole reason, and the serial
     line end may come as CR LF after a pty's own translation (CR CR LF)."""
+    said = tmp_path / "said"
     script = tmp_path / "guest.py"
     script.write_text(
         "import sys, time\n"
         "sys.stdout.write('HARNESS-INITRAMFS-FAILED two devices ca'); sys.stdout.flush()\n"
-        "time.sleep(0.1)\n"
+        f"time.sleep(0.1); open({str(said)!r}, 'w').close(); time.sleep(0.1)\n"
         "sys.stdout.write('rry LUKS UUID=x: /dev/vda1 and /dev/vdb1\\r\\n')\n"
         "sys.stdout.write('reboot: Power down\\r\\n')\n"
         "sys.stdout.flush(); time.sleep(30)\n"
     )
     con = console.spawn([sys.executable, str(script)], tmp_path / "console.log")
-    con.stopped = lambda: True  # QEMU said SHUTDOWN before anything was read
+    # QEMU's SHUTDOWN reaches the console before the guest's last words can be read from
+    # the pty. The lag is played long (0.1 s), and the console's read after the stop
+    # longer still, so that the stop is seen first whatever the scheduling: what is
+    # tested is that the console reads on after it. (STOPPED_READ's own 0.05 s: nothing
+    # was read later than the read that followed the report, in 24 real boots.)
+    monkeypatch.setattr(console, "STOP_POLL", 0.01)
+    monkeypatch.setattr(console, "STOPPED_READ", 0.5)
+    con.stopped = _stops_after(said, 0.0)
     try:
         with pytest.raises(GuestVerdict) as info:
             con.expect_any({"marker": "HARNESS-BOOTED"}, 20)
@@ -338,7 +365,7 @@ def test_closing_a_program_that_exited_does_not_pause(
     """QEMU has exited once QMP's quit returned; closing its console must not then sleep
     pexpect's and ptyprocess's pause for a program still on its way out (0.1 s a boot,
     each). Both libraries keep their own pause."""
-    import ptyprocess.ptyprocess as ptyprocess_mod
+    import ptyprocess.ptyprocess as ptyprocess_mod  # type: ignore[import-untyped]
     from pexpect import pty_spawn
 
     con = console.spawn([sys.executable, "-c", "print('bye')"], tmp_path / "console.log")
