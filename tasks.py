@@ -4,15 +4,90 @@ from __future__ import annotations
 
 import json as jsonlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.tasks import task
 
-from harness.cli import entry
 from harness.config import DEFAULT_BASE
 from harness.errors import ConfigError, PrerequisiteError
+from harness.program import HarnessTask, command
+
+#: The word each option's value shows as in --help; a task may say otherwise.
+PLACEHOLDERS = {
+    "append": "CMDLINE",
+    "api_major": "N",
+    "api_minor": "N",
+    "base": "IMAGE",
+    "build": "ID",
+    "case": "NAME-VARIANT",
+    "cek": "FILE",
+    "certs": "DIR",
+    "component": "NAME",
+    "entry": "GUID:FILE",
+    "firmware": "FILE",
+    "format": "raw|qcow2",
+    "from_": "DIR",
+    "generation": "NAME",
+    "header_out": "FILE",
+    "history": "DIR",
+    "image": "DIR",
+    "initrd": "FILE",
+    "jobs": "N",
+    "k": "EXPR",
+    "kdf": "standard|test",
+    "keep": "N",
+    "kernel": "FILE",
+    "launch": "KIND",
+    "launch_measure": "BASE64",
+    "luks": "VARIANT",
+    "m": "MARKERS",
+    "manifest": "FILE",
+    "max_size": "SIZE",
+    "min_api": "MAJOR.MINOR",
+    "min_build": "N",
+    "mode": "sev|seves|snp",
+    "out": "PATH",
+    "packages": "A,B,C",
+    "passphrase_file": "FILE",
+    "pdh": "FILE",
+    "policy": "POLICY",
+    "qemu": "system|built",
+    "range": "A..B",
+    "recipe": "NAME",
+    "require": "FLAGS",
+    "root_password_file": "FILE",
+    "runs": "N",
+    "scenario": "NAME",
+    "secret_out": "FILE",
+    "size": "SIZE",
+    "ssh_key": "FILE",
+    "suite": "NAME",
+    "tek": "FILE",
+    "tik": "FILE",
+    "tiktek": "FILE",
+    "to": "DIR",
+    "tree": "DIR",
+    "tree_edk2": "DIR",
+    "tree_grub": "DIR",
+    "upstream": "pinned|head",
+    "vcpu_family": "N",
+    "vcpu_model": "N",
+    "vcpu_sig": "0xSIG",
+    "vcpu_stepping": "N",
+    "vcpu_type": "MODEL",
+    "vcpus": "N",
+    "vmsa_model": "legacy|init2",
+    "workspace": "DIR",
+}
+
+
+def task(
+    placeholders: dict[str, str] | None = None, **kwargs: Any
+) -> Callable[[Callable[..., Any]], HarnessTask]:
+    """A task of ours (harness.program.command), with :data:`PLACEHOLDERS`."""
+    return command(placeholders={**PLACEHOLDERS, **(placeholders or {})}, **kwargs)
 
 
 @task(
@@ -22,7 +97,6 @@ from harness.errors import ConfigError, PrerequisiteError
         "probe": "boot OVMF under KVM and TCG to find a working accelerator",
     },
 )
-@entry
 def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
     """Check host prerequisites (tools, Docker engine, QEMU accelerator)."""
     from harness.host import doctor as doctor_mod
@@ -37,17 +111,12 @@ def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
     positional=["firmware"],
     help={"firmware": "the firmware image (OVMF.fd)", "json": "print JSON (harness-inspect/1)"},
 )
-@entry
 def inspect(c: Context, firmware: str, json: bool = False) -> None:
     """Describe a firmware image: GUID table, secret area, volumes, GRUB, digests."""
     from pathlib import Path
 
     from harness.inspection import describe, render_text
 
-    if firmware.startswith("-"):
-        raise ConfigError(
-            f"{firmware!r} is an option, not a firmware file; help: ./inv --help inspect"
-        )
     report = describe(Path(firmware))
     sys.stdout.write(jsonlib.dumps(report, indent=2) + "\n" if json else render_text(report))
 
@@ -62,7 +131,6 @@ def inspect(c: Context, firmware: str, json: bool = False) -> None:
         "outcome depends on what Debian has today, not on this commit)",
     },
 )
-@entry
 def test(c: Context, m: str = "", k: str = "", jobs: int = 2, upstream: bool = False) -> None:
     """Run the test suite (`-m unit` for the quick loop, without host checks).
 
@@ -140,7 +208,6 @@ COMPONENT_HELP = f"the component: {_components()}"
     help={"component": COMPONENT_HELP, "tree": "build this local tree instead of the pin",
           **_build_help()},
 )  # fmt: skip
-@entry
 def build_any(
     c: Context,
     component: str,
@@ -155,7 +222,6 @@ def build_any(
 
 
 @task(positional=[], help=_build_help("tree_grub"))
-@entry
 def build_grub(
     c: Context,
     tree_grub: str = "",
@@ -170,7 +236,6 @@ def build_grub(
 
 @task(positional=[], help={**_build_help("tree_edk2", "tree_grub"), "debug": "DEBUG build with "
       "debug output on the serial port"})  # fmt: skip
-@entry
 def build_ovmf(
     c: Context,
     debug: bool = False,
@@ -187,7 +252,6 @@ def build_ovmf(
 
 
 @task(positional=[], help=_build_help())
-@entry
 def build_qemu(
     c: Context, series: bool = True, workspace: str = "", upstream: str = "", base: str = ""
 ) -> None:
@@ -196,7 +260,6 @@ def build_qemu(
 
 
 @task(positional=[], help=_build_help())
-@entry
 def build_kernel(
     c: Context, series: bool = True, workspace: str = "", upstream: str = "", base: str = ""
 ) -> None:
@@ -222,6 +285,18 @@ def _build(
     print(builds.render(builds.build_component(cfg, component, given, apply=series, debug=debug)))
 
 
+def _scenario_names() -> list[str]:
+    from harness.boots import ordinary, scenarios
+
+    return [*scenarios.SCENARIOS, ordinary.NAME]
+
+
+def _case_names() -> list[str]:
+    from harness.boots import matrix
+
+    return [matrix.case_id(*case) for case in matrix.MATRIX]
+
+
 def _config(
     workspace: str = "", upstream: str = "", qemu: str = "", base: str = "", launch: str = ""
 ) -> Any:
@@ -240,8 +315,7 @@ def _config(
         "max_size": "when pruning, the most the entries may hold, e.g. 20G (default: no cap)",
     },
 )
-@entry
-def cache(c: Context, prune: bool = False, keep: str = "3", max_size: str = "") -> None:
+def cache(c: Context, prune: bool = False, keep: int = 3, max_size: str = "") -> None:
     """List the machine's build cache (shared by every clone; HARNESS_CACHE moves it)."""
     from harness.config import default_cache
     from harness.flows import cache as cache_mod
@@ -250,21 +324,14 @@ def cache(c: Context, prune: bool = False, keep: str = "3", max_size: str = "") 
     removed = None
     if prune:
         limit = cache_mod.parse_size(max_size) if max_size else None
-        removed = cache_mod.prune(root / "builds", _number("--keep", keep), limit)
-    elif max_size or keep != "3":
+        removed = cache_mod.prune(root / "builds", keep, limit)
+    elif max_size or keep != 3:
         raise ConfigError("--keep and --max-size only mean something with --prune.")
     print(cache_mod.render(root, cache_mod.entries(root / "builds"), removed))
 
 
-def _number(option: str, text: str) -> int:
-    """*text* as a whole number, or one sentence naming *option*."""
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"{option} must be a whole number, not {text!r}.") from None
-
-
 @task(
+    placeholders={"kernel": "built|debian", "out": "DIR"},
     positional=[],
     help={
         "recipe": "image recipe under images/ (default minimal)",
@@ -287,7 +354,6 @@ def _number(option: str, text: str) -> int:
         "cryptsetup's own, benchmarked for 2 s; ship this) or test (fast under TCG)",
     },
 )
-@entry
 def build_image(
     c: Context,
     recipe: str = "minimal",
@@ -335,12 +401,12 @@ def build_image(
 
 
 @task(
+    choices={"scenario": lambda: _scenario_names()},
     positional=[],
     iterable=["entry"],
     help={
-        "scenario": "passwordless, no-secret, wrong-secret, refusal, secret-wiped, "
-        "secret-removed, tampered-firmware, ... (see the README); ordinary: a debian-recipe "
-        "image under Debian's OVMF with its passphrase typed once",
+        "scenario": "what to play (README, Boots); ordinary: a debian-recipe image under "
+        "Debian's OVMF with its passphrase typed once",
         "entry": "a secret beside the passphrase, GUID:FILE (0600; repeatable); replaces "
         "the three default ones",
         "firmware": "OVMF.fd to boot, with its manifest (default <workspace>/ovmf/OVMF.fd)",
@@ -353,7 +419,6 @@ def build_image(
         "cek": "--launch sev/sev-es: " + CHAIN_HELP["cek"],
     },
 )
-@entry
 def boot(
     c: Context,
     scenario: str = "passwordless",
@@ -386,11 +451,13 @@ def boot(
 
 
 @task(
+    choices={"case": lambda: _case_names()},
+    placeholders={"out": "DIR"},
     positional=[],
     iterable=["case"],
     help={
-        "case": "boot only this case of the matrix, NAME-VARIANT (e.g. passwordless-luks1; "
-        "repeatable): a slice for a quick night; default: the whole matrix",
+        "case": "boot only this case of the matrix (repeatable): a slice for a quick "
+        "night; default: the whole matrix",
         "out": "report directory, replaced at the end of the run (default <workspace>/nightly)",
         "history": "where every run's results.json is kept (default <workspace>/nightly-history)",
         "jobs": "boots at a time",
@@ -400,7 +467,6 @@ def boot(
         "qemu": "system (qemu-system-x86_64 on PATH, the default) or built: build QEMU too",
     },
 )
-@entry
 def nightly(
     c: Context,
     out: str = "",
@@ -475,7 +541,6 @@ VCPU_HELP = {
         **VCPU_HELP,
     },
 )
-@entry
 def digest(
     c: Context,
     firmware: str,
@@ -530,7 +595,6 @@ def digest(
         **VCPU_HELP,
     },
 )
-@entry
 def verify(
     c: Context,
     firmware: str,
@@ -610,7 +674,6 @@ def verify(
         **VCPU_HELP,
     },
 )
-@entry
 def secret(
     c: Context,
     launch_measure: str,
@@ -690,8 +753,11 @@ def secret(
     )
 
 
-@task(positional=[], help={"out": "file to create (0600): TEK then TIK, 16 bytes each"})
-@entry
+@task(
+    placeholders={"out": "FILE"},
+    positional=[],
+    help={"out": "file to create (0600): TEK then TIK, 16 bytes each"},
+)
 def keys(c: Context, out: str) -> None:
     """Generate fresh transport keys in sev-tool's tmp_tk.bin layout (for simulated launches)."""
     from harness.sev import owner
@@ -711,7 +777,6 @@ GENERATION_HELP = "naples, rome, milan, genoa, or auto (the one whose ASK signs 
         **CHAIN_HELP,
     },
 )
-@entry
 def chain(
     c: Context, certs: str, generation: str = "auto", allow_naples: bool = False, cek: str = ""
 ) -> None:
@@ -725,6 +790,7 @@ def chain(
 
 
 @task(
+    placeholders={"out": "DIR"},
     positional=[],
     help={
         "certs": "the platform's chain directory (verified first)",
@@ -736,7 +802,6 @@ def chain(
         "out": "directory for godh.cert/.b64, session.bin/.b64 and tmp_tk.bin (0600)",
     },
 )
-@entry
 def session(
     c: Context,
     policy: str,
@@ -792,7 +857,6 @@ def _print_checks(checks: list[Any]) -> None:
         "workspace": COMMON_HELP["workspace"],
     },
 )
-@entry
 def patches_check(
     c: Context,
     component: str,
@@ -822,6 +886,7 @@ def patches_check(
 
 
 @task(
+    placeholders={"to": "VERSION"},
     name="rebase",
     positional=["component"],
     help={
@@ -830,7 +895,6 @@ def patches_check(
         "workspace": COMMON_HELP["workspace"],
     },
 )
-@entry
 def patches_rebase(c: Context, component: str, to: str, workspace: str = "") -> None:
     """Try the series on another upstream version and say which patches need work."""
     from harness.flows import patchcheck
@@ -850,7 +914,6 @@ def patches_rebase(c: Context, component: str, to: str, workspace: str = "") -> 
         "workspace": COMMON_HELP["workspace"],
     },
 )
-@entry
 def patches_export(c: Context, component: str, to: str, workspace: str = "") -> None:
     """Write the series applied on the pinned base as a git branch (for git send-email)."""
     from pathlib import Path
@@ -874,7 +937,6 @@ def patches_export(c: Context, component: str, to: str, workspace: str = "") -> 
         "workspace": COMMON_HELP["workspace"],
     },
 )
-@entry
 def patches_import(c: Context, component: str, range: str, from_: str, workspace: str = "") -> None:
     """Replace the component's series with commits of a git branch (git format-patch)."""
     from pathlib import Path
@@ -894,7 +956,6 @@ bench = Collection("bench")
 
 
 @task(positional=[], name="inspect", help={"runs": "repetitions of each command"})
-@entry
 def bench_inspect(c: Context, runs: int = 10) -> None:
     """Time `inspect --json` on a 4 MiB image next to `python -c pass` (the floor)."""
     from tools import bench as bench_mod
@@ -903,6 +964,7 @@ def bench_inspect(c: Context, runs: int = 10) -> None:
 
 
 @task(
+    placeholders={"component": "ovmf|linux"},
     positional=[],
     name="build",
     help={
@@ -912,7 +974,6 @@ def bench_inspect(c: Context, runs: int = 10) -> None:
         "one guest.config symbol more)",
     },
 )
-@entry
 def bench_build(c: Context, keep: bool = False, runs: int = 3, component: str = "ovmf") -> None:
     """Cold build-ovmf (or build-kernel), warm rerun and a small rebuild next to the raw
     build commands."""
@@ -928,7 +989,6 @@ def bench_build(c: Context, keep: bool = False, runs: int = 3, component: str = 
 
 
 @task(positional=[], name="boot", help={"runs": "boots per scenario and variant"})
-@entry
 def bench_boot(c: Context, runs: int = 1) -> None:
     """Scenario time next to bare QEMU, the boot matrix with and without xdist, image builds."""
     from tools import bench as bench_mod
@@ -937,7 +997,6 @@ def bench_boot(c: Context, runs: int = 1) -> None:
 
 
 @task(positional=[], name="nightly", help={"jobs": "boots at a time"})
-@entry
 def bench_nightly(c: Context, jobs: int = 2) -> None:
     """A warm nightly end to end beside the bare boot matrix: each stage's share."""
     from tools import bench as bench_mod
@@ -946,7 +1005,6 @@ def bench_nightly(c: Context, jobs: int = 2) -> None:
 
 
 @task(help={"runs": "boots of each kind (the median is reported)"})
-@entry
 def bench_image(c: Context, runs: int = 1) -> None:
     """The Debian image: build with packages cached, and boots to login beside bare QEMU."""
     from tools import bench as bench_mod

@@ -139,16 +139,16 @@ def test_a_key_being_built_is_waited_for_not_built_again(tmp_path: Path) -> None
 def test_the_cache_task_speaks_in_one_sentence(tmp_path: Path) -> None:
     env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "c")}
     ran = subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "cache", "--prune",
+        [sys.executable, "-m", "harness", "--search-root", str(ROOT), "cache", "--prune",
          "--keep", "x"],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert (ran.returncode, ran.stderr.strip()) == (
         2,
-        "error: --keep must be a whole number, not 'x'.",
+        "error: --keep of cache takes a whole number, not 'x'; see ./inv --help cache.",
     )
     ran = subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "cache"],
+        [sys.executable, "-m", "harness", "--search-root", str(ROOT), "cache"],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert ran.returncode == 0 and f"build cache: {tmp_path / 'c' / 'builds'}" in ran.stdout

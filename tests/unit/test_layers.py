@@ -26,6 +26,7 @@ FLOORS = {
     "config": 2,
     "verdict": 2,
     "cli": 2,
+    "program": 3,  # ./inv: Invoke's program around harness.cli's entry
     "host": 3,
     "upstream": 3,
     "firmware": 3,
@@ -35,6 +36,7 @@ FLOORS = {
     "components": 6,
     "boots": 7,
     "flows": 8,
+    "__main__": 9,  # python -m harness: the program
 }
 
 
@@ -119,3 +121,29 @@ def test_a_broken_layer_is_seen(tmp_path: Path) -> None:
     scratch.write_text("from harness.flows import nightly\n")
     modules = _modules()
     assert _imports(scratch, modules) == {"harness.flows.nightly", "harness.flows"}
+
+
+def _outside(path: Path) -> set[str]:
+    """The top-level packages and modules *path* imports (lazy imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    return found
+
+
+def test_the_floors_above_the_package() -> None:
+    """tasks.py (the CLI) and tools/ (benchmarks, CI's figures) stand on the package:
+    they may import any of it; it imports neither, and tools/ does not import the CLI."""
+    below = {
+        "tasks": ROOT / "tasks.py",
+        **{f"tools.{p.stem}": p for p in (ROOT / "tools").glob("*.py")},
+    }
+    for name, path in _modules().items():
+        wrong = _outside(path) & {"tasks", "tools"}
+        assert not wrong, f"{name} imports {sorted(wrong)}: the package stands below them"
+    for name, path in below.items():
+        if name.startswith("tools."):
+            assert "tasks" not in _outside(path), f"{name} imports the CLI (tasks.py)"
