@@ -538,12 +538,14 @@ VCPU_HELP = {
     help={
         **MEASURED_BOOT_HELP,
         "mode": "sev (default), seves or snp (the SNP measurement, SHA-384)",
+        "json": "print JSON: the digest, the mode, the files and the vCPUs it assumed",
         **VCPU_HELP,
     },
 )
 def digest(
     c: Context,
     firmware: str,
+    json: bool = False,
     kernel: str = "",
     initrd: str = "",
     append: str | None = None,
@@ -559,8 +561,9 @@ def digest(
     debug_swap: bool = False,
     no_debug_swap: bool = False,
 ) -> None:
-    """Print the expected launch digest (hex) of a firmware (+ measured kernel); for
-    seves and snp, followed by the vCPU and VMSA model it assumed."""
+    """Print the expected launch digest of a firmware (+ measured kernel), in hex alone on
+    stdout (as sev-snp-measure does); for seves and snp, the vCPUs and VMSA model it
+    assumed go to stderr (or all of it as --json)."""
     from harness.sev import owner
     from harness.sev.policy import LaunchMode
 
@@ -580,8 +583,22 @@ def digest(
     boot = owner.MeasuredBoot(
         firmware, kernel or None, initrd or None, append, raw, mode=launch, vcpus=cpus
     )
-    note = boot.describe()
-    print(boot.digest().hex() + (f"  ({note})" if note else ""))
+    note, value = boot.describe(), boot.digest().hex()
+    if json:
+        described = {
+            "digest": value,
+            "mode": launch.value,
+            "firmware": firmware,
+            "kernel": kernel or None,
+            "initrd": initrd or None,
+            "append": append,
+            "assumed": note or None,
+        }
+        print(jsonlib.dumps(described, indent=2))
+        return
+    print(value)
+    if note:
+        print(f"assumed: {note}", file=sys.stderr)
 
 
 @task(

@@ -683,11 +683,11 @@ def test_verify_accepts_sevctls_sev_es_vector() -> None:
     assert proc.returncode == 0, proc.stderr
     digest = inv("sev.digest", "--firmware", SEVCTL_FIRMWARE, "--mode", "seves", *vcpus)
     assert digest.returncode == 0, digest.stderr
-    assert (
-        proc.stdout.splitlines()[0]
-        == f"measurement verified: launch digest {digest.stdout.strip()}"
+    assert proc.stdout.splitlines()[0].startswith(
+        f"measurement verified: launch digest {digest.stdout.strip()}  ("
     )
     assert "SEV-ES: 4 vCPUs EPYC-Milan (signature 0xa00f11)" in proc.stdout
+    assert digest.stderr.strip() == "assumed: " + proc.stdout.splitlines()[0].split("  (")[1][:-1]
     assert "VMSA legacy (MXCSR 0x0, FCW 0x0), sev_features 0x0" in proc.stdout
 
 
@@ -759,9 +759,18 @@ def test_digest_matches_sev_snp_measure_for_vmsa_modes(tmp_path: Path, mode: str
                *kernel)  # fmt: skip
     theirs = run([str(SSM), "--mode", mode, "--ovmf", fw, *vcpus, *kernel])
     assert ours.returncode == 0 and theirs.returncode == 0, (ours.stderr, theirs.stderr)
-    digest, note = ours.stdout.strip().split("  ", 1)
-    assert digest == theirs.stdout.strip()
+    # The digest alone on stdout, as sev-snp-measure prints it; what it assumed on stderr.
+    assert ours.stdout == theirs.stdout.strip() + "\n"
+    note = ours.stderr.strip()
+    assert note.startswith("assumed: ")
     assert "VMSA init2 (MXCSR 0x1f80, FCW 0x37f)" in note and "EPYC-Genoa" in note
+    described = json.loads(
+        inv("sev.digest", "--firmware", fw, "--mode", mode, *vcpus, "--vmsa-model", "init2",
+            *kernel, "--json").stdout
+    )  # fmt: skip
+    assert described["digest"] == theirs.stdout.strip() and described["mode"] == mode
+    assert described["assumed"] == note.removeprefix("assumed: ")
+    assert described["kernel"] == str(tmp_path / "vmlinuz") and described["append"] == CMDLINE
 
 
 # --- the passphrase file: the same rule as build-image -------------------------------
