@@ -93,12 +93,14 @@ def task(
 @task(
     positional=[],
     help={
-        "fix": "install missing packages and start Docker (default: yes)",
+        "fix": "install the missing packages with apt and start Docker (default: only "
+        "report, with the command that installs them)",
         "probe": "boot OVMF under KVM and TCG to find a working accelerator",
     },
 )
-def doctor(c: Context, fix: bool = True, probe: bool = True) -> None:
-    """Check host prerequisites (tools, Docker engine, QEMU accelerator)."""
+def doctor(c: Context, fix: bool = False, probe: bool = True) -> None:
+    """Check host prerequisites (tools, Docker engine, QEMU accelerator); --fix installs
+    and starts what is missing."""
     from harness.host import doctor as doctor_mod
 
     checks = doctor_mod.ensure(fix=fix, probe=probe)

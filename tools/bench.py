@@ -41,7 +41,7 @@ def four_mib_image(bench_dir: Path) -> Path:
         missing = [p for p in OVMF_4M_PARTS if not p.exists()]
         if missing:
             raise PrerequisiteError(
-                f"{missing[0]} is missing.", hint="apt-get install ovmf (or ./inv doctor)"
+                f"{missing[0]} is missing.", hint="apt-get install ovmf (or ./inv doctor --fix)"
             )
         bench_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")

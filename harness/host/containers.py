@@ -84,7 +84,8 @@ def bootstrap_base(client: docker.DockerClient, base: str, cache: Path | None) -
     if os.geteuid() != 0:
         raise PrerequisiteError(
             f"{base} cannot be pulled and debootstrap needs root.",
-            hint=f"as root: ./inv doctor, or docker pull {base} where a registry is reachable",
+            hint=f"as root: ./inv doctor --fix, or docker pull {base} where a registry is "
+            "reachable",
         )
     if run.which("debootstrap") is None:
         raise PrerequisiteError("debootstrap is not installed.", hint="apt-get install debootstrap")

@@ -106,7 +106,9 @@ def _can_apt() -> bool:
 
 
 def apt_command(packages: list[str]) -> str:
-    return "sudo apt-get install -y " + " ".join(packages)
+    """The one command that installs *packages* (``sudo`` only for a user who is not root)."""
+    sudo = "" if os.geteuid() == 0 else "sudo "
+    return f"{sudo}apt-get install -y " + " ".join(sorted(set(packages)))
 
 
 def install_packages(reqs: list[Requirement]) -> None:
@@ -174,12 +176,10 @@ def ensure(fix: bool = True, probe: bool = True) -> list[Check]:
         missing = [r for r in REQUIREMENTS if not r.present()]
     for r in REQUIREMENTS:
         ok = r not in missing
-        where = (
-            ", ".join(str(run.which(p) or p) for p in r.provides)
-            if ok
-            else (f"missing; {apt_command([r.package])}")
-        )
+        where = ", ".join(str(run.which(p) or p) for p in r.provides) if ok else "missing"
         checks.append(Check(r.name, ok, f"{where}  ({r.purpose})"))
+    if missing:  # one command for all of them (./inv doctor --fix runs it as root)
+        checks.append(Check("install", False, apt_command([r.package for r in missing])))
     if not any(r.name == "docker" for r in missing):
         checks.append(ensure_docker(fix))
     else:

@@ -47,10 +47,30 @@ def test_missing_tool_is_reported_with_the_apt_command(monkeypatch: pytest.Monke
     assert "sudo apt-get install -y ghost-pkg" in str(info.value)
 
 
+def test_the_doctor_reports_one_install_command_and_installs_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without --fix the doctor only reports: every missing package in one command, and
+    no sudo for root."""
+    ghosts = [
+        doctor.Requirement(f"ghost{n}", f"ghost-pkg{n}", (f"no-such-program-{n}",), "testing")
+        for n in (2, 1)
+    ]
+    monkeypatch.setattr(doctor, "REQUIREMENTS", (*ghosts, *doctor.REQUIREMENTS))
+    monkeypatch.setattr(
+        doctor, "install_packages", lambda reqs: pytest.fail("installed without --fix")
+    )
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    checks = doctor.ensure(fix=False, probe=False)
+    installs = [c for c in checks if c.name == "install"]
+    assert [c.detail for c in installs] == ["apt-get install -y ghost-pkg1 ghost-pkg2"]
+    assert {c.name for c in checks if c.fails} == {"ghost1", "ghost2", "install"}
+
+
 @pytest.mark.tools
 def test_doctor_task_lists_every_prerequisite() -> None:
     out = subprocess.run(
-        [str(ROOT / "inv"), "doctor", "--no-fix", "--no-probe"],
+        [str(ROOT / "inv"), "doctor", "--no-probe"],
         cwd=ROOT,
         capture_output=True,
         text=True,
