@@ -91,19 +91,35 @@ def summary(night: Night) -> str:
 
 
 def junit(night: Night) -> bytes:
-    """JUnit XML as Jenkins, GitLab and the like read it: one testsuite per stage."""
+    """JUnit XML as Jenkins, GitLab and the like read it: one testsuite per stage.
+
+    A night that could not complete is an ``<error>`` (counted in ``errors=``), never an
+    empty suite that reads as green (a case is passed, failed or skipped: what could not
+    run ends the night). The firmware the night booted is named by its sha256 and launch
+    digest (``<properties>``).
+    """
     suites: dict[str, list[CaseResult]] = {}
     for case in night.cases:
         suites.setdefault(case.suite, []).append(case)
+    errors = 1 if night.infrastructure_error else 0
     root = ET.Element(
         "testsuites",
         name="harness nightly",
-        tests=str(len(night.cases)),
+        tests=str(len(night.cases) + (1 if night.infrastructure_error else 0)),
         failures=str(night.count(Verdict.FAILED)),
+        errors=str(errors),
         skipped=str(night.count(Verdict.SKIPPED)),
         time=f"{sum(c.seconds for c in night.cases):.1f}",
         timestamp=night.started,
     )
+    if night.infrastructure_error:
+        el = ET.SubElement(
+            root, "testsuite", name="run", tests="1", failures="0", errors="1", skipped="0"
+        )
+        _properties(el, night)
+        tc = ET.SubElement(el, "testcase", classname="nightly.run", name="the night completes")
+        error = ET.SubElement(tc, "error", message=night.infrastructure_error)
+        error.text = night.infrastructure_error
     for suite, cases in suites.items():
         el = ET.SubElement(
             root,
@@ -111,9 +127,11 @@ def junit(night: Night) -> bytes:
             name=suite,
             tests=str(len(cases)),
             failures=str(sum(c.outcome is Verdict.FAILED for c in cases)),
+            errors="0",
             skipped=str(sum(c.outcome is Verdict.SKIPPED for c in cases)),
             time=f"{sum(c.seconds for c in cases):.1f}",
         )
+        _properties(el, night)
         for case in cases:
             tc = ET.SubElement(
                 el,
@@ -133,6 +151,17 @@ def junit(night: Night) -> bytes:
     ET.indent(root)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"
+
+
+def _properties(suite: ET.Element, night: Night) -> None:
+    """What the night ran on, as each testsuite's properties (JUnit puts them there)."""
+    props = ET.SubElement(suite, "properties")
+    values = {"upstream": night.upstream, "started": night.started}
+    if night.firmware is not None:
+        values["firmware.sha256"] = night.firmware.sha256
+        values["firmware.sev_launch_digest"] = night.firmware.sev_launch_digest
+    for name, value in values.items():
+        ET.SubElement(props, "property", name=name, value=value)
 
 
 # -- HTML ---------------------------------------------------------------------------

@@ -214,6 +214,10 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
     results = results_of(report)
     assert results["verdict"] == "infrastructure"
     assert "could not be fetched" in results["infrastructure_error"]
+    # A scheduler reading JUnit sees an error, not a green suite.
+    suites = ET.parse(report / "junit.xml").getroot()
+    assert suites.get("errors") == "1"
+    assert "could not be fetched" in next(suites.iter("error")).get("message", "")
     # ... and the next night compares with the last night that completed.
     assert (
         results["changes"]["previous"]

@@ -103,6 +103,28 @@ def test_junit_has_a_testcase_per_case_and_failures_carry_the_tail() -> None:
     assert out is not None and out.text == "transcript: transcripts/passwordless-luks1.log"
 
 
+def test_junit_carries_the_firmware_it_ran_on() -> None:
+    root = ET.fromstring(report.junit(load(results())))
+    assert root.get("errors") == "0"
+    for suite in root.findall("testsuite"):
+        props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+        assert props["firmware.sha256"] == "cc" * 32
+        assert props["firmware.sev_launch_digest"] == "dd" * 32
+
+
+def test_a_night_that_could_not_run_is_an_error_not_an_empty_green_suite() -> None:
+    res = results(
+        verdict="infrastructure",
+        infrastructure_error="Docker is not running.",
+        cases=[],
+        firmware=None,
+    )
+    root = ET.fromstring(report.junit(load(res)))
+    assert (root.get("tests"), root.get("errors"), root.get("failures")) == ("1", "1", "0")
+    error = root.find("./testsuite/testcase/error")
+    assert error is not None and error.get("message") == "Docker is not running."
+
+
 def test_the_page_escapes_what_it_shows() -> None:
     page = report.page(Published(load(fail(results(verdict="fail"), 1)), Changes(None)))
     assert "guest did &lt;b&gt;not&lt;/b&gt; boot" in page
