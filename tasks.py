@@ -407,7 +407,7 @@ def build_image(
     positional=[],
     iterable=["entry"],
     help={
-        "scenario": "what to play (README, Boots); ordinary: a debian-recipe image under "
+        "scenario": "what to play (docs/scenarios.md); ordinary: a debian-recipe image under "
         "Debian's OVMF with its passphrase typed once",
         "entry": "a secret beside the passphrase, GUID:FILE (0600; repeatable); replaces "
         "the three default ones",

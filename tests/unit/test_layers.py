@@ -1,6 +1,6 @@
 """The package's layers: every import points to a lower floor, and no module cycle.
 
-The floors are the README's "Layout" drawing. A module may import its own package
+The floors are the "Layout" drawing in docs/development.md. A module may import its own package
 and anything on a lower floor; an arrow sideways or up fails here with its file.
 """
 
