@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as jsonlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -13,6 +13,10 @@ from invoke.context import Context
 from harness.config import DEFAULT_BASE
 from harness.errors import ConfigError, PrerequisiteError
 from harness.program import HarnessTask, command
+
+if TYPE_CHECKING:
+    from harness.sev.policy import LaunchMode
+    from harness.sev.vmsa import VcpuConfig
 
 #: The word each option's value shows as in --help; a task may say otherwise.
 PLACEHOLDERS = {
@@ -377,7 +381,7 @@ def build_image(
     from pathlib import Path
 
     from harness.flows import builds
-    from harness.guest import debian, image
+    from harness.guest import debian, imagemeta
 
     cfg = _config(workspace=workspace)
     options = debian.DebianOptions(
@@ -387,7 +391,7 @@ def build_image(
         disk_format=debian.parse_format(format),
         root_password=Path(root_password_file) if root_password_file else None,
         ssh_key=Path(ssh_key) if ssh_key else None,
-        kdf=image.parse_kdf(kdf),
+        kdf=imagemeta.parse_kdf(kdf),
     )
     img = builds.build_image(
         cfg,
@@ -522,17 +526,67 @@ PLATFORM_HELP = {
     "require": "policy flags the launch must also set, e.g. NOKS,NOSEND (no key sharing, "
     "no migration)",
 }
-VCPU_HELP = {
-    "vcpus": "number of vCPUs (SEV-ES/SNP: one VMSA each; default 1)",
-    "vcpu_type": "QEMU CPU model, e.g. EPYC-v4 (the default), EPYC-Milan, EPYC-Genoa",
-    "vcpu_sig": "raw CPUID signature instead of a type (0x...)",
-    "vcpu_family": "CPU family instead of a type (with --vcpu-model and --vcpu-stepping)",
-    "vcpu_model": "CPU model number",
-    "vcpu_stepping": "CPU stepping",
-    "vmsa_model": "legacy (KVM_SEV_INIT; SEV-ES default) or init2 (KVM_SEV_INIT2; SNP)",
-    "debug_swap": "KVM set SEV_FEATURES.DebugSwap in the VMSAs",
-    "no_debug_swap": "it did not (the default, stated)",
+#: The options that describe the guest's vCPUs, shared by sev.digest, sev.verify and
+#: sev.secret and declared here once: option -> (the parameter of
+#: harness.sev.owner.vcpu_config it is, default, help). :func:`with_vcpus` hands them to
+#: a task as one function of the launch mode.
+VCPU_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "vcpus": ("count", 1, "number of vCPUs (SEV-ES/SNP: one VMSA each; default 1)"),
+    "vcpu_type": (
+        "type_name",
+        "",
+        "QEMU CPU model, e.g. EPYC-v4 (the default), EPYC-Milan, EPYC-Genoa",
+    ),
+    "vcpu_sig": ("signature", "", "raw CPUID signature instead of a type (0x...)"),
+    "vcpu_family": (
+        "family",
+        "",
+        "CPU family instead of a type (with --vcpu-model and --vcpu-stepping)",
+    ),
+    "vcpu_model": ("model", "", "CPU model number"),
+    "vcpu_stepping": ("stepping", "", "CPU stepping"),
+    "vmsa_model": (
+        "vmsa_model",
+        "",
+        "legacy (KVM_SEV_INIT; SEV-ES default) or init2 (KVM_SEV_INIT2; SNP)",
+    ),
+    "debug_swap": ("debug_swap", False, "KVM set SEV_FEATURES.DebugSwap in the VMSAs"),
+    "no_debug_swap": ("no_debug_swap", False, "it did not (the default, stated)"),
 }
+VCPU_HELP = {name: text for name, (_, _, text) in VCPU_OPTIONS.items()}
+
+
+def with_vcpus(body: Callable[..., None]) -> Callable[..., None]:
+    """*body* with the :data:`VCPU_OPTIONS` as its options, received as one argument,
+    ``vcpu_config``: the launch mode -> the vCPUs they describe."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(body)
+    own = [p for p in signature.parameters.values() if p.name != "vcpu_config"]
+    shared = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=type(default).__name__
+        )
+        for name, (_, default, _) in VCPU_OPTIONS.items()
+    ]
+
+    @functools.wraps(body)
+    def wrapper(c: Context, *args: Any, **kwargs: Any) -> None:
+        given = {
+            parameter: kwargs.pop(name, default)
+            for name, (parameter, default, _) in VCPU_OPTIONS.items()
+        }
+
+        def vcpu_config(mode: LaunchMode) -> VcpuConfig:
+            from harness.sev import owner
+
+            return owner.vcpu_config(mode, **given)
+
+        body(c, *args, vcpu_config=vcpu_config, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+    return wrapper
 
 
 @task(
@@ -544,6 +598,7 @@ VCPU_HELP = {
         **VCPU_HELP,
     },
 )
+@with_vcpus
 def digest(
     c: Context,
     firmware: str,
@@ -553,15 +608,8 @@ def digest(
     append: str | None = None,
     raw: bool = False,
     mode: str = "sev",
-    vcpus: int = 1,
-    vcpu_type: str = "",
-    vcpu_sig: str = "",
-    vcpu_family: str = "",
-    vcpu_model: str = "",
-    vcpu_stepping: str = "",
-    vmsa_model: str = "",
-    debug_swap: bool = False,
-    no_debug_swap: bool = False,
+    *,
+    vcpu_config: Callable[[LaunchMode], VcpuConfig],
 ) -> None:
     """Print the expected launch digest of a firmware (+ measured kernel), in hex alone on
     stdout (as sev-snp-measure does); for seves and snp, the vCPUs and VMSA model it
@@ -570,18 +618,7 @@ def digest(
     from harness.sev.policy import LaunchMode
 
     launch = LaunchMode.parse(mode)
-    cpus = owner.vcpu_config(
-        launch,
-        vcpus,
-        vcpu_type,
-        vcpu_sig,
-        vcpu_family,
-        vcpu_model,
-        vcpu_stepping,
-        vmsa_model,
-        debug_swap,
-        no_debug_swap,
-    )
+    cpus = vcpu_config(launch)
     boot = owner.MeasuredBoot(
         firmware, kernel or None, initrd or None, append, raw, mode=launch, vcpus=cpus
     )
@@ -614,6 +651,7 @@ def digest(
         **VCPU_HELP,
     },
 )
+@with_vcpus
 def verify(
     c: Context,
     firmware: str,
@@ -631,15 +669,8 @@ def verify(
     min_api: str = "",
     min_build: str = "",
     require: str = "",
-    vcpus: int = 1,
-    vcpu_type: str = "",
-    vcpu_sig: str = "",
-    vcpu_family: str = "",
-    vcpu_model: str = "",
-    vcpu_stepping: str = "",
-    vmsa_model: str = "",
-    debug_swap: bool = False,
-    no_debug_swap: bool = False,
+    *,
+    vcpu_config: Callable[[LaunchMode], VcpuConfig],
 ) -> None:
     """Check a launch's policy and measurement against the firmware; exit 1 if refused.
     The policy's ES bit selects SEV-ES, whose digest covers the --vcpu* vCPUs."""
@@ -647,18 +678,7 @@ def verify(
     from harness.sev.policy import LaunchMode
 
     platform = owner.platform_info(api_major, api_minor, build, policy)
-    cpus = owner.vcpu_config(
-        LaunchMode.SEV_ES,
-        vcpus,
-        vcpu_type,
-        vcpu_sig,
-        vcpu_family,
-        vcpu_model,
-        vcpu_stepping,
-        vmsa_model,
-        debug_swap,
-        no_debug_swap,
-    )
+    cpus = vcpu_config(LaunchMode.SEV_ES)
     expected = owner.expected_launch(
         owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw, vcpus=cpus),
         None,
@@ -693,6 +713,7 @@ def verify(
         **VCPU_HELP,
     },
 )
+@with_vcpus
 def secret(
     c: Context,
     launch_measure: str,
@@ -719,15 +740,8 @@ def secret(
     min_build: str = "",
     require: str = "",
     no_verify: bool = False,
-    vcpus: int = 1,
-    vcpu_type: str = "",
-    vcpu_sig: str = "",
-    vcpu_family: str = "",
-    vcpu_model: str = "",
-    vcpu_stepping: str = "",
-    vmsa_model: str = "",
-    debug_swap: bool = False,
-    no_debug_swap: bool = False,
+    *,
+    vcpu_config: Callable[[LaunchMode], VcpuConfig],
 ) -> None:
     """Verify the launch, then build the encrypted LAUNCH_SECRET packet with the passphrase.
     The policy's ES bit selects SEV-ES, whose digest covers the --vcpu* vCPUs."""
@@ -737,18 +751,7 @@ def secret(
     keys = owner.load_keys(tek or None, tik or None, tiktek or None)
     expected = None
     if not no_verify:
-        cpus = owner.vcpu_config(
-            LaunchMode.SEV_ES,
-            vcpus,
-            vcpu_type,
-            vcpu_sig,
-            vcpu_family,
-            vcpu_model,
-            vcpu_stepping,
-            vmsa_model,
-            debug_swap,
-            no_debug_swap,
-        )
+        cpus = vcpu_config(LaunchMode.SEV_ES)
         expected = owner.expected_launch(
             owner.MeasuredBoot(firmware, kernel or None, initrd or None, append, raw, vcpus=cpus),
             manifest or None,

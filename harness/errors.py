@@ -118,6 +118,7 @@ class CommandError(InfrastructureError):
         argv: the command as run.
         returncode: its exit status (None when it could not start or timed out).
         output_tail: the last lines of its combined output.
+        timed_out: it was killed for running out of time.
     """
 
     def __init__(
@@ -128,11 +129,13 @@ class CommandError(InfrastructureError):
         returncode: int | None,
         output_tail: str = "",
         hint: str | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message, hint=hint)
         self.argv = argv
         self.returncode = returncode
         self.output_tail = output_tail
+        self.timed_out = timed_out
 
     def __str__(self) -> str:
         text = super().__str__()

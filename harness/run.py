@@ -46,6 +46,7 @@ def run(
     env: Mapping[str, str] | None = None,
     input: bytes | None = None,
     capture: bool = True,
+    output: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a command to completion.
 
@@ -57,6 +58,7 @@ def run(
         env: extra environment variables, added to ours.
         input: bytes for the command's standard input (otherwise /dev/null).
         capture: capture stdout and stderr (stderr merged into stdout).
+        output: write stdout and stderr to this file instead (a VM's console log).
 
     Raises:
         CommandError: the command is missing, timed out, or failed with check=True.
@@ -64,6 +66,7 @@ def run(
     args = [os.fspath(a) for a in argv]
     log.debug("%s", _fmt(args))
     full_env = None if env is None else {**os.environ, **env}
+    sink = open(output, "wb") if output is not None else None  # noqa: SIM115 (closed below)
     try:
         proc = subprocess.run(
             args,
@@ -71,8 +74,8 @@ def run(
             env=full_env,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else None,
-            stderr=subprocess.STDOUT if capture else None,
+            stdout=sink or (subprocess.PIPE if capture else None),
+            stderr=subprocess.STDOUT if sink or capture else None,
             timeout=timeout,
             check=False,
         )
@@ -87,7 +90,11 @@ def run(
             argv=args,
             returncode=None,
             output_tail=tail(out),
+            timed_out=True,
         ) from err
+    finally:
+        if sink is not None:
+            sink.close()
     if check and proc.returncode != 0:
         out = proc.stdout.decode(errors="replace") if proc.stdout else ""
         raise CommandError(

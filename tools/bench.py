@@ -24,9 +24,8 @@ from harness.host import containers
 from harness.upstream import patchset
 
 if TYPE_CHECKING:
+    from harness.boots.prepare import Machine, Target
     from harness.boots.scenarios import Scenario
-    from harness.guest.image import Image
-    from harness.host.qemu import Accel
 
 ROOT = Path(__file__).resolve().parent.parent
 #: bookworm's split 4 MiB build: VARS then CODE is exactly the 4 MiB combined image
@@ -182,11 +181,13 @@ def _raw_build(ws: Workspace, builder: str, keep: bool) -> float:
     again, so the cold build starts from the archives as always."""
     raw_dir = ws.root / "raw"
     shutil.rmtree(raw_dir, ignore_errors=True)
-    cold_next = not (ws.work("ovmf") / "src").is_dir()
+    cold_next = not (ws.layout.work("ovmf") / "src").is_dir()
     with ws.locked():
         for name, component in (("grub", "grub"), ("edk2", "ovmf")):
             prepare_tree(ws.component(component), ws, builder)
-            run.run(["git", "clone", "-q", str(ws.work(component) / "src"), str(raw_dir / name)])
+            run.run(
+                ["git", "clone", "-q", str(ws.layout.work(component) / "src"), str(raw_dir / name)]
+            )
     if cold_next:
         shutil.rmtree(ws.root / "work", ignore_errors=True)
     start = time.perf_counter()
@@ -263,7 +264,7 @@ def kernel(cfg: Config, keep: bool = False) -> str:
         cold_build = pipeline.build(linux.SPEC, ws)
     cold = time.perf_counter() - start
     raw_dir = root / "raw"
-    run.run(["git", "clone", "-q", str(ws.work("linux") / "src"), str(raw_dir)])
+    run.run(["git", "clone", "-q", str(ws.layout.work("linux") / "src"), str(raw_dir)])
     start = time.perf_counter()
     containers.run_logged(
         builder.tag,
@@ -328,30 +329,16 @@ def _bare_boot(
 
 def _bare_scenario(
     scn: Scenario,
-    firmware: Path,
-    digest: bytes,
-    img: Image,
+    target: Target,
+    machine: Machine,
     bench_dir: Path,
-    accel: Accel,
     marker: str = r"HARNESS-BOOTED token=\w+",
 ) -> float:
     """The launch *scn* prepares (the owner's secret injected or not), driven bare."""
-    from harness.boots import scenarios
-    from harness.passphrase import Passphrase
+    from harness.boots.prepare import prepared
 
-    passphrase = Passphrase.read(img.passphrase_file)
-    with scenarios.prepared(
-        scn,
-        firmware=firmware,
-        expected_digest=digest,
-        disk=img.disk,
-        passphrase=passphrase,
-        workdir=bench_dir / "bare",
-        accel=accel,
-        guest_kernel=img.guest_kernel,
-        disk_format=img.metadata.disk_format,
-    ) as launch:
-        typed = passphrase.typed() if scn.expects_prompt else None
+    with prepared(scn, target, machine, bench_dir / "bare") as launch:
+        typed = target.passphrase.typed() if scn.expects_prompt else None
         return _bare_boot(launch.cfg.argv(), typed, 600, marker)
 
 
@@ -361,17 +348,16 @@ def boot(cfg: Config, runs: int = 1) -> str:
     passwordless on LUKS1, with Debian's; the matrix with and without xdist; the image
     build time."""
     from harness.boots import matrix, phases, scenarios
-    from harness.guest import image
-    from harness.host import qemu
-    from harness.passphrase import Passphrase
+    from harness.boots.prepare import Firmware, Machine, Target
+    from harness.boots.runner import run_scenario
+    from harness.guest import image, imagemeta, rootfs
 
     ws = Workspace.of(cfg)
     bench_dir = cfg.layout.bench
     kernel = linux.guest_kernel(pipeline.build(linux.SPEC, ws))
     built = ovmf.build_ovmf(ws)
-    firmware = ovmf.firmware(built)
-    digest = built.manifest.launch_digest
-    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, choice=cfg.accel)
+    firmware = Firmware(ovmf.firmware(built), built.manifest.launch_digest)
+    machine = Machine.of(cfg)
     builder = builder_image(registry.TOOLS_BUILDER, ws)
     lines = [
         "boot benchmark (TCG unless the probe found KVM working)",
@@ -380,16 +366,16 @@ def boot(cfg: Config, runs: int = 1) -> str:
     for warm in (None, kernel):  # the downloads of both flavours, before anything is timed
         image.build_image(
             "minimal",
-            image.LuksVariant.LUKS1,
+            imagemeta.LuksVariant.LUKS1,
             bench_dir / "img-warmup",
             cfg.layout.image_cache,
             builder.tag,
             kernel=warm,
         )
-    cases: list[tuple[image.LuksVariant, image.BuiltKernel | None, tuple[str, ...]]] = [
-        (v, kernel, ("passwordless", "no-secret")) for v in image.LuksVariant
+    cases: list[tuple[imagemeta.LuksVariant, rootfs.BuiltKernel | None, tuple[str, ...]]] = [
+        (v, kernel, ("passwordless", "no-secret")) for v in imagemeta.LuksVariant
     ]
-    cases.append((image.LuksVariant.LUKS1, None, ("passwordless",)))
+    cases.append((imagemeta.LuksVariant.LUKS1, None, ("passwordless",)))
     for variant, guest, names in cases:
         flavour = "debian kernel" if guest is None else "our kernel"
         start = time.perf_counter()
@@ -405,31 +391,20 @@ def boot(cfg: Config, runs: int = 1) -> str:
             f"{f'build-image {variant.value}, {flavour} (target <= 10 s)':44} "
             f"{time.perf_counter() - start:8.1f}"
         )
-        passphrase = Passphrase.read(img.passphrase_file)
+        target = Target.of(firmware, img)
         for name in names:
             scn = scenarios.SCENARIOS[name]
             ours = []
             bare = []
             stages: dict[str, list[float]] = {}
             for _ in range(runs):
-                res = scenarios.run_scenario(
-                    scn,
-                    firmware=firmware,
-                    expected_digest=digest,
-                    disk=img.disk,
-                    passphrase=passphrase,
-                    token=img.token,
-                    variant=variant.value,
-                    workdir=bench_dir / "boot" / f"{name}-{variant}",
-                    accel=accel,
-                    guest_kernel=img.guest_kernel,
-                )
+                res = run_scenario(scn, target, machine, bench_dir / "boot" / f"{name}-{variant}")
                 if not res.passed:
                     raise PrerequisiteError(f"{name} failed during the benchmark: {res.detail}")
                 ours.append(res.seconds)
                 for stage, seconds in res.phases.items():
                     stages.setdefault(stage, []).append(seconds)
-                bare.append(_bare_scenario(scn, firmware, digest, img, bench_dir, accel))
+                bare.append(_bare_scenario(scn, target, machine, bench_dir))
             o, b = statistics.median(ours), statistics.median(bare)
             worst = max(x / y for x, y in zip(ours, bare, strict=True))
             label = f"{name} {variant.value}{', debian kernel' if guest is None else ''}"
@@ -470,18 +445,17 @@ def image(cfg: Config, runs: int = 1) -> str:
     prompt (passwordless, no-secret, the ordinary path) beside the same QEMU command
     driven bare to the same login prompt."""
     from harness.boots import ordinary, scenarios
-    from harness.guest import debian
-    from harness.guest import image as image_mod
+    from harness.boots.prepare import Firmware, Machine, Target
+    from harness.boots.runner import run_scenario
+    from harness.guest import debian, imagemeta
     from harness.host import containers, qemu
-    from harness.passphrase import Passphrase
 
     ws = Workspace.of(cfg)
     bench_dir = cfg.layout.bench / "debian"
     kernel = linux.guest_kernel(pipeline.build(linux.SPEC, ws))
     built = ovmf.build_ovmf(ws)
-    firmware = ovmf.firmware(built)
-    digest = built.manifest.launch_digest
-    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, choice=cfg.accel)
+    firmware = Firmware(ovmf.firmware(built), built.manifest.launch_digest)
+    machine = Machine.of(cfg)
     tools = builder_image(registry.TOOLS_BUILDER, ws)
     debian_builder = builder_image(registry.DEBIAN_IMAGE_BUILDER, ws)
     recipe = debian.DebianRecipe.load("debian")
@@ -496,7 +470,7 @@ def image(cfg: Config, runs: int = 1) -> str:
         start = time.perf_counter()
         img = debian.build(
             recipe,
-            image_mod.LuksVariant.LUKS1,
+            imagemeta.LuksVariant.LUKS1,
             bench_dir / "image",
             debian.DebianOptions(),
             cache=cfg.layout.image_cache,
@@ -531,29 +505,16 @@ def image(cfg: Config, runs: int = 1) -> str:
     bare_root = time.perf_counter() - start
     lines.append(f"{'  root stage beside bare mmdebstrap':52} {stages['root']:8.1f} "
                  f"{bare_root:8.1f} {stages['root'] / bare_root:6.2f}")  # fmt: skip
-    passphrase = Passphrase.read(img.passphrase_file)
+    target = Target.of(firmware, img)
     meta = img.metadata
     for name in ("passwordless", "no-secret", ordinary.NAME):
         ours, bare = [], []
         for _ in range(runs):
             where = bench_dir / "boot" / name
             if name == ordinary.NAME:
-                res = ordinary.run_ordinary(img, where, accel)
+                res = ordinary.run_ordinary(img, machine, where)
             else:
-                res = scenarios.run_scenario(
-                    scenarios.SCENARIOS[name],
-                    firmware=firmware,
-                    expected_digest=digest,
-                    disk=img.disk,
-                    passphrase=passphrase,
-                    token=img.token,
-                    variant=meta.variant.value,
-                    workdir=where,
-                    accel=accel,
-                    guest_kernel=img.guest_kernel,
-                    ready=meta.ready,
-                    disk_format=meta.disk_format,
-                )
+                res = run_scenario(scenarios.SCENARIOS[name], target, machine, where)
             if not res.passed:
                 raise PrerequisiteError(f"{name} failed during the benchmark: {res.detail}")
             ours.append(res.seconds)
@@ -561,14 +522,14 @@ def image(cfg: Config, runs: int = 1) -> str:
                 cfg_bare = qemu.LaunchConfig(
                     firmware=qemu.DEBIAN_OVMF,
                     disk=img.disk,
-                    accel=accel,
+                    accel=machine.accel,
                     qmp=bench_dir / "bare.qmp",
                     disk_format=meta.disk_format.value,
                 )
-                bare.append(_bare_boot(cfg_bare.argv(), passphrase.typed(), 600, "login: "))
+                bare.append(_bare_boot(cfg_bare.argv(), target.passphrase.typed(), 600, "login: "))
             else:
                 scn = scenarios.SCENARIOS[name]
-                bare.append(_bare_scenario(scn, firmware, digest, img, bench_dir, accel, "login: "))
+                bare.append(_bare_scenario(scn, target, machine, bench_dir, "login: "))
         o, b = statistics.median(ours), statistics.median(bare)
         lines.append(f"{f'{name} to the login prompt (target <= 1.15)':52} {o:8.1f} {b:8.1f} "
                      f"{o / b:6.2f}")  # fmt: skip
@@ -583,7 +544,7 @@ def nightly(cfg: Config, jobs: int = 2) -> str:
     import json
 
     from harness.boots import matrix
-    from harness.host import qemu
+    from harness.boots.prepare import Firmware, Machine
 
     bench_dir = cfg.layout.bench
     report, history = bench_dir / "nightly", bench_dir / "nightly-history"
@@ -600,12 +561,12 @@ def nightly(cfg: Config, jobs: int = 2) -> str:
 
     ws = Workspace.of(cfg)
     built = ovmf.build_ovmf(ws)
-    firmware = matrix.Firmware(ovmf.firmware(built), built.manifest.launch_digest)
-    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, choice=cfg.accel)
+    firmware = Firmware(ovmf.firmware(built), built.manifest.launch_digest)
+    machine = Machine.of(cfg)
     builder = builder_image(registry.TOOLS_BUILDER, ws)
     images = matrix.build_images(bench_dir / "matrix-images", cfg.layout.image_cache, builder.tag)
     start = time.perf_counter()
-    bare = matrix.run_matrix(firmware, images, accel, bench_dir / "matrix-boot", jobs=jobs)
+    bare = matrix.run_matrix(firmware, images, machine, bench_dir / "matrix-boot", jobs=jobs)
     bare_s = time.perf_counter() - start
     if not all(r.passed for r in bare):
         raise PrerequisiteError("The bare matrix failed during the benchmark.")

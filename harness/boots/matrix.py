@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.boots import ordinary, scenarios
-from harness.config import LaunchKind
+from harness.boots.prepare import Firmware, HostDisk, Machine, Target
+from harness.boots.result import Result
+from harness.boots.runner import run_scenario
 from harness.errors import ConfigError
-from harness.guest import image
-from harness.guest.image import Image, LuksVariant
-from harness.host import qemu
-from harness.passphrase import Passphrase
+from harness.guest import image, rootfs
+from harness.guest.imagemeta import Image, LuksVariant
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,6 @@ def debian_variant(variant: LuksVariant) -> str:
 
 
 @dataclass(frozen=True)
-class Firmware:
-    """The firmware under test and the launch digest the guest owner expects of it."""
-
-    path: Path
-    digest: bytes
-
-
-@dataclass(frozen=True)
 class Images:
     """The owner's images, one per (recipe, LUKS variant) the cases need, and the
     hostile host's own disk."""
@@ -114,12 +106,8 @@ class Images:
     def for_case(self, name: str, variant: LuksVariant) -> Image:
         return self.owner[(scenarios.SCENARIOS[name].recipe, variant)]
 
-    def host_disk(self) -> scenarios.HostDisk:
-        return scenarios.HostDisk(
-            self.host.disk,
-            Passphrase.read(self.host.passphrase_file),
-            self.host.disk.parent / image.HOST_BOOT,
-        )
+    def host_disk(self) -> HostDisk:
+        return HostDisk.of(self.host)
 
 
 def build_images(
@@ -127,7 +115,7 @@ def build_images(
     cache: Path,
     builder: str,
     cases: tuple[tuple[str, LuksVariant], ...] = MATRIX,
-    kernel: image.BuiltKernel | None = None,
+    kernel: rootfs.BuiltKernel | None = None,
 ) -> Images:
     """Fresh images (new passphrases and tokens) for *cases* in ``dest/<recipe>-<variant>``,
     booting *kernel* (None: Debian's), and the host's disk in ``dest/host-disk`` (whose
@@ -146,39 +134,28 @@ def build_images(
 def run_matrix(
     firmware: Firmware,
     images: Images,
-    accel: qemu.Accel,
+    machine: Machine,
     workdir: Path,
     *,
     jobs: int = 2,
-    emulator: qemu.Qemu = qemu.SYSTEM,
-    on_result: Callable[[scenarios.Result], None] | None = None,
+    on_result: Callable[[Result], None] | None = None,
     cases: tuple[tuple[str, LuksVariant], ...] = MATRIX,
-    kind: LaunchKind = LaunchKind.SIMULATED,
-) -> list[scenarios.Result]:
-    """Run *cases* (every case of the matrix by default) with *emulator*, *jobs* boots at
+) -> list[Result]:
+    """Run *cases* (every case of the matrix by default) on *machine*, *jobs* boots at
     a time; results in the order of *cases*.
 
     Transcripts are ``workdir/<scenario>-<variant>/console.log``.
     """
 
-    def one(case: tuple[str, LuksVariant]) -> scenarios.Result:
+    def one(case: tuple[str, LuksVariant]) -> Result:
         name, variant = case
-        img = images.for_case(name, variant)
         scenario = scenarios.SCENARIOS[name]
-        result = scenarios.run_scenario(
+        result = run_scenario(
             scenario,
-            firmware=firmware.path,
-            expected_digest=firmware.digest,
-            disk=img.disk,
-            passphrase=Passphrase.read(img.passphrase_file),
-            token=img.token,
-            variant=variant.value,
-            workdir=workdir / case_id(name, variant),
-            accel=accel,
-            emulator=emulator,
-            host_disk=images.host_disk() if scenario.needs_host_disk else None,
-            kind=kind,
-            guest_kernel=img.guest_kernel,
+            Target.of(firmware, images.for_case(name, variant)),
+            machine,
+            workdir / case_id(name, variant),
+            images.host_disk() if scenario.needs_host_disk else None,
         )
         log.debug("%s %s in %.1f s", result.outcome.short, case_id(*case), result.seconds)
         if on_result is not None:
@@ -192,43 +169,32 @@ def run_matrix(
 def run_debian(
     firmware: Firmware,
     img: Image,
-    accel: qemu.Accel,
+    machine: Machine,
     workdir: Path,
     *,
     jobs: int = 2,
-    emulator: qemu.Qemu = qemu.SYSTEM,
-    on_result: Callable[[scenarios.Result], None] | None = None,
-    kind: LaunchKind = LaunchKind.SIMULATED,
-    host_disk: scenarios.HostDisk | None = None,
-) -> list[scenarios.Result]:
+    on_result: Callable[[Result], None] | None = None,
+    host_disk: HostDisk | None = None,
+) -> list[Result]:
     """The Debian variant's boots (:data:`DEBIAN_CASES`) of *img*: the owner's and the
     hostile host's under *firmware* (*host_disk* is the host's own, for search-hijack),
     then the ordinary path under Debian's OVMF. Results carry the variant
     ``debian-<luks>``, their seconds the boot to the login prompt."""
     variant = debian_variant(img.variant)
+    target = Target.of(firmware, img)
 
-    def one(name: str) -> scenarios.Result:
+    def one(name: str) -> Result:
         where = workdir / case_id(name, variant)
         if name == ordinary.NAME:
-            result = ordinary.run_ordinary(img, where, accel, emulator)
+            result = ordinary.run_ordinary(img, machine, where)
         else:
             scenario = scenarios.SCENARIOS[name]
-            result = scenarios.run_scenario(
+            result = run_scenario(
                 scenario,
-                firmware=firmware.path,
-                expected_digest=firmware.digest,
-                disk=img.disk,
-                passphrase=Passphrase.read(img.passphrase_file),
-                token=img.token,
-                variant=variant,
-                workdir=where,
-                accel=accel,
-                emulator=emulator,
-                host_disk=host_disk if scenario.needs_host_disk else None,
-                kind=kind,
-                guest_kernel=img.guest_kernel,
-                ready=img.metadata.ready,
-                disk_format=img.metadata.disk_format,
+                target,
+                machine,
+                where,
+                host_disk if scenario.needs_host_disk else None,
             )
         result = dataclasses.replace(result, variant=variant)
         if on_result is not None:

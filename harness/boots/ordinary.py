@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 from harness.boots import verdicts
+from harness.boots.prepare import Machine
 from harness.boots.result import Result
 from harness.boots.scenarios import LOGIN_TIMEOUT, REFUSAL_TIMEOUT
 from harness.boots.verdicts import Ending, Play
 from harness.errors import ConfigError, GuestVerdict
 from harness.guest import proof
-from harness.guest.image import Image, Ready
+from harness.guest.imagemeta import Image, Ready
 from harness.host import qemu
 from harness.passphrase import Passphrase
 from harness.verdict import Verdict
@@ -52,13 +53,12 @@ def require_own_bootloader(img: Image) -> None:
 
 def run_ordinary(
     img: Image,
+    machine: Machine,
     workdir: Path,
-    accel: qemu.Accel,
-    emulator: qemu.Qemu = qemu.SYSTEM,
     firmware: Path = qemu.DEBIAN_OVMF,
-    timeout: float = LOGIN_TIMEOUT,
 ) -> Result:
-    """Boot *img* under *firmware* (Debian's OVMF), type its passphrase once, judge.
+    """Boot *img* on *machine* under *firmware* (Debian's OVMF), type its passphrase
+    once, judge. The boot to the login prompt may take LOGIN_TIMEOUT.
 
     Raises:
         ConfigError: the image has no bootloader of its own (not the Debian recipe).
@@ -75,9 +75,9 @@ def run_ordinary(
         cfg = qemu.LaunchConfig(
             firmware=firmware,
             disk=img.disk,
-            accel=accel,
+            accel=machine.accel,
             qmp=sockets / "qmp.sock",
-            emulator=emulator,
+            emulator=machine.emulator,
             disk_format=img.metadata.disk_format.value,
             fw_cfg=((proof.FW_CFG_NAME, owner_proof.nonce),),
         )
@@ -92,7 +92,7 @@ def run_ordinary(
                     passphrase=passphrase,
                     wrong=wrong,
                     host_typed=None,
-                    timeout=timeout,
+                    timeout=max(machine.timeout, LOGIN_TIMEOUT),
                     exit_timeout=REFUSAL_TIMEOUT,
                     proof=owner_proof,
                 )

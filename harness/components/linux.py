@@ -36,7 +36,7 @@ from harness.components.pipeline import (
 from harness.components.workspace import Component, digest
 from harness.config import PATCHES
 from harness.errors import BuildRefused, ConfigError, InfrastructureError
-from harness.guest.image import BuiltKernel
+from harness.guest.rootfs import BuiltKernel
 from harness.host import containers
 from harness.upstream import style
 from harness.upstream.sources import sha256_file

@@ -237,7 +237,7 @@ class Built(Generic[M]):
 
 def builder_image(name: str, ws: Workspace) -> containers.BuilderImage:
     """The builder image ``builders/Dockerfile.<name>`` FROM the workspace's base."""
-    return containers.ensure_builder(BUILDERS / f"Dockerfile.{name}", ws.base, ws.cache)
+    return containers.ensure_builder(BUILDERS / f"Dockerfile.{name}", ws.base, ws.layout.cache)
 
 
 @dataclass(frozen=True)
@@ -300,14 +300,14 @@ def _build(spec: Spec[M], ws: Workspace, request: Request) -> Built[M]:
     with stage("builder image"):
         builder = builder_image(spec.builder, ws)
     the_plan = plan(spec, ws, builder, request)
-    cache = BuildCache(ws.builds)
+    cache = BuildCache(ws.layout.builds)
     # A key another process is building (a second clone, another worker) is waited for,
     # then taken from the cache, not compiled twice.
     held = contextlib.nullcontext() if the_plan.local else cache.building(the_plan.entry_name)
     with held:
         tree, hit, manifest = _build_or_hit(spec, ws, request, builder, the_plan, cache, started)
     with stage("publish"):
-        published = _publish(spec, hit, ws.published(spec.name))
+        published = _publish(spec, hit, ws.layout.published(spec.name))
     return Built(spec.name, hit, published, manifest, cached=tree is None)
 
 
@@ -346,7 +346,7 @@ def _build_or_hit(
             with stage(f"{spec.name} manifest"):
                 manifest = spec.manifest(finished)
                 (out / MANIFEST).write_text(json.dumps(records.dump(manifest), indent=2) + "\n")
-        hit = ws.builds / the_plan.entry_name
+        hit = ws.layout.builds / the_plan.entry_name
     else:
         log.info("%s: cached build %s", spec.name, the_plan.entry_name)
     assert hit is not None and manifest is not None
@@ -377,7 +377,7 @@ def _run(
 ) -> None:
     mounts = [containers.Mount(tree.path, "/src"), containers.Mount(out, "/out")]
     if spec.build_dir:
-        build_dir = ws.work(spec.name) / "build"
+        build_dir = ws.layout.work(spec.name) / "build"
         build_dir.mkdir(parents=True, exist_ok=True)
         mounts.append(containers.Mount(build_dir, "/build"))
     for dep, inside, target in spec.dep_mounts:
@@ -486,10 +486,10 @@ def run_build(
             ["bash", "-c", script],
             mounts=mounts,
             env=env,
-            log_path=ws.log(component),
+            log_path=ws.layout.log(component),
             on_line=line,
             what=f"{component} build",
             labels=ws.labels,
         )
     line.done()
-    shutil.copy2(ws.log(component), out / "build.log")
+    shutil.copy2(ws.layout.log(component), out / "build.log")

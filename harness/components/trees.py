@@ -167,7 +167,7 @@ def prepare_tree(
         PatchError: a patch does not apply.
         ChecksumError, InfrastructureError: the source could not be fetched.
     """
-    work = ws.work(component.name)
+    work = ws.layout.work(component.name)
     src = work / "src"
     stamp = work / "base.json"
     if local_tree is not None:
@@ -224,7 +224,7 @@ def work_tree_provenance(ws: Workspace, component: Component) -> sources.Provena
     """How the bytes of the component's work tree were obtained and checked, when that
     tree is of the component's pin (a cached build's tree may since have been replaced
     by another pin's or a local tree)."""
-    stamp = ws.work(component.name) / "base.json"
+    stamp = ws.layout.work(component.name) / "base.json"
     try:
         have = json.loads(stamp.read_text())
     except (OSError, ValueError):

@@ -88,9 +88,6 @@ class Workspace:
     def layout(self) -> Layout:
         return Layout(self.root, self.cache_root)
 
-    def published(self, component: str) -> Path:
-        return self.layout.published(component)
-
     def component(self, name: str) -> Component:
         comp = Component.load(name, self.patches)
         pin = next((p for p in self.upstream if p.component == name), None)
@@ -99,20 +96,6 @@ class Workspace:
     @property
     def downloads(self) -> sources.DownloadCache:
         return sources.DownloadCache(self.layout.downloads)
-
-    @property
-    def cache(self) -> Path:
-        return self.layout.cache
-
-    @property
-    def builds(self) -> Path:
-        return self.layout.builds
-
-    def work(self, component: str) -> Path:
-        return self.layout.work(component)
-
-    def log(self, component: str) -> Path:
-        return self.layout.log(component)
 
     @property
     def labels(self) -> dict[str, str]:

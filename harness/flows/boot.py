@@ -6,16 +6,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.boots import extras, matrix, ordinary, phases, scenarios
-from harness.components import qemu as qemu_build
+from harness.boots.prepare import Firmware, HostDisk, Machine, Target, prepared, select_qemu
+from harness.boots.result import Result
+from harness.boots.runner import run_scenario
 from harness.components import registry
 from harness.components.pipeline import builder_image
 from harness.components.workspace import Workspace
-from harness.config import Config, LaunchKind, QemuChoice
+from harness.config import Config, LaunchKind
 from harness.errors import ConfigError, InputError
-from harness.guest import image
+from harness.guest import image, imagemeta
 from harness.host import console, doctor, qemu
 from harness.host.sev import HostSev
-from harness.passphrase import Passphrase
 from harness.sev import owner
 from harness.sev.chain import DEFAULT_TRUST, PlatformTrust
 
@@ -31,17 +32,6 @@ def expected_digest(firmware: Path) -> bytes:
     return owner.manifest_digest(manifest)
 
 
-def select_qemu(cfg: Config) -> qemu.Qemu:
-    """The QEMU the configuration names.
-
-    Raises:
-        PrerequisiteError: ``built`` and there is no build in the workspace.
-    """
-    if cfg.qemu is QemuChoice.SYSTEM:
-        return qemu.SYSTEM
-    return qemu_build.published(cfg.layout.published("qemu"))
-
-
 def boot(
     cfg: Config,
     name: str,
@@ -50,7 +40,7 @@ def boot(
     interactive: bool,
     entries: Sequence[str] = (),
     trust: PlatformTrust = DEFAULT_TRUST,
-) -> scenarios.Result | None:
+) -> Result | None:
     """One scenario with *firmware* (its manifest beside it) and the image in
     *image_dir*, or an interactive boot; None for the latter.
 
@@ -73,9 +63,9 @@ def boot(
             f"is {kind.value}.",
             hint="--launch sev or --launch sev-es",
         )
-    emulator = select_qemu(cfg)
+    emulator = select_qemu(cfg)  # a missing built QEMU is said before anything starts
     if name == ordinary.NAME:
-        return _ordinary(cfg, firmware, image_dir, interactive, entries, emulator)
+        return _ordinary(cfg, firmware, image_dir, interactive, entries)
     HostSev.probe().require(kind)
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
@@ -83,56 +73,22 @@ def boot(
     if entries and not scenario.injects:
         raise ConfigError(f"{name} injects no secret table, so --entry has nowhere to go.")
     given = extras.read_entries(entries)
-    img = image.load(image_dir)
+    img = imagemeta.load(image_dir)
     if not scenario.takes(img.metadata.recipe):
         raise ConfigError(
             f"{name} boots an image of the {scenario.recipe} recipe; {image_dir} holds "
             f"one of the {img.metadata.recipe} recipe.",
             hint=f"./inv build-image --recipe {scenario.recipe} --out DIR, then --image DIR",
         )
-    accel = qemu.working_accelerator(cfg.layout.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
-    digest = expected_digest(firmware)
-    passphrase = Passphrase.read(img.passphrase_file)
+    machine = Machine.of(cfg, emulator)
+    target = Target.of(Firmware(firmware.resolve(), expected_digest(firmware)), img, given, trust)
     workdir = cfg.layout.boots / f"{name}-{img.variant}"
     host_disk = _host_disk(cfg) if scenario.needs_host_disk else None
     if not interactive:
-        return scenarios.run_scenario(
-            scenario,
-            firmware=firmware.resolve(),
-            expected_digest=digest,
-            disk=img.disk,
-            passphrase=passphrase,
-            token=img.token,
-            variant=img.variant.value,
-            workdir=workdir,
-            accel=accel,
-            emulator=emulator,
-            host_disk=host_disk,
-            kind=kind,
-            guest_kernel=img.guest_kernel,
-            extras=given,
-            ready=img.metadata.ready,
-            disk_format=img.metadata.disk_format,
-            trust=trust,
-        )
+        return run_scenario(scenario, target, machine, workdir, host_disk)
     # The same launch as the scenario (secret injected or not), then the terminal
     # belongs to the person watching.
-    with scenarios.prepared(
-        scenario,
-        firmware=firmware.resolve(),
-        expected_digest=digest,
-        disk=img.disk,
-        passphrase=passphrase,
-        workdir=workdir,
-        accel=accel,
-        emulator=emulator,
-        host_disk=host_disk,
-        kind=kind,
-        guest_kernel=img.guest_kernel,
-        extras=given,
-        disk_format=img.metadata.disk_format,
-        trust=trust,
-    ) as launch:
+    with prepared(scenario, target, machine, workdir, host_disk) as launch:
         for note in launch.notes:
             print(note)
         print("serial console follows; Ctrl-] leaves")
@@ -146,8 +102,7 @@ def _ordinary(
     image_dir: Path,
     interactive: bool,
     entries: Sequence[str],
-    emulator: qemu.Qemu,
-) -> scenarios.Result:
+) -> Result:
     """The post's ordinary path (:mod:`harness.boots.ordinary`): Debian's OVMF unless
     *firmware* names another, no launch, no secret."""
     if entries or interactive or cfg.launch is not LaunchKind.SIMULATED:
@@ -155,17 +110,16 @@ def _ordinary(
             "The ordinary boot injects nothing and launches no SEV guest; it takes no "
             "--entry, --interactive or --launch."
         )
-    img = image.load(image_dir)
+    img = imagemeta.load(image_dir)
     ordinary.require_own_bootloader(img)
     fw = qemu.DEBIAN_OVMF if firmware == cfg.layout.firmware else firmware.resolve()
     if fw == qemu.DEBIAN_OVMF:
         doctor.require(("ovmf",))
-    accel = qemu.working_accelerator(cfg.layout.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
     workdir = cfg.layout.boots / f"{ordinary.NAME}-{img.variant}"
-    return ordinary.run_ordinary(img, workdir, accel, emulator, fw)
+    return ordinary.run_ordinary(img, Machine.of(cfg), workdir, fw)
 
 
-def _host_disk(cfg: Config) -> scenarios.HostDisk:
+def _host_disk(cfg: Config) -> HostDisk:
     """A fresh disk of the hostile host's own (its passphrase and grub.cfg)."""
     tools = builder_image(registry.TOOLS_BUILDER, Workspace.of(cfg))
     img = image.build_image(
@@ -175,12 +129,10 @@ def _host_disk(cfg: Config) -> scenarios.HostDisk:
         cfg.layout.image_cache,
         tools.tag,
     )
-    return scenarios.HostDisk(
-        img.disk, Passphrase.read(img.passphrase_file), img.disk.parent / image.HOST_BOOT
-    )
+    return HostDisk.of(img)
 
 
-def render(result: scenarios.Result) -> str:
+def render(result: Result) -> str:
     return (
         f"{result.outcome.short} {result.scenario} ({result.variant}) in {result.seconds:.1f} s: "
         f"{result.detail}\n  transcript: {result.transcript}"

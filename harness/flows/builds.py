@@ -13,7 +13,7 @@ from harness.components.trees import follow_upstream
 from harness.components.workspace import Workspace
 from harness.config import Config, Upstream
 from harness.errors import ConfigError
-from harness.guest import debian, image
+from harness.guest import debian, image, imagemeta
 from harness.host import doctor
 
 #: Host tools the builds need besides the Docker engine.
@@ -114,9 +114,9 @@ def build_image(
     passphrase_file: Path | None,
     out: str,
     secret_only: bool,
-    kernel: str = image.GuestKernel.BUILT.value,
+    kernel: str = imagemeta.GuestKernel.BUILT.value,
     options: debian.DebianOptions | None = None,
-) -> image.Image:
+) -> imagemeta.Image:
     """A guest image of *recipe* in *out* (default: the workspace's image directory),
     booting the *kernel* flavour: ``built`` builds the guest kernel first (or takes the
     cached build), ``debian`` is the distribution's. A Debian recipe
@@ -129,8 +129,8 @@ def build_image(
         PrerequisiteError: a host tool is missing.
     """
     passphrase = image.image_passphrase(passphrase_file, secret_only)
-    variant = image.parse_variant(luks)
-    flavour = image.parse_guest_kernel(kernel)
+    variant = imagemeta.parse_variant(luks)
+    flavour = imagemeta.parse_guest_kernel(kernel)
     distro = debian.DebianRecipe.load(recipe)
     if distro is None and options is not None and options != debian.DebianOptions():
         raise ConfigError(
@@ -139,7 +139,7 @@ def build_image(
             "with test KDF costs)."
         )
     if distro is None:
-        image.Recipe.load(recipe)  # an unknown recipe is refused before any build
+        imagemeta.Recipe.load(recipe)  # an unknown recipe is refused before any build
     else:
         debian.pick_suite(distro, (options or debian.DebianOptions()).suite)
     doctor.require(
@@ -147,7 +147,7 @@ def build_image(
     )
     dest = Path(out).resolve() if out else cfg.layout.image(recipe, variant)
     built = None
-    if flavour is image.GuestKernel.BUILT or distro is not None:
+    if flavour is imagemeta.GuestKernel.BUILT or distro is not None:
         built = linux.guest_kernel(build_component(cfg, linux.SPEC.name, {}))
     ws = Workspace.of(cfg)
     tools = builder_image(registry.TOOLS_BUILDER, ws)

@@ -31,6 +31,8 @@ from typing import Any
 
 from harness import run
 from harness.boots import matrix, scenarios
+from harness.boots.prepare import Firmware, HostDisk, Machine
+from harness.boots.result import Result
 from harness.components import linux, ovmf, registry
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import (
@@ -70,7 +72,8 @@ from harness.flows.results import (
     night_verdict,
 )
 from harness.guest import debian
-from harness.guest.image import BuiltKernel, Kdf, LuksVariant
+from harness.guest.imagemeta import Kdf, LuksVariant
+from harness.guest.rootfs import BuiltKernel
 from harness.host import containers, doctor, qemu
 from harness.host.sev import HostSev
 from harness.records import load_json
@@ -257,12 +260,12 @@ def _night(
         cached=fw.cached,
         manifest="manifest.json",
     )
-    firmware = matrix.Firmware(ovmf.firmware(fw), manifest.launch_digest)
+    firmware = Firmware(ovmf.firmware(fw), manifest.launch_digest)
     t1 = time.monotonic()
-    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
+    machine = Machine.of(cfg, emulator)
     night.host = HostInfo(
         qemu=f"{emulator.version()} ({night.emulator})",
-        accelerator=str(accel),
+        accelerator=str(machine.accel),
         kernel=os.uname().release,
     )
     work = ws.layout.runs / RUN_DIR  # not under the report directory, which is replaced whole
@@ -279,7 +282,7 @@ def _night(
     night.timings["images"] = time.monotonic() - t1
     t2 = time.monotonic()
 
-    def booted(r: scenarios.Result) -> None:  # progress, as each boot ends
+    def booted(r: Result) -> None:  # progress, as each boot ends
         case = matrix.case_id(r.scenario, r.variant)
         log.info("%-7s boot/%s in %.1f s", r.outcome.upper(), case, r.seconds)
 
@@ -290,27 +293,19 @@ def _night(
             if reason := scenarios.SCENARIOS[name].simulated_only:
                 night.case(Suite.BOOT, matrix.case_id(name, variant), Verdict.SKIPPED, 0, reason)
     results = matrix.run_matrix(
-        firmware,
-        images,
-        accel,
-        work / "boot",
-        jobs=jobs,
-        emulator=emulator,
-        on_result=booted,
-        cases=playable,
-        kind=cfg.launch,
+        firmware, images, machine, work / "boot", jobs=jobs, on_result=booted, cases=playable
     )
     for result in results:
         _boot_case(night, result)
     night.timings["boots"] = time.monotonic() - t2
     if debian:
         t3 = time.monotonic()
-        _debian_stage(night, ws, tools, linux.guest_kernel(kernel), firmware, accel, emulator,
-                      work, jobs, booted, cfg, images.host_disk())  # fmt: skip
+        _debian_stage(night, ws, tools, linux.guest_kernel(kernel), firmware, machine,
+                      work, jobs, booted, images.host_disk())  # fmt: skip
         night.timings["debian"] = time.monotonic() - t3
 
 
-def _boot_case(night: Run, result: scenarios.Result) -> None:
+def _boot_case(night: Run, result: Result) -> None:
     case = matrix.case_id(result.scenario, result.variant)
     link = night.keep(result.transcript, f"transcripts/{case}.log")
     night.case(
@@ -340,14 +335,12 @@ def _debian_stage(
     ws: Workspace,
     tools: containers.BuilderImage,
     kernel: BuiltKernel,
-    firmware: matrix.Firmware,
-    accel: qemu.Accel,
-    emulator: qemu.Qemu,
+    firmware: Firmware,
+    machine: Machine,
     work: Path,
     jobs: int,
-    booted: Callable[[scenarios.Result], None],
-    cfg: Config,
-    host_disk: scenarios.HostDisk,
+    booted: Callable[[Result], None],
+    host_disk: HostDisk,
 ) -> None:
     """The Debian variant: the image (a verdict: the assembly in the guest may fail),
     then its boots to the login prompt (*host_disk* is the host's, for search-hijack)."""
@@ -390,15 +383,7 @@ def _debian_stage(
         links={LinkKind.LOG: link} if link else {},
     )
     for result in matrix.run_debian(
-        firmware,
-        img,
-        accel,
-        work / "boot",
-        jobs=jobs,
-        emulator=emulator,
-        on_result=booted,
-        kind=cfg.launch,
-        host_disk=host_disk,
+        firmware, img, machine, work / "boot", jobs=jobs, on_result=booted, host_disk=host_disk
     ):
         _boot_case(night, result)
 
@@ -421,7 +406,7 @@ def _series(night: Run, ws: Workspace, spec: Spec[Any]) -> bool:
     what = f"{len(comp.patches)} patch(es) on {pin.name} {pin.version}"
     builder = builder_image(spec.builder, ws)
     entry = plan(spec, ws, builder, Request()).entry_name
-    if (ws.builds / entry / MANIFEST).is_file():
+    if (ws.layout.builds / entry / MANIFEST).is_file():
         took = time.monotonic() - started
         detail = f"{what} (applied by the cached build {entry})"
         night.case(Suite.SERIES, f"{comp.name}: series applies", Verdict.PASSED, took, detail)
@@ -459,9 +444,11 @@ def _build_stage(
     try:
         result = build(spec, ws)
     except (CommandError, BuildRefused) as err:
-        link = night.keep(ws.log(spec.name), REPORT_PATHS[LinkKind.LOG].format(name=spec.name))
+        link = night.keep(
+            ws.layout.log(spec.name), REPORT_PATHS[LinkKind.LOG].format(name=spec.name)
+        )
         night.case(Suite.BUILD, spec.name, Verdict.FAILED, time.monotonic() - started,
-                   err.message, _tail(ws.log(spec.name)),
+                   err.message, _tail(ws.layout.log(spec.name)),
                    {LinkKind.LOG: link} if link else {})  # fmt: skip
         return
     files = {LinkKind.LOG: result.log}

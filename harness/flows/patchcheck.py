@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.boots import matrix, scenarios
+from harness.boots import matrix
+from harness.boots.prepare import Firmware, Machine
+from harness.boots.result import Result
 from harness.components import grub as grub_build
 from harness.components import linux, ovmf, registry
 from harness.components import qemu as qemu_build
@@ -248,7 +250,7 @@ def _unit_tests(
     except PatchError as err:
         broken = err.message
     except CommandError as err:  # the build ran: its log says how far the tests got
-        ran = grub_build.unit_tests(ws.log(spec.name).read_text(errors="replace"))
+        ran = grub_build.unit_tests(ws.layout.log(spec.name).read_text(errors="replace"))
         broken = err.message
     seen = {t.name: t for t in ran}
     for name in spec.unit_tests:
@@ -278,24 +280,22 @@ def _build_and_boot(
         add(Check("boot", spec.name, Verdict.SKIPPED, "the build failed"))
         return
     firmware, emulator, kernel = built
-    accel = qemu.working_accelerator(ws.cache, qemu.DEBIAN_OVMF, emulator, cfg.accel)
+    machine = Machine.of(cfg, emulator)
     runs = ws.layout.runs / RUN_DIR / spec.name
     tools = builder_image(registry.TOOLS_BUILDER, ws)
     images = matrix.build_images(
         runs / "images", ws.layout.image_cache, tools.tag, kernel=linux.guest_kernel(kernel)
     )
 
-    def booted(r: scenarios.Result) -> None:  # reported as each boot ends
+    def booted(r: Result) -> None:  # reported as each boot ends
         add(Check("boot", matrix.case_id(r.scenario, r.variant), r.outcome, r.detail))
 
-    matrix.run_matrix(
-        firmware, images, accel, runs / "boot", jobs=jobs, emulator=emulator, on_result=booted
-    )
+    matrix.run_matrix(firmware, images, machine, runs / "boot", jobs=jobs, on_result=booted)
 
 
 def _build(
     spec: Spec[Any], ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
-) -> tuple[matrix.Firmware, qemu.Qemu, Built[linux.KernelManifest]] | None:
+) -> tuple[Firmware, qemu.Qemu, Built[linux.KernelManifest]] | None:
     """Build what the series changes, and the firmware, emulator and guest kernel to
     boot (the system's QEMU unless the series is the emulator's; the pinned kernel
     unless the series is the kernel's); None when a build failed."""
@@ -328,7 +328,7 @@ def _build(
     what = f"OVMF.fd sha256 {out.sha256[:16]}…, launch digest {out.sev_launch_digest[:16]}…"
     name = spec.name if spec.role in (Role.FIRMWARE, Role.FIRMWARE_PART) else ovmf.SPEC.name
     add(Check("build", name, Verdict.PASSED, what))
-    return matrix.Firmware(ovmf.firmware(built), built.manifest.launch_digest), emulator, kernel
+    return Firmware(ovmf.firmware(built), built.manifest.launch_digest), emulator, kernel
 
 
 def rebase(component: str, version: str, cfg: Config) -> list[Check]:

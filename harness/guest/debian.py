@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import tempfile
 import time
 import tomllib
@@ -39,12 +38,17 @@ from pathlib import Path
 
 from harness import run
 from harness.config import RECIPES
-from harness.errors import ConfigError, InfrastructureError, InputError, VerificationError
+from harness.errors import (
+    CommandError,
+    ConfigError,
+    InfrastructureError,
+    InputError,
+    VerificationError,
+)
 from harness.files import read_input, read_private, write_private
-from harness.guest import image, proof
-from harness.guest.image import (
-    KEY_BYTES,
-    BuiltKernel,
+from harness.guest import cryptdisk, debpkgs, imagemeta, proof, rootfs
+from harness.guest.cryptdisk import KEY_BYTES
+from harness.guest.imagemeta import (
     DiskFormat,
     GuestKernel,
     Image,
@@ -53,6 +57,7 @@ from harness.guest.image import (
     LuksVariant,
     Ready,
 )
+from harness.guest.rootfs import BuiltKernel
 from harness.host import containers, qemu
 from harness.passphrase import Passphrase
 
@@ -78,7 +83,7 @@ PACKAGES_FILE = "packages.txt"
 #: The smallest root --size takes: a kernel, its initramfs and systemd fit with room.
 MIN_SIZE_MIB = 1024
 #: The ESP is the first partition, at 1 MiB; the root follows it.
-ESP_START = image.PARTITION_START
+ESP_START = imagemeta.PARTITION_START
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class DebianRecipe:
         try:
             data = tomllib.loads((directory / "recipe.toml").read_text())
         except FileNotFoundError:
-            return None  # image.Recipe.load says which recipes there are
+            return None  # imagemeta.Recipe.load says which recipes there are
         if data.get("kind") != KIND:
             return None
         return cls(
@@ -301,7 +306,7 @@ def gpt_disk(esp: Path, root_bytes: int, work: Path) -> tuple[Path, int]:
     disk = work / "disk.img"
     with open(disk, "wb") as f:
         f.truncate(root_start + root_bytes + 1024 * 1024)  # room for the backup GPT
-    s = image.SECTOR
+    s = imagemeta.SECTOR
     script = (
         "label: gpt\n"
         f"start={ESP_START // s}, size={esp_bytes // s}, type=uefi, name=esp\n"
@@ -316,9 +321,9 @@ def gpt_disk(esp: Path, root_bytes: int, work: Path) -> tuple[Path, int]:
 
 def assembly_initramfs(busybox: bytes, unlock: Path, init: bytes, key: bytes) -> bytes:
     """The assembly VM's initramfs: busybox, cryptsetup's closure, the key file."""
-    files = image.unlock_files(unlock)
+    files = rootfs.unlock_files(unlock)
     files["root.key"] = (0o100400, key)
-    return image.initramfs(busybox, init, files)
+    return rootfs.initramfs(busybox, init, files)
 
 
 def assemble(
@@ -353,17 +358,15 @@ def assemble(
         "-drive", f"file={disk},if=virtio,format=raw,cache=unsafe",
     ]  # fmt: skip
     started = time.monotonic()
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired as err:
-            proc.kill()
-            proc.wait()
-            raise InfrastructureError(
-                f"The assembly VM did not finish within {timeout:g} s; its console is kept as "
-                f"{FAILED_PREFIX}{log_path.name} in the image directory."
-            ) from err
+    try:
+        proc = run.run(argv, check=False, timeout=timeout, output=log_path)
+    except CommandError as err:
+        if not err.timed_out:
+            raise
+        raise InfrastructureError(
+            f"The assembly VM did not finish within {timeout:g} s; its console is kept as "
+            f"{FAILED_PREFIX}{log_path.name} in the image directory."
+        ) from err
     took = time.monotonic() - started
     judge_assembly(log_path.read_text(errors="replace"), proc.returncode, log_path)
     return took
@@ -447,9 +450,9 @@ def build(
     proof_key = proof.new_key()
     inputs["proof.key"] = proof.padded_blocks(proof_key)
     inputs["harness-proof"] = proof.program((RECIPES / "minimal" / "proof").read_text())
-    busybox_pkg = image.fetch_packages(("busybox-static",), cache, tools_builder)
+    busybox_pkg = debpkgs.fetch_packages(("busybox-static",), cache, tools_builder)
     busybox = (busybox_pkg / "bin/busybox").read_bytes()
-    unlock = image.fetch_unlock_tools(cache, tools_builder)
+    unlock = debpkgs.fetch_unlock_tools(cache, tools_builder)
     ids = Ids.fresh()
     out.parent.mkdir(parents=True, exist_ok=True)
     # The new image directory, made beside the old one and swapped in whole at the end;
@@ -473,13 +476,13 @@ def build(
         timings["root"] = time.monotonic() - started
         started = time.monotonic()
         root_fs = made / "root.ext4"
-        luks, offset = image.luks_header(
+        luks, offset = cryptdisk.luks_header(
             variant, pass_path, scratch, root_fs.stat().st_size, ids.luks_uuid, key_path,
             options.kdf,
         )  # fmt: skip
         disk, root_start = gpt_disk(made / "esp.img", luks.stat().st_size, scratch)
-        free = image.free_ranges(root_fs)
-        image.fill_luks(disk, root_start, luks, offset, root_fs, pass_path, scratch, free)
+        free = cryptdisk.free_ranges(root_fs)
+        cryptdisk.fill_luks(disk, root_start, luks, offset, root_fs, pass_path, scratch, free)
         for name in ("root.ext4", "esp.img"):
             (made / name).unlink()
         timings["disk"] = time.monotonic() - started

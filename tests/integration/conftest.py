@@ -16,8 +16,9 @@ from harness.components.pipeline import build
 from harness.components.workspace import Workspace
 from harness.config import resolve
 from harness.flows import nightly
-from harness.guest import image
-from harness.guest.image import BuiltKernel, LuksVariant
+from harness.guest import imagemeta
+from harness.guest.imagemeta import LuksVariant
+from harness.guest.rootfs import BuiltKernel
 from harness.host import qemu
 from tests.conftest import CACHE, ROOT
 
@@ -51,7 +52,7 @@ class DebianNight:
     status: int
     report: Path
     history: Path
-    image: image.Image
+    image: imagemeta.Image
     cases: tuple[tuple[str, LuksVariant], ...]
 
 
@@ -81,7 +82,7 @@ def debian_night() -> DebianNight:
             status = nightly.nightly(cfg, report, history, workspace=ws, cases=DEBIAN_NIGHT_CASES)
             stamp.write_text(f"{run_id} {status}")
         status = int(stamp.read_text().split()[1])
-    return DebianNight(status, report, history, image.load(where), DEBIAN_NIGHT_CASES)
+    return DebianNight(status, report, history, imagemeta.load(where), DEBIAN_NIGHT_CASES)
 
 
 @pytest.fixture(scope="module")

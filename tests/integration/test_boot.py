@@ -12,23 +12,21 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness import run
 from harness.boots import matrix, scenarios, verdicts
+from harness.boots.prepare import Firmware, HostDisk, Machine, Target
+from harness.boots.result import Result
+from harness.boots.runner import run_scenario
 from harness.components import ovmf
 from harness.config import LaunchKind
 from harness.guest import proof, xts
-from harness.guest.image import (
-    BuiltKernel,
-    Image,
-    LuksVariant,
-    build_image,
-    payload_offset,
-    volume_key,
-)
+from harness.guest.cryptdisk import payload_offset, volume_key
+from harness.guest.image import build_image
+from harness.guest.imagemeta import Image, LuksVariant
+from harness.guest.rootfs import BuiltKernel
 from harness.host import qemu
 from harness.passphrase import Passphrase
 from tests.conftest import IMAGE_CACHE, ROOT, tools_builder
@@ -90,21 +88,16 @@ def _boot(
     firmware: ovmf.OvmfBuild,
     accel: qemu.Accel,
     workdir: Path,
-    **extra: Any,
-) -> scenarios.Result:
+    host_disk: HostDisk | None = None,
+    kind: LaunchKind = LaunchKind.SIMULATED,
+) -> Result:
     """One scenario on *img* with the workspace's firmware (its manifest's digest)."""
-    return scenarios.run_scenario(
+    return run_scenario(
         scenarios.SCENARIOS[name],
-        firmware=ovmf.firmware(firmware),
-        expected_digest=firmware.manifest.launch_digest,
-        disk=img.disk,
-        passphrase=Passphrase.read(img.passphrase_file),
-        token=img.token,
-        variant=img.variant.value,
-        workdir=workdir,
-        accel=accel,
-        guest_kernel=img.guest_kernel,
-        **extra,
+        Target.of(Firmware(ovmf.firmware(firmware), firmware.manifest.launch_digest), img),
+        Machine(accel, kind=kind),
+        workdir,
+        host_disk,
     )
 
 
@@ -166,7 +159,7 @@ def test_a_twin_of_the_owner_disk_is_refused_by_the_initramfs(
     img = images.for_case("foreign-disk", LuksVariant.LUKS1)
     twin = tmp_path / "twin.img"
     shutil.copyfile(img.disk, twin)
-    host = scenarios.HostDisk(twin, Passphrase.read(img.passphrase_file), images.host_disk().boot)
+    host = HostDisk(twin, Passphrase.read(img.passphrase_file), images.host_disk().boot)
     result = _boot("foreign-disk", img, firmware, accel, tmp_path / "boot", host_disk=host)
     assert not result.passed
     assert "the initramfs failing" in result.detail, result.detail
@@ -197,17 +190,11 @@ def test_a_hanging_guest_times_out_cleanly(
 ) -> None:
     builder = tools_builder()
     img = build_image("no-kernel", LuksVariant.LUKS1, tmp_path / "img", IMAGE_CACHE, builder.tag)
-    result = scenarios.run_scenario(
+    result = run_scenario(
         scenarios.SCENARIOS["passwordless"],
-        firmware=ovmf.firmware(firmware),
-        expected_digest=firmware.manifest.launch_digest,
-        disk=img.disk,
-        passphrase=Passphrase.read(img.passphrase_file),
-        token=img.token,
-        variant="luks1",
-        workdir=tmp_path / "boot",
-        accel=accel,
-        timeout=20,
+        Target.of(Firmware(ovmf.firmware(firmware), firmware.manifest.launch_digest), img),
+        Machine(accel, timeout=20),
+        tmp_path / "boot",
     )
     assert not result.passed and "within 20 s" in result.detail
     assert "this image has no kernel" in result.transcript.read_text()
@@ -225,7 +212,7 @@ def test_parallel_runs_do_not_collide(
 
     img = images.for_case("passwordless", LuksVariant.LUKS1)
 
-    def one(name: str, index: int) -> scenarios.Result:
+    def one(name: str, index: int) -> Result:
         return _boot(name, img, firmware, accel, tmp_path / f"run{index}")
 
     with ThreadPoolExecutor(2) as pool:

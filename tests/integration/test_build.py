@@ -163,7 +163,7 @@ def test_patch_that_does_not_apply_builds_nothing(tmp_path: Path) -> None:
     with pytest.raises(PatchError, match=patch.name):
         ovmf.build_ovmf(ws)
     assert not (ws.root / "ovmf").exists()
-    assert not list(ws.builds.glob("ovmf-*")) and not list(ws.builds.glob("grub-*"))
+    assert not list(ws.layout.builds.glob("ovmf-*")) and not list(ws.layout.builds.glob("grub-*"))
 
 
 def test_corrupted_archive_is_refused(tmp_path: Path) -> None:
@@ -206,7 +206,7 @@ def test_ctrl_c_mid_build_leaves_no_container_and_no_cache_entry(tmp_path: Path)
     proc.wait(timeout=120)
     assert proc.returncode == 130, proc.stdout.read() if proc.stdout else ""
     assert harness_containers(ws) == []
-    assert not list(ws.builds.glob("grub-*"))
+    assert not list(ws.layout.builds.glob("grub-*"))
 
 
 @pytest.mark.qemu

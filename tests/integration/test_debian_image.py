@@ -22,8 +22,9 @@ import pytest
 from harness import run
 from harness.boots import ordinary, verdicts
 from harness.flows import nightly
-from harness.guest import debian, image, proof, xts
-from harness.guest.image import Image, Ready, volume_key
+from harness.guest import cryptdisk, debian, imagemeta, proof, xts
+from harness.guest.cryptdisk import volume_key
+from harness.guest.imagemeta import Image, Ready
 from harness.passphrase import Passphrase
 from tests.conftest import ROOT
 from tests.integration.conftest import DebianNight
@@ -64,7 +65,7 @@ def root_fs(debian_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Pa
         # Up to the backup GPT: the filesystem ends where ext4 says, the rest is ignored.
         left = debian_image.disk.stat().st_size - disk.tell() - 1024 * 1024
         while left > 0:
-            chunk = disk.read(min(image.CHUNK, left))
+            chunk = disk.read(min(cryptdisk.CHUNK, left))
             # A hole (a block the build left free) stays zero; the rest is decrypted.
             out.write(chunk if not any(chunk) else xts.decrypt(key, chunk, 512, sector))
             sector += len(chunk) // 512
@@ -93,7 +94,7 @@ def debugfs(fs: Path, request: str) -> str:
 def test_the_image_is_laid_out_as_the_post_says(debian_image: Image, tmp_path: Path) -> None:
     meta = debian_image.metadata
     assert (meta.recipe, meta.ready, meta.suite) == ("debian", Ready.LOGIN, "trixie")
-    assert meta.guest_kernel is image.GuestKernel.DEBIAN and meta.kernel
+    assert meta.guest_kernel is imagemeta.GuestKernel.DEBIAN and meta.kernel
     assert stat.S_IMODE(debian_image.passphrase_file.stat().st_mode) == 0o600
     table = json.loads(run.run(["sfdisk", "--json", str(debian_image.disk)]).stdout)
     esp, root = table["partitiontable"]["partitions"]
@@ -131,7 +132,7 @@ def test_the_root_is_configured_to_unlock_with_its_key_file(
     run.run(["debugfs", "-R", f"dump /etc/cryptsetup-keys.d/root.key {key}", str(root_fs)])
     run.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(key), str(header)])
     key_bytes = key.read_bytes()
-    assert len(key_bytes) == image.KEY_BYTES
+    assert len(key_bytes) == cryptdisk.KEY_BYTES
     # The proof key: root's, 0600, the padded blocks of the owner's copy beside the disk.
     stat_text = debugfs(root_fs, f"stat /{proof.ROOT_KEY}")
     assert re.search(r"Mode:\s+0600", stat_text) and re.search(r"User:\s+0\s", stat_text)

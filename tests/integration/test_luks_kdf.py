@@ -12,8 +12,8 @@ import pytest
 from harness import run
 from harness.errors import ConfigError
 from harness.files import write_private
-from harness.guest import image
-from harness.guest.image import Kdf, LuksVariant
+from harness.guest import cryptdisk, imagemeta
+from harness.guest.imagemeta import Kdf, LuksVariant
 
 pytestmark = pytest.mark.tools
 
@@ -28,7 +28,7 @@ def slots(variant: LuksVariant, kdf: Kdf, work: Path) -> list[dict[str, int]]:
     work.mkdir()
     passphrase, key = work / "passphrase", work / "root.key"
     write_private({passphrase: b"an owner's passphrase", key: bytes(range(64))})
-    luks, _ = image.luks_header(variant, passphrase, work, 1 << 20, key_path=key, kdf=kdf)
+    luks, _ = cryptdisk.luks_header(variant, passphrase, work, 1 << 20, key_path=key, kdf=kdf)
     dump = run.run(["cryptsetup", "luksDump", str(luks)]).stdout.decode()
     if variant is LuksVariant.LUKS1:
         parts = re.split(r"^Key Slot (\d): ENABLED$", dump, flags=re.MULTILINE)[1:]
@@ -61,4 +61,4 @@ def test_standard_costs_are_cryptsetups_own_on_the_passphrase_slot_only(
 
 def test_a_bad_kdf_is_one_sentence() -> None:
     with pytest.raises(ConfigError, match="--kdf 'fast' is not one of test, standard"):
-        image.parse_kdf("fast")
+        imagemeta.parse_kdf("fast")

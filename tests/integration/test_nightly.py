@@ -25,7 +25,7 @@ from harness.boots import matrix, scenarios
 from harness.components import registry
 from harness.config import QemuChoice, resolve
 from harness.flows import nightly
-from harness.guest.image import LuksVariant
+from harness.guest.imagemeta import LuksVariant
 from tests.conftest import ROOT, tools_builder, workspace
 
 pytestmark = [

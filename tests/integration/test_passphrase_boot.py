@@ -14,9 +14,12 @@ import pytest
 
 from harness import run
 from harness.boots import scenarios
+from harness.boots.prepare import Firmware, Machine, Target
+from harness.boots.runner import run_scenario
 from harness.components import ovmf
 from harness.errors import InputError
-from harness.guest.image import LuksVariant, build_image, image_passphrase
+from harness.guest.image import build_image, image_passphrase
+from harness.guest.imagemeta import LuksVariant
 from harness.host import qemu
 from harness.passphrase import Passphrase
 from tests.conftest import IMAGE_CACHE, ROOT, tools_builder
@@ -71,16 +74,14 @@ def test_passwordless_boot_from_a_passphrase_file(
     )  # fmt: skip
     names = ["passwordless", "no-secret"] if typable else ["passwordless"]
     for scenario in names:
-        result = scenarios.run_scenario(
-            scenarios.SCENARIOS[scenario],
-            firmware=ovmf.firmware(firmware),
-            expected_digest=firmware.manifest.launch_digest,
-            disk=img.disk,
-            passphrase=Passphrase.read(source),
-            token=img.token,
-            variant=LuksVariant.LUKS1.value,
-            workdir=tmp_path / "boot" / scenario,
-            accel=accel,
+        # The user's own file, line end and all: the harness must strip it as build-image did.
+        target = Target(
+            Firmware(ovmf.firmware(firmware), firmware.manifest.launch_digest),
+            img,
+            Passphrase.read(source),
+        )
+        result = run_scenario(
+            scenarios.SCENARIOS[scenario], target, Machine(accel), tmp_path / "boot" / scenario
         )
         assert result.passed, result.detail
         transcript = result.transcript.read_bytes()

@@ -274,7 +274,7 @@ def test_a_broken_parser_on_a_local_tree_fails_its_unit_test(ws_root: Path, tmp_
     tree = tmp_path / "my-grub"
     tree.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(ws.work("grub") / "src"), "archive", "harness-base"],
+        ["git", "-C", str(ws.layout.work("grub") / "src"), "archive", "harness-base"],
         check=True,
         capture_output=True,
     ).stdout

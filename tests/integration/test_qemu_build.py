@@ -20,14 +20,16 @@ import pytest
 
 from harness import run
 from harness.boots import scenarios
+from harness.boots.prepare import Firmware, Machine, Target
+from harness.boots.runner import run_scenario
 from harness.components import ovmf, registry
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import builder_image
 from harness.components.trees import prepare_tree
 from harness.components.workspace import Workspace
-from harness.guest.image import LuksVariant, build_image
+from harness.guest.image import build_image
+from harness.guest.imagemeta import LuksVariant
 from harness.host import qemu
-from harness.passphrase import Passphrase
 from harness.upstream.patchset import GIT_ENV, read_series
 from tests.conftest import CACHE, IMAGE_CACHE, ROOT, tools_builder
 
@@ -103,7 +105,7 @@ def test_a_series_change_is_a_build_of_its_own(built: qemu_build.QemuBuild, tmp_
     The first run on a machine builds both (incrementally, in one tree); a later run finds
     them under the same inputs, which the key names exactly (the series' bytes among them)."""
     main = Workspace(OUT)
-    src = main.work("qemu") / "src"
+    src = main.layout.work("qemu") / "src"
     if not (src / ".git").is_dir():  # the pin came from the cache; unpack it
         builder = builder_image("qemu", main)
         with main.locked():
@@ -145,17 +147,11 @@ def test_passwordless_boot_with_the_built_qemu(built: qemu_build.QemuBuild, tmp_
     # A private copy: another worker may publish out/qemu while this guest runs.
     emulator = qemu_build.emulator(built)
     accel = qemu.working_accelerator(CACHE, qemu.DEBIAN_OVMF, emulator)
-    result = scenarios.run_scenario(
+    result = run_scenario(
         scenarios.SCENARIOS["passwordless"],
-        firmware=ovmf.firmware(firmware),
-        expected_digest=firmware.manifest.launch_digest,
-        disk=img.disk,
-        passphrase=Passphrase.read(img.passphrase_file),
-        token=img.token,
-        variant=LuksVariant.LUKS1.value,
-        workdir=tmp_path / "boot",
-        accel=accel,
-        emulator=emulator,
+        Target.of(Firmware(ovmf.firmware(firmware), firmware.manifest.launch_digest), img),
+        Machine(accel, emulator),
+        tmp_path / "boot",
     )
     assert result.passed, result.detail
     transcript = result.transcript.read_text()

@@ -158,7 +158,7 @@ def test_work_tree_remembers_where_its_bytes_came_from(tmp_path: Path) -> None:
     assert warm.origin == "work tree" and warm.provenance == want and warm.base == cold.base
     assert work_tree_provenance(ws, comp) == want
     # A work tree unpacked before routes were recorded is kept, its route unknown.
-    stamp = ws.work("demo") / "base.json"
+    stamp = ws.layout.work("demo") / "base.json"
     old = json.loads(stamp.read_text())
     del old["provenance"]
     stamp.write_text(json.dumps(old))

@@ -238,7 +238,7 @@ def test_the_hardware_flow_gives_nothing_to_a_launch_it_cannot_trust(
 def test_the_sev_es_digest_comes_from_the_manifests_firmware() -> None:
     """The owner's SEV-ES digest is made from the firmware file only once that file is
     shown to be the build the manifest records, never from what the host launches."""
-    from harness.boots.scenarios import _owner_digest
+    from harness.boots.prepare import _owner_digest
 
     vcpus = VcpuConfig(2, cpu_type("EPYC"), "EPYC")
     assert _owner_digest(TAIL, launch_digest(TAIL), None) == launch_digest(TAIL)

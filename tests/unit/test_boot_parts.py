@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.boots import scenarios
+from harness.boots import runner
 from harness.boots.matrix import MATRIX
 from harness.boots.scenarios import SCENARIOS, Scenario, Secret
 from harness.boots.verdicts import Ending, Host
 from harness.errors import ConfigError, GuestVerdict
 from harness.guest import cpio, xts
-from harness.guest.image import LuksVariant, initramfs, parse_variant
+from harness.guest.imagemeta import LuksVariant, parse_variant
+from harness.guest.rootfs import initramfs
 from harness.host import console, qemu
 from harness.sev.malformed import malformed_tables
 
@@ -455,7 +456,7 @@ def test_what_runs_on_sev_hardware() -> None:
 
 
 def test_used_ranges_are_the_complement_of_the_free_ones() -> None:
-    from harness.guest.image import _used
+    from harness.guest.cryptdisk import _used
 
     assert _used(100, []) == [(0, 100)]
     assert _used(100, [(0, 100)]) == []
@@ -466,7 +467,7 @@ def test_used_ranges_are_the_complement_of_the_free_ones() -> None:
 def test_the_volume_key_is_searched_for_wherever_grub_opened_the_owners_disk() -> None:
     """Booted, stopped after the handover, or stalled with the CLI locked (grub 0013):
     the key must be gone. Not where the owner's disk was never opened."""
-    searched = {name for name, s in SCENARIOS.items() if scenarios._handed_over(s)}
+    searched = {name for name, s in SCENARIOS.items() if runner._handed_over(s)}
     assert {"passwordless", "search-hijack", "broken-kernel", "console-keys",
             "reset-replay", "stalled-menu"} <= searched  # fmt: skip
     assert not searched & {"refusal", "wrong-secret", "owner-disk-missing", "impostor",
@@ -476,10 +477,10 @@ def test_the_volume_key_is_searched_for_wherever_grub_opened_the_owners_disk() -
 def test_where_grub_booted_nothing_no_kernel_may_hold_the_key() -> None:
     """Our kernel holds the key it opened the root with; where GRUB stalled (a missing
     kernel, a failed menu) no kernel ran, so the key must be gone on every image."""
-    from harness.guest.image import GuestKernel, Ready
+    from harness.guest.imagemeta import GuestKernel, Ready
 
     def gone(name: str, kernel: GuestKernel, ready: Ready = Ready.MARKER) -> bool:
-        return scenarios._key_must_be_gone(SCENARIOS[name], kernel, ready)
+        return runner._key_must_be_gone(SCENARIOS[name], kernel, ready)
 
     assert gone("passwordless", GuestKernel.DEBIAN)
     assert not gone("passwordless", GuestKernel.BUILT)

@@ -13,8 +13,8 @@ from harness import run
 from harness.boots import scenarios, verdicts
 from harness.config import RECIPES
 from harness.errors import ConfigError, GuestVerdict, InputError, VerificationError
-from harness.guest import debian, image
-from harness.guest.image import DiskFormat, Ready
+from harness.guest import debian, debpkgs, imagemeta, rootfs
+from harness.guest.imagemeta import DiskFormat, Ready
 from tests.fakeguest import OWNER_PASSPHRASE, PROOF_LINE, Reaction, play_scenario
 
 pytestmark = pytest.mark.unit
@@ -169,7 +169,7 @@ def test_recipes_know_their_kind() -> None:
     assert debian.DebianRecipe.load("minimal") is None
     assert debian.DebianRecipe.load("no-such-recipe") is None
     with pytest.raises(ConfigError, match="debian recipe"):
-        image.Recipe.load("debian")
+        imagemeta.Recipe.load("debian")
     recipe = debian.DebianRecipe.load("debian")
     assert recipe is not None
     for name in ("make-root", "assemble-init"):
@@ -207,8 +207,8 @@ def test_ssh_key_file(tmp_path: Path) -> None:
 
 
 def test_image_json_of_a_debian_image_round_trips(tmp_path: Path) -> None:
-    meta = image.ImageMetadata(
-        variant=image.LuksVariant.LUKS2_PBKDF2,
+    meta = imagemeta.ImageMetadata(
+        variant=imagemeta.LuksVariant.LUKS2_PBKDF2,
         token=TOKEN,
         recipe="debian",
         partition_start=65 * 1024 * 1024,
@@ -217,7 +217,7 @@ def test_image_json_of_a_debian_image_round_trips(tmp_path: Path) -> None:
         disk_format=DiskFormat.QCOW2,
     )
     meta.dump(tmp_path / "image.json")
-    img = image.load(tmp_path)
+    img = imagemeta.load(tmp_path)
     assert img.metadata == meta
     assert img.disk == tmp_path / "disk.qcow2"
     assert os.path.basename(img.disk) == DiskFormat.QCOW2.file_name
@@ -269,12 +269,12 @@ def test_a_failed_build_keeps_the_previous_image_and_its_own_logs(
         (out / name).write_bytes(data)
     unlock = tmp_path / "unlock"
     unlock.mkdir()
-    (unlock / image.CLOSURE_FILES).write_text("")
+    (unlock / debpkgs.CLOSURE_FILES).write_text("")
     busybox = tmp_path / "busybox" / "bin"
     busybox.mkdir(parents=True)
     (busybox / "busybox").write_bytes(b"\x7fELF")
-    monkeypatch.setattr(image, "fetch_packages", lambda *a: busybox.parent)
-    monkeypatch.setattr(image, "fetch_unlock_tools", lambda *a: unlock)
+    monkeypatch.setattr(debpkgs, "fetch_packages", lambda *a: busybox.parent)
+    monkeypatch.setattr(debpkgs, "fetch_unlock_tools", lambda *a: unlock)
 
     def failing_root(*args: object) -> Path:
         log_path = args[-1]
@@ -285,9 +285,9 @@ def test_a_failed_build_keeps_the_previous_image_and_its_own_logs(
     monkeypatch.setattr(debian, "make_root", failing_root)
     recipe = debian.DebianRecipe.load("debian")
     assert recipe is not None
-    kernel = image.BuiltKernel(tmp_path / "bzImage", "6.12")
+    kernel = rootfs.BuiltKernel(tmp_path / "bzImage", "6.12")
     with pytest.raises(VerificationError, match="scripted"):
-        debian.build(recipe, image.LuksVariant.LUKS1, out, debian.DebianOptions(),
+        debian.build(recipe, imagemeta.LuksVariant.LUKS1, out, debian.DebianOptions(),
                      cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
     assert (out / "disk.img").read_bytes() == b"old disk"
     assert (out / "passphrase").read_bytes() == b"p"
@@ -301,16 +301,16 @@ def test_a_failed_build_keeps_the_previous_image_and_its_own_logs(
     other.mkdir()
     (other / "cat.jpg").write_bytes(b"meow")
     with pytest.raises(ConfigError, match="holds no image"):
-        debian.build(recipe, image.LuksVariant.LUKS1, other, debian.DebianOptions(),
+        debian.build(recipe, imagemeta.LuksVariant.LUKS1, other, debian.DebianOptions(),
                      cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
     assert (other / "cat.jpg").read_bytes() == b"meow"
     # A directory a failed first build left (its logs only) is taken again.
     first = tmp_path / "first"
     with pytest.raises(VerificationError, match="scripted"):
-        debian.build(recipe, image.LuksVariant.LUKS1, first, debian.DebianOptions(),
+        debian.build(recipe, imagemeta.LuksVariant.LUKS1, first, debian.DebianOptions(),
                      cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
     with pytest.raises(VerificationError, match="scripted"):
-        debian.build(recipe, image.LuksVariant.LUKS1, first, debian.DebianOptions(),
+        debian.build(recipe, imagemeta.LuksVariant.LUKS1, first, debian.DebianOptions(),
                      cache=tmp_path, builder="b", tools_builder="t", kernel=kernel)  # fmt: skip
     assert [p.name for p in first.iterdir()] == ["failed-build.log"]
 

@@ -16,13 +16,14 @@ from typing import Any, cast
 
 import pytest
 
-from harness.boots import extras, linux, scenarios, verdicts
+from harness.boots import extras, linux, prepare, runner, scenarios, verdicts
 from harness.boots.linux import LinuxSees
 from harness.errors import ConfigError, GuestVerdict, InputError, SecretFormatError
 from harness.firmware import guids
 from harness.firmware.guidtable import MemoryBlock
-from harness.guest.image import GuestKernel
+from harness.guest.imagemeta import GuestKernel, Image, ImageMetadata, LuksVariant
 from harness.guest.report import BUILT_ROOT, REMOVE_SECRET_GUID, GuestReport
+from harness.host import qemu
 from harness.passphrase import Passphrase
 from harness.sev.secret import (
     DEFAULT_SECRET_AREA,
@@ -378,7 +379,7 @@ class _Guest:
 def _after_boot(tmp_path: Path, name: str, text: str, page: bytes) -> list[str]:
     scenario = scenarios.SCENARIOS[name]
     table = owner_table(REMOVING if scenario.removes else EXTRAS)
-    launch = scenarios.Launch(
+    launch = prepare.Launch(
         cast(Any, None),
         Passphrase(b"wrong"),
         MemoryBlock(0x80_0000, DEFAULT_SECRET_AREA),
@@ -391,15 +392,19 @@ def _after_boot(tmp_path: Path, name: str, text: str, page: bytes) -> list[str]:
     )
     guest = _Guest(tmp_path, text, page)
     guest.console.expect_any({"marker": verdicts.MARKER}, 5)
-    return scenarios._after_boot(
-        scenario,
-        cast(Any, guest),
-        launch,
-        Passphrase(PASSPHRASE),
-        tmp_path,
-        GuestKernel.BUILT,
-        5,
+    return runner._after_boot(
+        scenario, cast(Any, guest), launch, _target(tmp_path, GuestKernel.BUILT), tmp_path, 5
     )
+
+
+def _target(tmp_path: Path, kernel: GuestKernel) -> prepare.Target:
+    """An image that boots *kernel*, and a firmware; neither is read by what uses it."""
+    img = Image(
+        tmp_path / "disk",
+        tmp_path / "passphrase",
+        ImageMetadata(LuksVariant.LUKS1, "token", guest_kernel=kernel),
+    )
+    return prepare.Target(prepare.Firmware(tmp_path / "OVMF.fd", b""), img, Passphrase(PASSPHRASE))
 
 
 def test_secret_removed_end_to_end(tmp_path: Path) -> None:
@@ -423,14 +428,11 @@ def test_secret_removed_is_refused_on_a_debian_image(tmp_path: Path) -> None:
 
     with (
         pytest.raises(ConfigError, match="boots our kernel"),
-        scenarios.prepared(
+        prepare.prepared(
             scenarios.SCENARIOS["secret-removed"],
-            firmware=tmp_path / "OVMF.fd",
-            expected_digest=b"",
-            disk=tmp_path / "disk",
-            passphrase=Passphrase(PASSPHRASE),
-            workdir=tmp_path,
-            accel=cast(Any, "tcg"),
+            _target(tmp_path, GuestKernel.DEBIAN),
+            prepare.Machine(qemu.Accel.TCG),
+            tmp_path,
         ),
     ):
         pass

@@ -17,7 +17,7 @@ import pytest
 
 from harness.config import RECIPES
 from harness.errors import ConfigError, GuestVerdict
-from harness.guest import image, proof
+from harness.guest import imagemeta, proof, rootfs
 from tests.fakeguest import OWNER_PROOF, play_scenario, proof_line
 
 pytestmark = pytest.mark.unit
@@ -115,7 +115,7 @@ def test_the_program_names_the_nonces_places() -> None:
 
 
 def test_the_key_is_private_on_the_root() -> None:
-    files = image.proof_files(image.Recipe.load("minimal"), proof.padded_blocks(KEY))
+    files = rootfs.proof_files(imagemeta.Recipe.load("minimal"), proof.padded_blocks(KEY))
     assert files[proof.ROOT_KEY][0] & 0o777 == 0o600
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.boots import prepare
 from harness.components import qemu as qemu_build
 from harness.components.pipeline import Request, plan
 from harness.components.workspace import Workspace
 from harness.config import resolve
 from harness.errors import ConfigError, PrerequisiteError
-from harness.flows import boot
 from harness.host import containers, qemu
 from tests.conftest import ROOT
 
@@ -57,7 +57,7 @@ def test_version_is_parsed_from_the_first_line() -> None:
 
 def test_select_qemu(tmp_path: Path) -> None:
     def choose(choice: str) -> qemu.Qemu:
-        return boot.select_qemu(resolve(workspace=str(tmp_path), qemu=choice))
+        return prepare.select_qemu(resolve(workspace=str(tmp_path), qemu=choice))
 
     assert choose("system") is qemu.SYSTEM
     with pytest.raises(PrerequisiteError, match=r"no built QEMU .*run \./inv build-qemu first"):

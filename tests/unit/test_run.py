@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,23 @@ def test_missing_program() -> None:
 def test_timeout() -> None:
     with pytest.raises(CommandError, match=r"did not finish within 0\.5 s"):
         run.run([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+
+
+def test_output_to_a_file_and_a_timeout_that_says_so(tmp_path: Path) -> None:
+    """A VM's console goes to its log file (stdout and stderr together); a run that
+    outlives its time is killed and says it timed out, a missing program does not."""
+    log_path = tmp_path / "console.log"
+    script = "import sys\nprint('out', flush=True)\nprint('err', file=sys.stderr, flush=True)"
+    done = run.run([sys.executable, "-c", script], output=log_path)
+    assert done.returncode == 0 and done.stdout is None
+    assert sorted(log_path.read_text().split()) == ["err", "out"]
+    sleeper = "import time\nprint('started', flush=True)\ntime.sleep(30)"
+    with pytest.raises(CommandError) as info:
+        run.run([sys.executable, "-c", sleeper], timeout=1, output=log_path)
+    assert info.value.timed_out and log_path.read_text() == "started\n"
+    with pytest.raises(CommandError) as info:
+        run.run(["/nonexistent/program"], output=log_path)
+    assert not info.value.timed_out
 
 
 def test_check_false_returns_status() -> None:

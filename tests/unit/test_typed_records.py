@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from harness.boots.scenarios import Result
+from harness.boots.result import Result
 from harness.errors import InputError
 from harness.flows.patchcheck import Check
 from harness.flows.results import (
@@ -25,8 +25,8 @@ from harness.flows.results import (
     Published,
     Suite,
 )
-from harness.guest import image
-from harness.guest.image import PARTITION_START, GuestKernel, ImageMetadata, LuksVariant
+from harness.guest import imagemeta
+from harness.guest.imagemeta import PARTITION_START, GuestKernel, ImageMetadata, LuksVariant
 from harness.records import load_json
 from harness.verdict import Verdict
 from tests.conftest import ROOT
@@ -105,7 +105,7 @@ def test_image_json_round_trips_and_validates(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "image.json").read_text())
     jsonschema.validate(data, schema("guest/image.schema.json"))
     assert ImageMetadata.load(tmp_path / "image.json") == META
-    img = image.load(tmp_path)
+    img = imagemeta.load(tmp_path)
     assert (img.disk, img.token, img.variant) == (tmp_path / "disk.img", META.token, META.variant)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.boots import scenarios, verdicts
+from harness.boots import prepare, scenarios, verdicts
 from harness.errors import GuestVerdict
 from harness.passphrase import Passphrase
 from harness.sev.secret import SecretEntry, SecretTable, disk_passphrase_entry
@@ -487,7 +487,7 @@ def test_the_owner_refuses_a_tampered_firmware(tmp_path: Path) -> None:
     notes: list[str] = []
     tampered = fw[:-1] + bytes([fw[-1] ^ 1])
     plain = SecretTable((disk_passphrase_entry(GOOD.value),)).serialize()
-    secret = scenarios._launch(scenario, tampered, launch_digest(fw), GOOD, plain, notes)
+    secret = prepare._launch(scenario, tampered, launch_digest(fw), GOOD, plain, notes)
     assert secret is None
     assert len(notes) == 1
     assert notes[0].startswith("guest owner refused: the launch measurement does not match")
