@@ -25,16 +25,20 @@ DEBIAN_IMAGE_TOOLS = ("qemu", "mtools", "qemu-img")
 
 
 def workspace(
-    cfg: Config, names: tuple[str, ...], note: Callable[[str], None] = lambda n: None
+    cfg: Config,
+    names: tuple[str, ...],
+    note: Callable[[str], None] = lambda n: None,
+    given: Workspace | None = None,
 ) -> Workspace:
-    """The workspace that builds *names* as the configuration says: the pins, or (for
-    ``--upstream head``) the newest versions Debian's mirror serves, in the head twin.
-    *note* hears of versions passed over.
+    """The workspace that builds *names* as the configuration says (*given*, else the
+    configuration's): the pins, or (for ``--upstream head``) the newest versions Debian's
+    mirror serves. The one place head pins are followed; *note* hears of versions passed
+    over.
 
     Raises:
         InfrastructureError: Debian's index could not be read for head.
     """
-    ws = Workspace.of(cfg)
+    ws = given or Workspace.of(cfg)
     if cfg.upstream is not Upstream.HEAD:
         return ws
     tools = builder_image(registry.TOOLS_BUILDER, ws)

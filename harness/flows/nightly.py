@@ -45,9 +45,9 @@ from harness.components.pipeline import (
     builder_image,
     plan,
 )
-from harness.components.trees import follow_upstream, prepare_tree
+from harness.components.trees import prepare_tree
 from harness.components.workspace import Workspace
-from harness.config import Config, QemuChoice, Upstream
+from harness.config import Config, QemuChoice
 from harness.errors import (
     BuildRefused,
     CommandError,
@@ -58,7 +58,7 @@ from harness.errors import (
     PatchError,
     VerificationError,
 )
-from harness.flows import report
+from harness.flows import builds, report
 from harness.flows.results import (
     CaseResult,
     ComponentInputs,
@@ -206,13 +206,9 @@ def _run(
     if debian:
         tools_needed += ("mtools", "qemu-img", "ovmf")
     doctor.require(tools_needed, docker_engine=True)
-    ws = workspace or Workspace.of(cfg)
     specs = registry.for_boots(cfg.qemu)
+    ws = builds.workspace(cfg, tuple(s.name for s in specs), night.notes.append, workspace)
     tools = builder_image(registry.TOOLS_BUILDER, ws)
-    if cfg.upstream is Upstream.HEAD:
-        names = tuple(s.name for s in specs)
-        moved = follow_upstream(names, tools.tag, ws.patches, notes=night.notes)
-        ws = dataclasses.replace(ws, upstream=moved)
     # One night at a time per workspace: the boots share its image and run directories.
     with ws.locked():
         _night(night, cfg, ws, tools, specs, jobs, cases, debian)

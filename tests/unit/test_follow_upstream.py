@@ -57,3 +57,37 @@ def test_a_pin_without_a_debian_route(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="no Debian source route"):
         sources.debian_candidates(sources.load_pin(toml), INDEX)
+
+
+def test_head_pins_are_followed_in_one_place_for_builds_and_nights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """builds.workspace is where --upstream head replaces the pins, for build-* and
+    patches.check and for the nightly's own workspace alike; pinned runs ask nothing."""
+    from types import SimpleNamespace
+
+    from harness.components.workspace import Workspace
+    from harness.config import resolve
+    from harness.flows import builds
+
+    newest = sources.debian_candidates(pin(), INDEX)[0]
+    asked: list[tuple[str, ...]] = []
+
+    def follow(
+        names: tuple[str, ...], tag: str, patches: Path, notes: list[str]
+    ) -> tuple[sources.Pin, ...]:
+        asked.append(names)
+        notes.append("passed over 2026.09")
+        return (newest,)
+
+    monkeypatch.setattr(builds, "follow_upstream", follow)
+    monkeypatch.setattr(builds, "builder_image", lambda *a: SimpleNamespace(tag="tools"))
+    night = Workspace(tmp_path / "night")
+    pinned = resolve(workspace=str(tmp_path))
+    assert builds.workspace(pinned, ("ovmf",), given=night) is night and asked == []
+    heard: list[str] = []
+    head = resolve(workspace=str(tmp_path), upstream="head")
+    ws = builds.workspace(head, ("ovmf",), heard.append, given=night)
+    assert ws.root == night.root and ws.upstream == (newest,)
+    assert ws.component("ovmf").pin.version == "2026.08"
+    assert asked == [("ovmf",)] and heard == ["passed over 2026.09"]
