@@ -428,7 +428,7 @@ def boot(cfg: Config, runs: int = 1) -> str:
                 "tests/integration/test_boot.py",
                 "-k",
                 "test_scenario",
-                *(["-n", str(jobs), "--dist", "load"] if jobs else []),
+                *(["-n", str(jobs), "--dist", "load", "--maxschedchunk", "1"] if jobs else []),
             ],
             cwd=ROOT,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,28 +61,37 @@ class DebianNight:
 DEBIAN_NIGHT_CASES = (("passwordless", LuksVariant.LUKS1),)
 
 
+def once_per_run(where: Path, make: Callable[[], str]) -> str:
+    """*make*'s answer (a line of text), made once per test run under a lock in *where*:
+    whichever worker asks first runs it, the others wait and read what it returned. A
+    *make* that raises leaves nothing, and the next worker tries again."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
+    where.mkdir(parents=True, exist_ok=True)
+    with open(where / ".test-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = where / ".run"
+        if not (stamp.is_file() and stamp.read_text().startswith(f"{run_id} ")):
+            stamp.unlink(missing_ok=True)
+            stamp.write_text(f"{run_id} {make()}")
+        return stamp.read_text().split(" ", 1)[1]
+
+
 def debian_night() -> DebianNight:
     """The night with the Debian variant, once per test run: the Debian image is minutes
     of both cores, so the nightly's image is the one every Debian test reads and its
-    boots are the ones they judge (test_debian_image, test_nightly). Whichever worker
-    asks first runs it under a lock; the other waits and reads what it left."""
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
-    DEBIAN_NIGHT.mkdir(parents=True, exist_ok=True)
+    boots are the ones they judge (test_debian_image, test_nightly)."""
     report, history = DEBIAN_NIGHT / "report", DEBIAN_NIGHT / "history"
     ws = Workspace(DEBIAN_NIGHT, ROOT / "patches")
     where = ws.layout.runs / nightly.RUN_DIR / "images" / nightly.DEBIAN_IMAGE_CASE
+
+    def night() -> str:
+        for old in (report, history):
+            shutil.rmtree(old, ignore_errors=True)
+        cfg = resolve(workspace=str(DEBIAN_NIGHT))
+        return str(nightly.nightly(cfg, report, history, workspace=ws, cases=DEBIAN_NIGHT_CASES))
+
     # Not the workspace's own lock (.lock), which the night takes inside.
-    with open(DEBIAN_NIGHT / ".test-night.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = DEBIAN_NIGHT / ".run"
-        if not (stamp.is_file() and stamp.read_text().startswith(f"{run_id} ")):
-            stamp.unlink(missing_ok=True)
-            for old in (report, history):
-                shutil.rmtree(old, ignore_errors=True)
-            cfg = resolve(workspace=str(DEBIAN_NIGHT))
-            status = nightly.nightly(cfg, report, history, workspace=ws, cases=DEBIAN_NIGHT_CASES)
-            stamp.write_text(f"{run_id} {status}")
-        status = int(stamp.read_text().split()[1])
+    status = int(once_per_run(DEBIAN_NIGHT, night))
     return DebianNight(status, report, history, imagemeta.load(where), DEBIAN_NIGHT_CASES)
 
 
