@@ -560,7 +560,7 @@ def with_vcpus(body: Callable[..., None]) -> Callable[..., None]:
     """*body* with the :data:`VCPU_OPTIONS` as its options, received as one argument,
     ``vcpu_config``: the launch mode -> the vCPUs they describe."""
     import functools
-    import inspect
+    import inspect  # here: the task named inspect takes the module's name
 
     signature = inspect.signature(body)
     own = [p for p in signature.parameters.values() if p.name != "vcpu_config"]

@@ -65,7 +65,7 @@ def boot(
         )
     emulator = select_qemu(cfg)  # a missing built QEMU is said before anything starts
     if name == ordinary.NAME:
-        return _ordinary(cfg, firmware, image_dir, interactive, entries)
+        return _ordinary(cfg, firmware, image_dir, interactive, entries, emulator)
     HostSev.probe().require(kind)
     if name not in scenarios.SCENARIOS:
         raise ConfigError(f"No scenario {name!r}; known: {', '.join(scenarios.SCENARIOS)}.")
@@ -102,6 +102,7 @@ def _ordinary(
     image_dir: Path,
     interactive: bool,
     entries: Sequence[str],
+    emulator: qemu.Qemu,
 ) -> Result:
     """The post's ordinary path (:mod:`harness.boots.ordinary`): Debian's OVMF unless
     *firmware* names another, no launch, no secret."""
@@ -116,7 +117,7 @@ def _ordinary(
     if fw == qemu.DEBIAN_OVMF:
         doctor.require(("ovmf",))
     workdir = cfg.layout.boots / f"{ordinary.NAME}-{img.variant}"
-    return ordinary.run_ordinary(img, Machine.of(cfg), workdir, fw)
+    return ordinary.run_ordinary(img, Machine.of(cfg, emulator), workdir, fw)
 
 
 def _host_disk(cfg: Config) -> HostDisk:
