@@ -22,7 +22,8 @@ clone and workspace, and the rest under one workspace root:
     ├── nightly-history/       every nightly's results.json
     ├── rebase/                workspaces of ``patches.rebase``
     ├── bench/                 benchmark scratch space
-    └── upstream-head/         a workspace of the same shape for ``--upstream head``
+    ├── upstream-head/         a workspace of the same shape for ``--upstream head``
+    └── upstream-master/       and one for ``--upstream master``
 """
 
 from __future__ import annotations
@@ -54,10 +55,13 @@ E = TypeVar("E", bound=enum.StrEnum)
 
 
 class Upstream(enum.StrEnum):
-    """Which upstream versions to build: our pins, or the newest that Debian has."""
+    """Which upstream versions to build: our pins, the newest that Debian has, or
+    upstream's development branch at the commit ``upstream.toml``'s ``[master]`` names
+    (with the series under ``patches/<component>/master`` where there is one)."""
 
     PINNED = "pinned"
     HEAD = "head"
+    MASTER = "master"
 
 
 class QemuChoice(enum.StrEnum):
@@ -98,7 +102,8 @@ def _choice(kind: type[E], value: str, option: str) -> E:
     try:
         return kind(value)
     except ValueError as err:
-        known = " or ".join(c.value for c in kind)
+        values = [c.value for c in kind]
+        known = " or ".join([", ".join(values[:-1]), values[-1]] if len(values) > 2 else values)
         raise ConfigError(f"{option} must be {known}, not {value!r}.") from err
 
 
@@ -182,6 +187,11 @@ class Layout:
         """The workspace ``--upstream head`` builds in, beside the pinned one."""
         return Layout(self.root / "upstream-head", self.cache)
 
+    @property
+    def master(self) -> Layout:
+        """The workspace ``--upstream master`` builds in."""
+        return Layout(self.root / "upstream-master", self.cache)
+
 
 @dataclass(frozen=True)
 class Config:
@@ -203,8 +213,12 @@ class Config:
 
     @property
     def builds(self) -> Layout:
-        """Where this run's builds go: the workspace, or its head twin."""
-        return self.layout.head if self.upstream is Upstream.HEAD else self.layout
+        """Where this run's builds go: the workspace, or its head or master twin."""
+        if self.upstream is Upstream.HEAD:
+            return self.layout.head
+        if self.upstream is Upstream.MASTER:
+            return self.layout.master
+        return self.layout
 
 
 def resolve(

@@ -175,10 +175,9 @@ def prepare_tree(
             raise InputError(f"--tree {local_tree} is not a directory.")
         want = {"local": str(local_tree.resolve()), "time": time.time()}
     else:
-        want = {
-            "sha256": component.pin.sha256,
-            "quirks": [q.__dict__ for q in component.pin.quirks],
-        }
+        # A development branch's pin has no archive: its commit is what it is.
+        source = component.pin.sha256 or f"git {component.pin.commit}"
+        want = {"sha256": source, "quirks": [q.__dict__ for q in component.pin.quirks]}
     have = json.loads(stamp.read_text()) if stamp.exists() else {}
     provenance: sources.Provenance | None = None
     if (
@@ -229,6 +228,7 @@ def work_tree_provenance(ws: Workspace, component: Component) -> sources.Provena
         have = json.loads(stamp.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(have, dict) or have.get("sha256") != component.pin.sha256:
+    source = component.pin.sha256 or f"git {component.pin.commit}"
+    if not isinstance(have, dict) or have.get("sha256") != source:
         return None
     return sources.Provenance.from_json(have.get("provenance"))

@@ -38,14 +38,18 @@ class Component:
     directory: Path | None = None  # patches/<name>, for the component's own data files
 
     @classmethod
-    def load(cls, name: str, patches_root: Path = PATCHES) -> Component:
+    def load(cls, name: str, patches_root: Path = PATCHES, base: str = "") -> Component:
+        """The pin and the series of ``patches/<name>``; for *base* ``master``, the series
+        of ``patches/<name>/master`` when the component carries one for upstream's
+        development branch (else its release series, which then must apply there too)."""
         directory = patches_root / name
         if not directory.is_dir():
             raise ConfigError(f"There is no patches/{name} directory.")
+        series = directory / base if base and (directory / base / "series").is_file() else directory
         return cls(
             name,
             sources.load_pin(directory / "upstream.toml", name),
-            tuple(patchset.read_series(directory)),
+            tuple(patchset.read_series(series)),
             directory,
         )
 
@@ -77,6 +81,9 @@ class Workspace:
     base: str = DEFAULT_BASE
     #: The machine's cache (downloads, builds by key): shared by every workspace.
     cache_root: Path = field(default_factory=default_cache)
+    #: The series of the components whose pin ``upstream`` replaces, where they carry
+    #: one per base ("master"); "" for the release series.
+    series: str = ""
 
     @classmethod
     def of(cls, cfg: Config, upstream: tuple[sources.Pin, ...] = ()) -> Workspace:
@@ -89,8 +96,9 @@ class Workspace:
         return Layout(self.root, self.cache_root)
 
     def component(self, name: str) -> Component:
-        comp = Component.load(name, self.patches)
         pin = next((p for p in self.upstream if p.component == name), None)
+        # A component left on its release pin keeps its release series.
+        comp = Component.load(name, self.patches, self.series if pin else "")
         return dataclasses.replace(comp, pin=pin) if pin else comp
 
     @property

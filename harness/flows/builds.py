@@ -15,6 +15,7 @@ from harness.config import Config, Upstream
 from harness.errors import ConfigError
 from harness.guest import debian, image, imagemeta
 from harness.host import doctor
+from harness.upstream import sources
 
 #: Host tools the builds need besides the Docker engine.
 BUILD_TOOLS = ("docker", "debootstrap", "git")
@@ -39,6 +40,8 @@ def workspace(
         InfrastructureError: Debian's index could not be read for head.
     """
     ws = given or Workspace.of(cfg)
+    if cfg.upstream is Upstream.MASTER:
+        return master_workspace(ws, names, note)
     if cfg.upstream is not Upstream.HEAD:
         return ws
     tools = builder_image(registry.TOOLS_BUILDER, ws)
@@ -47,6 +50,22 @@ def workspace(
     for line in notes:
         note(line)
     return dataclasses.replace(ws, upstream=moved)
+
+
+def master_workspace(
+    ws: Workspace, names: tuple[str, ...], note: Callable[[str], None] = lambda n: None
+) -> Workspace:
+    """*ws* on upstream's development branch: each of *names* whose ``upstream.toml``
+    names a ``[master]`` commit at that commit, with its ``master`` series where it has
+    one; the others stay on their pins (*note* hears which)."""
+    pins = []
+    for name in names:
+        pin = sources.load_master(ws.patches / name / "upstream.toml", name)
+        if pin is None:
+            note(f"patches/{name}/upstream.toml names no [master]; {name} stays on its pin")
+            continue
+        pins.append(pin)
+    return dataclasses.replace(ws, upstream=tuple(pins), series="master")
 
 
 def build_component(

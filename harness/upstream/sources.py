@@ -11,6 +11,10 @@ sha256, and the ways to get those bytes, tried in order:
   no archive to hash, so the route must name the ``commit`` the tag resolves to, and the
   checked-out commit is compared with it: tags can be moved, commits cannot.
 
+A pin may also name upstream's development branch (``[master]``: ``url``, ``branch``,
+``commit``), for ``--upstream master``: a clone of the branch, checked to contain the
+commit, checked out at it. Such a pin has no archive; the commit is its identity.
+
 Archives land in a content-addressed download cache: ``downloads/<sha256>/<file>``. A
 wrong sha256 is a hard error naming the file and both hashes, and nothing is cached.
 Whatever the route, what it delivered was checked, and :class:`Provenance` says how.
@@ -61,10 +65,14 @@ class Route:
     submodules: bool = False
     package: str | None = None
     version: str | None = None
+    #: A development branch that must contain ``commit`` (instead of a tag).
+    branch: str | None = None
 
     def describe(self) -> str:
         if self.kind is RouteKind.DEBIAN:
             return f"Debian source package {self.package}={self.version}"
+        if self.kind is RouteKind.GIT and self.branch:
+            return f"git {self.url} branch {self.branch} at {self.commit}"
         if self.kind is RouteKind.GIT:
             return f"git {self.url} at {self.tag}"
         return f"{self.url}"
@@ -113,6 +121,8 @@ class Pin:
     component: str
     name: str
     version: str
+    #: The archive and its sha256; both empty for a development branch's pin, whose
+    #: only route is git and whose identity is the commit.
     archive: str
     sha256: str
     routes: tuple[Route, ...]
@@ -206,6 +216,41 @@ def load_pin(path: Path, component: str | None = None) -> Pin:
         sha256=sha,
         routes=tuple(routes),
         quirks=tuple(quirks),
+    )
+
+
+def load_master(path: Path, component: str | None = None) -> Pin | None:
+    """The pin of upstream's development branch that ``upstream.toml``'s ``[master]``
+    names (None when it names none): git only, at the commit, with the release pin's
+    quirks.
+
+    Raises:
+        ConfigError: as :func:`load_pin`, or a ``[master]`` without url, branch or a full
+            commit.
+    """
+    release = load_pin(path, component)
+    raw = tomllib.loads(path.read_text()).get("master")
+    if raw is None:
+        return None
+    where = f"{path} [master]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table.")
+    route = Route(
+        RouteKind.GIT,
+        url=_req(raw, "url", where),
+        branch=_req(raw, "branch", where),
+        commit=_commit(raw, where),
+        submodules=bool(raw.get("submodules", False)),
+    )
+    assert route.commit is not None
+    return Pin(
+        component=release.component,
+        name=release.name,
+        version=f"{route.branch} {route.commit[:12]}",
+        archive="",
+        sha256="",
+        routes=(route,),
+        quirks=release.quirks,
     )
 
 
@@ -370,11 +415,15 @@ def url_exists(url: str) -> bool:
 
 
 def _git_checkout(route: Route, dest: Path) -> str:
-    """Clone *route* at its tag into *dest*; return the commit, checked against the pin.
+    """Clone *route* at its tag (or branch) into *dest*; return the commit, checked
+    against the pin.
 
     Raises:
-        ChecksumError: the tag resolves to another commit; the checkout is removed.
+        ChecksumError: the tag resolves to another commit, or the branch does not
+            contain the commit; the checkout is removed.
     """
+    if route.branch:
+        return _branch_checkout(route, dest)
     assert route.url and route.tag and route.commit
     argv = ["git", "clone", "--quiet", "--depth", "1", "--branch", route.tag]
     if route.submodules:
@@ -390,6 +439,35 @@ def _git_checkout(route: Route, dest: Path) -> str:
     return head
 
 
+def _branch_checkout(route: Route, dest: Path) -> str:
+    """Clone *route*'s branch (its whole history: the commit may be anywhere on it),
+    check that the branch contains the commit, and check the commit out."""
+    assert route.url and route.branch and route.commit
+    argv = ["git", "clone", "--quiet", "--no-checkout", "--single-branch"]
+    run.run([*argv, "--branch", route.branch, route.url, str(dest)], timeout=DOWNLOAD_TIMEOUT)
+    on_branch = run.run(
+        ["git", "-C", str(dest), "merge-base", "--is-ancestor", route.commit, "HEAD"],
+        check=False,
+    )
+    if on_branch.returncode != 0:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ChecksumError(
+            f"{route.url} branch {route.branch} does not contain commit {route.commit}, "
+            "which the pin names."
+        )
+    run.run(["git", "-C", str(dest), "checkout", "--quiet", "--detach", route.commit])
+    if route.submodules:
+        run.run(
+            ["git", "-C", str(dest), "submodule", "update", "--quiet", "--init", "--recursive"],
+            timeout=DOWNLOAD_TIMEOUT,
+        )
+    head = run.run(["git", "-C", str(dest), "rev-parse", "HEAD"]).stdout.decode().strip()
+    if head != route.commit:  # cannot happen after checkout of a full id; checked anyway
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ChecksumError(f"{dest} is at {head}, not at the pinned {route.commit}.")
+    return head
+
+
 def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None = None) -> Fetched:
     """Return the pinned source, from the cache or from the first route that works.
 
@@ -398,7 +476,7 @@ def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None =
             that is a supply-chain problem to look at, not a flaky mirror).
         InfrastructureError: no route worked; each one's reason is listed.
     """
-    cached = cache.lookup(pin)
+    cached = cache.lookup(pin) if pin.archive else None
     if cached:
         return Fetched(
             archive=cached,
@@ -422,7 +500,7 @@ def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None =
                 with tempfile.TemporaryDirectory(dir=cache.root) as tmp:
                     part = debian_fetcher(route, pin.archive, Path(tmp))
                     return _archive(cache.store(pin, part, route.describe()), pin, route)
-            checkout = cache.root / "git" / f"{pin.name}-{pin.version}"
+            checkout = cache.root / "git" / f"{pin.name}-{route.commit or pin.version}"
             shutil.rmtree(checkout, ignore_errors=True)
             commit = _git_checkout(route, checkout)
             return Fetched(

@@ -274,7 +274,9 @@ def test_bad_options_are_one_sentence(tmp_path: Path) -> None:
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: --upstream must be pinned or head, not 'sideways'."
+    assert (
+        proc.stderr.strip() == "error: --upstream must be pinned, head or master, not 'sideways'."
+    )
     assert not (tmp_path / "r").exists()
     proc = subprocess.run(
         [

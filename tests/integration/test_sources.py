@@ -274,3 +274,100 @@ def test_an_archive_of_another_owner_unpacks_as_ours(tmp_path: Path) -> None:
     owners = {p.stat().st_uid for p in [tree, *tree.rglob("*")]}
     assert owners == {os.getuid()}
     assert patchset.commit_base(tree, "pkg 1.0")
+
+
+def pin_dir(tmp: Path, routes: str, name: str = "demo") -> Path:
+    """patches/<name> with an empty series and a release pin with *routes* (and any
+    [master] table) after it."""
+    patches = tmp / "patches" / name
+    patches.mkdir(parents=True)
+    (patches / "series").write_text("")
+    (patches / "upstream.toml").write_text(
+        f'name = "{name}"\nversion = "1.0"\narchive = "demo-1.0.tar.xz"\n'
+        f'sha256 = "{"1" * 64}"\n' + routes
+    )
+    return patches
+
+
+def master_pin_dir(tmp: Path, repo: Path, commit: str, name: str = "demo") -> Path:
+    """patches/<name> with a release pin and a [master] pin at *commit* of *repo*."""
+    return pin_dir(
+        tmp,
+        '[[source]]\nkind = "tarball"\nurl = "file:///nonexistent"\n'
+        f'[master]\nurl = "file://{repo}"\nbranch = "master"\ncommit = "{commit}"\n',
+        name,
+    )
+
+
+def grow_master(repo: Path) -> str:
+    """Upstream's development goes on after v1.0: one more commit on master."""
+    git(repo, "checkout", "-qB", "master")
+    (repo / "src" / "new.c").write_text("int new_feature;\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "src: a feature after v1.0")
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def test_master_route_checks_out_the_pinned_commit_of_the_branch(tmp_path: Path) -> None:
+    """``--upstream master`` against a local repository: the commit the pin names, on
+    the branch it names, with the master series (or the release series where there is
+    none), in a tree stamped by the commit."""
+    from harness.components.trees import prepare_tree
+    from harness.components.workspace import Workspace
+    from harness.flows.builds import master_workspace
+
+    repo, _ = make_upstream(tmp_path)
+    commit = grow_master(repo)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "master moves on")
+    patches = master_pin_dir(tmp_path, repo, commit)
+    out = tmp_path / "patches-out"
+    (patches / "master").mkdir()
+    mine = make_patch(repo, out, "return 0", "return 2")
+    (patches / "master" / mine.name).write_bytes(mine.read_bytes())
+    (patches / "master" / "series").write_text(f"# for master\n{mine.name}\n")
+    notes: list[str] = []
+    base = Workspace(tmp_path / "out", tmp_path / "patches", cache_root=tmp_path / "cache")
+    ws = master_workspace(base, ("demo",), notes.append)
+    comp = ws.component("demo")
+    assert comp.pin.version == f"master {commit[:12]}" and comp.pin.commit == commit
+    assert [p.path.name for p in comp.patches] == [mine.name] and not notes
+    assert base.component("demo").patches == ()  # the release series stays the pin's
+    tree = prepare_tree(comp, ws, "unused")
+    assert tree.provenance == sources.Provenance(
+        f"git file://{repo} branch master at {commit}", commit=commit
+    )
+    assert (tree.path / "src" / "new.c").is_file()  # the commit, not the tag ...
+    assert "return 2" in (tree.path / "src" / "main.c").read_text()  # ... with the series
+    again = prepare_tree(comp, ws, "unused")
+    assert again.origin == "work tree" and again.provenance == tree.provenance
+
+
+def test_master_route_refuses_a_commit_the_branch_does_not_have(tmp_path: Path) -> None:
+    """A commit that exists upstream but not on the named branch (a force-pushed
+    branch, a pull request's head) is not master: the fetch stops and says so."""
+    repo, _ = make_upstream(tmp_path)
+    grow_master(repo)
+    git(repo, "checkout", "-qb", "side", "v1.0")
+    (repo / "README").write_text("not on master\n")
+    git(repo, "commit", "-qam", "a side branch")
+    side = git(repo, "rev-parse", "HEAD").strip()
+    patches = master_pin_dir(tmp_path, repo, side)
+    pin = sources.load_master(patches / "upstream.toml")
+    assert pin is not None
+    cache = sources.DownloadCache(tmp_path / "cache")
+    with pytest.raises(ChecksumError) as info:
+        sources.fetch(pin, cache)
+    assert f"branch master does not contain commit {side}" in str(info.value)
+    assert not (tmp_path / "cache" / "git" / f"demo-{side}").exists()
+
+
+def test_components_without_master_keep_their_pin(tmp_path: Path) -> None:
+    from harness.components.workspace import Workspace
+    from harness.flows.builds import master_workspace
+
+    pin_dir(tmp_path, '[[source]]\nkind = "tarball"\nurl = "file:///nonexistent"\n')
+    notes: list[str] = []
+    base = Workspace(tmp_path / "out", tmp_path / "patches", cache_root=tmp_path / "cache")
+    ws = master_workspace(base, ("demo",), notes.append)
+    assert ws.component("demo").pin.version == "1.0"
+    assert notes == ["patches/demo/upstream.toml names no [master]; demo stays on its pin"]

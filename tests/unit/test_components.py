@@ -192,13 +192,15 @@ def test_config_resolves_once_with_one_meaning_per_option(tmp_path: Path) -> Non
     assert Workspace.of(cfg).root == cfg.builds.root
     # One cache per machine, whatever the workspace; the head twin shares it.
     assert Workspace.of(cfg).layout.cache == cfg.layout.cache == cfg.builds.cache
-    with pytest.raises(ConfigError, match="--upstream must be pinned or head, not 'sideways'"):
+    with pytest.raises(
+        ConfigError, match="--upstream must be pinned, head or master, not 'sideways'"
+    ):
         resolve(upstream="sideways", env={})
     with pytest.raises(ConfigError, match="--qemu must be system or built, not 'host'"):
         resolve(qemu="host", env={})
     with pytest.raises(ConfigError, match="--base 'bookworm' is not a Docker image name"):
         resolve(base="bookworm", env={})
-    with pytest.raises(ConfigError, match="--accel must be auto or kvm or tcg"):
+    with pytest.raises(ConfigError, match="--accel must be auto, kvm or tcg"):
         resolve(env={"HARNESS_ACCEL": "hvf"})
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.base = "x"  # type: ignore[misc]
