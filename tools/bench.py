@@ -97,7 +97,7 @@ cd /grub && ./autogen.sh >/dev/null 2>&1
 mkdir -p /tmp/grub-build && cd /tmp/grub-build
 /grub/configure --with-platform=efi --target=x86_64 --prefix=/opt/grub --disable-werror >/dev/null
 make -j"$(nproc)" >/dev/null 2>&1 && make install >/dev/null
-make efisecret_test >/dev/null 2>&1 && ./efisecret_test >/dev/null
+make efisecret_unit_test >/dev/null 2>&1 && ./efisecret_unit_test >/dev/null
 export PATH=/opt/grub/bin:$PATH
 cd /edk2 && make -C BaseTools/Source/C -j"$(nproc)" >/dev/null 2>&1
 set +u; . ./edksetup.sh >/dev/null; set -u

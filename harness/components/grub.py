@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 PREFIX = "/opt/grub"
 #: GRUB's own native unit tests (``testcase = native`` programs in Makefile.util.def)
 #: that every build compiles for the build host and runs; a failing one fails the
-#: build. Our series adds efisecret_test; a tree without it (``--no-series``) says so.
-UNIT_TESTS = ("efisecret_test",)
+#: build. Our series adds efisecret_unit_test; a tree without it (``--no-series``) says so.
+UNIT_TESTS = ("efisecret_unit_test",)
 # autogen only when the series (HEAD) changed: it regenerates the build system, and
 # with it every object. The stamp lives in the build directory.
 SCRIPT = r"""

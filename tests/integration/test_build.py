@@ -81,7 +81,7 @@ def test_the_firmware_has_our_grub_and_its_manifest_every_input(
     ]
     grub_manifest = json.loads((ws.root / "grub" / "manifest.json").read_text())
     jsonschema.validate(grub_manifest, json.loads(SCHEMA_GRUB.read_text()))
-    assert grub_manifest["output"]["unit_tests"] == {"efisecret_test": "PASS"}
+    assert grub_manifest["output"]["unit_tests"] == {"efisecret_unit_test": "PASS"}
     assert "efisecret" in grub_manifest["output"]["modules"]
     assert any("gcc" in line for line in manifest["inputs"]["toolchain"])
     assert (ws.root / "grub" / "bin" / "grub-mkimage").is_file()

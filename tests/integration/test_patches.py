@@ -92,7 +92,7 @@ def test_our_grub_series_passes(ws_root: Path, tmp_path: Path) -> None:
         "boot",
     }
     unit = by_name(checks)["unit-test"]
-    assert unit.subject == "efisecret_test" and unit.outcome is Verdict.PASSED
+    assert unit.subject == "efisecret_unit_test" and unit.outcome is Verdict.PASSED
 
 
 def test_a_hunk_that_no_longer_applies(ws_root: Path, tmp_path: Path) -> None:
@@ -246,7 +246,7 @@ def test_cli_check_quick_passes_for_our_series() -> None:
         lines = proc.stdout.splitlines()
         assert any(ln.startswith("PASS  style") for ln in lines)
         if component == "grub":
-            assert any(ln.startswith("PASS  unit-test     efisecret_test") for ln in lines)
+            assert any(ln.startswith("PASS  unit-test     efisecret_unit_test") for ln in lines)
         assert lines[-1].endswith("0 failed")
 
 
@@ -283,10 +283,10 @@ def test_a_broken_parser_on_a_local_tree_fails_its_unit_test(ws_root: Path, tmp_
     assert checks["applies"].outcome is Verdict.PASSED
     assert checks["applies"].reason == f"on {tree}"
     unit = checks["unit-test"]
-    assert unit.failed and unit.subject == "efisecret_test"
+    assert unit.failed and unit.subject == "efisecret_unit_test"
     assert "two passphrase entries: accepted" in unit.reason
     assert checks["build"].outcome is Verdict.SKIPPED
-    assert "efisecret_test failed unit-test" in checks["build"].reason
+    assert "efisecret_unit_test failed unit-test" in checks["build"].reason
     # The same tree with the hunk's context changed no longer takes the patch.
     makefile = tree / "grub-core" / "Makefile.core.def"
     makefile.write_text(makefile.read_text().replace("module = {\n", "module = {  \n"))
