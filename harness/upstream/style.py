@@ -8,12 +8,13 @@ as a maintainer would run them.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from harness import run
 from harness.errors import CommandError
-from harness.upstream.patchset import Applied, git
+from harness.upstream.patchset import GIT_ENV, Applied, git
 
 #: Style checker per component: (source tree, the applied patch) -> problems found.
 StyleChecker = Callable[[Path, Applied], list[str]]
@@ -77,3 +78,42 @@ def grub_conventions(tree: Path, applied: Applied) -> list[str]:
         if stripped.startswith("/*") and "*/" not in stripped and stripped != "/*":
             problems.append(f"{path}: a multi-line comment must open with a bare /*: {stripped}")
     return problems
+
+
+#: GRUB's GitLab CI checks each commit of a merge request with this script (its
+#: ``signed-off-by`` job, .gitlab-ci/yml/metadata.yml); trees before GRUB moved to
+#: GitLab (2.14's release archive among them) do not have it.
+GRUB_CI_SIGNOFF = ".gitlab-ci/script/metadata-sob.sh"
+
+
+def grub_ci_commit_checks(tree: Path, base: str) -> list[str] | None:
+    """Run the tree's own GitLab CI commit check on the commits after *base* as a merge
+    request's pipeline runs it: in a clone whose ``origin`` holds the target branch,
+    with GitLab's variables set. None when the tree has no such script; else the
+    problems (empty: it passed)."""
+    script = tree / GRUB_CI_SIGNOFF
+    if not script.is_file():
+        return None
+    with tempfile.TemporaryDirectory(prefix="grub-ci-") as tmp:
+        clone = Path(tmp) / "mr"
+        run.run(["git", "clone", "--quiet", "--no-checkout", str(tree), str(clone)], env=GIT_ENV)
+        git(tree, "branch", "--force", "harness-ci-target", base)
+        try:
+            proc = run.run(
+                ["bash", str(script)],
+                cwd=clone,
+                env={
+                    **GIT_ENV,
+                    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "harness-ci-target",
+                    "CI_MERGE_REQUEST_DIFF_BASE_SHA": base,
+                    "CI_COMMIT_SHA": git(tree, "rev-parse", "HEAD").strip(),
+                },
+                check=False,
+            )
+        finally:
+            git(tree, "branch", "--delete", "--force", "harness-ci-target")
+    if proc.returncode == 0:
+        return []
+    out = proc.stdout.decode(errors="replace")
+    found = [ln.strip() for ln in out.splitlines() if "missing" in ln.lower()]
+    return found or [f"{GRUB_CI_SIGNOFF} exited with status {proc.returncode}"]

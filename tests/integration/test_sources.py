@@ -371,3 +371,31 @@ def test_components_without_master_keep_their_pin(tmp_path: Path) -> None:
     ws = master_workspace(base, ("demo",), notes.append)
     assert ws.component("demo").pin.version == "1.0"
     assert notes == ["patches/demo/upstream.toml names no [master]; demo stays on its pin"]
+
+
+def test_grub_ci_commit_check_runs_the_trees_own_script(tmp_path: Path) -> None:
+    """GRUB master's GitLab job (its script vendored in tests/data, see its README) run
+    on a series as ``patches.check`` runs it: it passes signed commits and names the
+    unsigned one; a tree without the script has no such check."""
+    import shutil
+
+    from harness.upstream import style
+
+    repo, _ = make_upstream(tmp_path)
+    assert style.grub_ci_commit_checks(repo, git(repo, "rev-parse", "HEAD").strip()) is None
+    script = repo / style.GRUB_CI_SIGNOFF
+    script.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "data" / "grub-ci" / "metadata-sob.sh", script)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "CI scripts")
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "README").write_text("signed\n")
+    git(repo, "commit", "-qsam", "README: a signed change")
+    assert style.grub_ci_commit_checks(repo, base) == []
+    (repo / "README").write_text("unsigned\n")
+    git(repo, "commit", "-qam", "README: an unsigned change")
+    unsigned = git(repo, "rev-parse", "HEAD").strip()
+    assert style.grub_ci_commit_checks(repo, base) == [
+        f"Commit {unsigned} is missing the Signed-off-by label!"
+    ]
+    assert "harness-ci-target" not in git(repo, "branch")
