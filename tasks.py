@@ -75,7 +75,7 @@ PLACEHOLDERS = {
     "tree": "DIR",
     "tree_edk2": "DIR",
     "tree_grub": "DIR",
-    "upstream": "pinned|head",
+    "upstream": "pinned|head|master",
     "vcpu_family": "N",
     "vcpu_model": "N",
     "vcpu_sig": "0xSIG",
@@ -178,7 +178,8 @@ CHAIN_HELP = {
 COMMON_HELP = {
     "workspace": "workspace root: downloads, builds, artefacts, images, runs "
     "(default out/, or $HARNESS_WORKSPACE)",
-    "upstream": "pinned (default) or head: the newest upstream versions Debian has",
+    "upstream": "pinned (default); head: the newest upstream versions Debian has; master: "
+    "upstream's development branch at the commit upstream.toml's [master] names",
     "qemu": "system (qemu-system-x86_64 on PATH, the default) or built (./inv build-qemu)",
     "base": f"Docker image the builder images start FROM (default {DEFAULT_BASE})",
     "launch": "simulated (the default: the owner flow against the simulated secure "
@@ -930,20 +931,46 @@ def patches_rebase(c: Context, component: str, to: str, workspace: str = "") -> 
 @task(
     name="export",
     positional=["component"],
+    placeholders={"merge_request": "DIR", "repo": "DIR"},
     help={
         "component": COMPONENT_HELP,
         "to": "new directory for the git repository",
+        "merge_request": "new directory for a merge request: a clone of --repo with the "
+        "series on the pinned commit, signed off by your git identity, and its description",
+        "repo": "a clone of upstream's repository holding the pinned commit (--merge-request)",
+        "upstream": COMMON_HELP["upstream"],
         "workspace": COMMON_HELP["workspace"],
     },
 )
-def patches_export(c: Context, component: str, to: str, workspace: str = "") -> None:
-    """Write the series applied on the pinned base as a git branch (for git send-email)."""
+def patches_export(
+    c: Context,
+    component: str,
+    to: str = "",
+    merge_request: str = "",
+    repo: str = "",
+    upstream: str = "",
+    workspace: str = "",
+) -> None:
+    """Write the series as a git branch (for git send-email), or as a merge request."""
     from pathlib import Path
 
-    from harness.components.workspace import Workspace
-    from harness.flows import patchcheck
+    from harness.errors import InputError
+    from harness.flows import builds, patchcheck
 
-    ws = Workspace.of(_config(workspace=workspace))
+    if bool(to) == bool(merge_request):
+        raise InputError("patches.export needs one of --to DIR and --merge-request DIR.")
+    if bool(repo) != bool(merge_request):
+        raise InputError("--merge-request DIR and --repo DIR go together.")
+    cfg = _config(workspace=workspace, upstream=upstream)
+    ws = builds.workspace(cfg, (component,), note=lambda n: print(f"note: {n}"))
+    if merge_request:
+        branch, count, text = patchcheck.merge_request(
+            component, ws, Path(merge_request), Path(repo)
+        )
+        print(f"{merge_request}: branch {branch}, {count} commit(s), signed off by you")
+        print(f"  description: {text}")
+        print(f"  git -C {merge_request} push YOUR-FORK {branch}")
+        return
     branch, count = patchcheck.export(component, ws, Path(to))
     print(f"{to}: branch {branch}, {count} commit(s) on tag harness-base")
     print(f"  git -C {to} format-patch --cover-letter harness-base..{branch}")

@@ -1,26 +1,33 @@
 """``./inv patches.check``: is a series ready to send upstream?
 
-The checks a maintainer would run, in the order a patch author fixes things: each patch
-carries the author's Signed-off-by (DCO) and a sane subject; the series applies without
-fuzz on the base; upstream's own style checker passes (edk2's PatchCheck.py, QEMU's
-checkpatch.pl, and for GRUB, which has none, ``git show --check`` plus the conventions
-of its developer manual); the component's own unit tests pass (GRUB's native tests,
-built and run inside the GRUB build, so ``--quick`` runs that build too); then the
-component builds and the boot matrix passes. A failing check stops the stages after
-it, so a broken series fails in seconds.
+The checks a maintainer would run, in the order a patch author fixes things: each
+patch carries the author's Signed-off-by (DCO) and a sane subject; the series applies
+without fuzz on the base; upstream's own style checker passes (edk2's PatchCheck.py,
+QEMU's checkpatch.pl, and for GRUB, which has none, ``git show --check`` plus the
+conventions of its developer manual); the commit checks of upstream's own CI, where
+the tree has them (GRUB master's GitLab job that wants a Signed-off-by on every
+commit); the component's own unit tests pass (GRUB's native tests, built and run
+inside the GRUB build, so ``--quick`` runs that build too); then the component builds
+and the boot matrix passes. A failing check stops the stages after it, so a broken
+series fails in seconds.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import json
 import logging
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
+from harness import run
 from harness.boots import matrix
 from harness.boots.prepare import Firmware, Machine
 from harness.boots.result import Result
@@ -40,7 +47,7 @@ from harness.errors import (
 )
 from harness.host import qemu
 from harness.records import Fields
-from harness.upstream import patchset, sources
+from harness.upstream import patchset, sources, style
 from harness.upstream.patchset import Applied, Patch
 from harness.verdict import Verdict
 
@@ -201,13 +208,49 @@ def run_checks(
             else:
                 _unit_tests(spec, ws, local_tree, add)
             blocked = next((c for c in checks if c.failed), None)
+        firmware = None
         if blocked or quick:
             why = f"{blocked.subject} failed {blocked.name}" if blocked else "--quick"
             add(Check("build", component, Verdict.SKIPPED, why))
             add(Check("boot", component, Verdict.SKIPPED, why))
-            return checks
-        _build_and_boot(cfg, spec, ws, local_tree, jobs, add)
+        else:
+            firmware = _build_and_boot(cfg, spec, ws, local_tree, jobs, add)
+        save_report(ws, comp, local_tree, checks, firmware)
     return checks
+
+
+#: The last ``patches.check`` of a component in a workspace: what the merge request's
+#: description reports (``patches.export --merge-request``).
+REPORT = "report.json"
+REPORT_SCHEMA = "harness-patches-check/1"
+
+
+def save_report(
+    ws: Workspace,
+    comp: Component,
+    local_tree: Path | None,
+    checks: list[Check],
+    firmware: Firmware | None,
+) -> Path:
+    """Write the checks of *comp*'s series, with the base and series they ran on and the
+    firmware the boots ran (None when nothing booted)."""
+    path = ws.layout.runs / RUN_DIR / comp.name / REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "schema": REPORT_SCHEMA,
+        "base": f"{comp.pin.name} {comp.pin.version}",
+        "commit": comp.pin.commit,
+        "local_tree": str(local_tree) if local_tree else None,
+        "series": [{"file": p.path.name, "sha256": p.sha256} for p in comp.patches],
+        "firmware": None
+        if firmware is None
+        else {"sha256": sources.sha256_file(firmware.path), "launch_digest": firmware.digest.hex()},
+        "checks": [c.to_json() for c in checks],
+    }
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def _series_checks(
@@ -234,6 +277,12 @@ def _series_checks(
     for result in applied:
         if result.ok:
             add(check_style(spec, tree.path, result))
+    if applied and all(r.ok for r in applied):
+        ci = style.grub_ci_commit_checks(tree.path, tree.base)
+        if ci is not None:  # the tree carries GRUB's CI scripts (master, not 2.14)
+            outcome = Verdict.FAILED if ci else Verdict.PASSED
+            what = "; ".join(ci[:5]) or "every commit of the series passes it"
+            add(Check("upstream-ci", style.GRUB_CI_SIGNOFF, outcome, what))
 
 
 def _unit_tests(
@@ -274,11 +323,12 @@ def _build_and_boot(
     local_tree: Path | None,
     jobs: int,
     add: Callable[[Check], None],
-) -> None:
+) -> Firmware | None:
+    """Build, then boot the matrix; the firmware booted (None when a build failed)."""
     built = _build(spec, ws, local_tree, add)
     if built is None:
         add(Check("boot", spec.name, Verdict.SKIPPED, "the build failed"))
-        return
+        return None
     firmware, emulator, kernel = built
     machine = Machine.of(cfg, emulator)
     runs = ws.layout.runs / RUN_DIR / spec.name
@@ -291,6 +341,7 @@ def _build_and_boot(
         add(Check("boot", matrix.case_id(r.scenario, r.variant), r.outcome, r.detail))
 
     matrix.run_matrix(firmware, images, machine, runs / "boot", jobs=jobs, on_result=booted)
+    return firmware
 
 
 def _build(
@@ -384,3 +435,125 @@ def import_(component: str, ws: Workspace, repo: Path, revisions: str) -> list[P
     lines = (directory / "series").read_text().splitlines(keepends=True)
     header = "".join(ln for ln in lines if ln.startswith("#"))
     return patchset.import_series(repo, revisions, directory, header)
+
+
+#: The only component whose upstream takes merge requests (gitlab.freedesktop.org).
+MERGE_REQUEST_COMPONENTS = ("grub",)
+MERGE_REQUEST_DESCRIPTION = "merge-request.md"
+
+
+def git_identity(env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The user's git identity (``user.name``, ``user.email``), which signs the merge
+    request's commits off.
+
+    Raises:
+        InputError: git has none configured (a placeholder would be a false DCO).
+    """
+    found = []
+    for key in ("user.name", "user.email"):
+        # Outside any repository: the identity is the user's, not some clone's.
+        proc = run.run(["git", "config", "--get", key], check=False, env=env, cwd=Path("/"))
+        found.append(proc.stdout.decode().strip() if proc.returncode == 0 else "")
+    if not all(found):
+        raise InputError(
+            "git has no user.name and user.email configured, and a merge request's "
+            "commits carry your Signed-off-by: set them with git config --global."
+        )
+    return found[0], found[1]
+
+
+def load_report(ws: Workspace, comp: Component) -> dict[str, Any]:
+    """The last ``patches.check`` of *comp* in *ws*, when it checked this very series,
+    passed, and booted the matrix.
+
+    Raises:
+        InputError: no such report, another series, a failed check or no boots.
+    """
+    path = ws.layout.runs / RUN_DIR / comp.name / REPORT
+    again = f"run ./inv patches.check {comp.name} (with the same --upstream and --tree) first"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"There is no patches.check report at {path}; {again}.") from None
+    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
+        raise InputError(f"{path} is not a patches.check report; {again}.")
+    series = [{"file": p.path.name, "sha256": p.sha256} for p in comp.patches]
+    if data.get("series") != series or data.get("base") != f"{comp.pin.name} {comp.pin.version}":
+        raise InputError(f"The series or its base changed since the last check; {again}.")
+    checks = [Check.from_json(c, str(path)) for c in data.get("checks", [])]
+    if any(c.failed for c in checks):
+        raise InputError(f"The last patches.check of {comp.name} failed; fix the series first.")
+    if data.get("firmware") is None or not any(
+        c.name == "boot" and c.outcome is Verdict.PASSED for c in checks
+    ):
+        raise InputError(
+            f"The last patches.check of {comp.name} booted nothing (--quick?); the "
+            "description reports the boot matrix, so run it without --quick first."
+        )
+    return {**data, "checks": checks}
+
+
+def merge_request(component: str, ws: Workspace, dest: Path, repo: Path) -> tuple[str, int, Path]:
+    """The series as a merge request: a clone *dest* of upstream's repository *repo* with
+    the series applied (``git am``) on the commit the pin names, on branch
+    ``harness/<component>``, each commit signed off and committed by the user's git
+    identity, and the description beside it; returns (branch, number of commits,
+    description). The branch sits on upstream's own history, so it can be pushed to a
+    fork as it is.
+
+    Raises:
+        InputError: not a component that takes merge requests, no git identity, no
+            passing full ``patches.check`` of this series, *dest* in the way, or *repo*
+            without the pinned commit.
+        PatchError: a patch does not apply on the commit.
+    """
+    if component not in MERGE_REQUEST_COMPONENTS:
+        raise InputError(
+            f"{component}'s upstream does not take merge requests; "
+            f"--merge-request is for {', '.join(MERGE_REQUEST_COMPONENTS)}."
+        )
+    name, email_address = git_identity()
+    comp = ws.component(component)
+    report = load_report(ws, comp)
+    commit = comp.pin.commit
+    if commit is None:
+        raise InputError(f"The {component} pin names no upstream commit to base the branch on.")
+    if dest.exists() and any(dest.iterdir()):
+        raise InputError(f"{dest} exists and is not empty; export into a new directory.")
+    run.run(["git", "clone", "--quiet", "--no-checkout", str(repo), str(dest)])
+    try:
+        found = run.run(
+            ["git", "-C", str(dest), "cat-file", "-e", f"{commit}^{{commit}}"], check=False
+        )
+        if found.returncode != 0:
+            raise InputError(f"{repo} does not have commit {commit}, the base the pin names.")
+        branch = f"harness/{component}"
+        patchset.git(dest, "checkout", "--quiet", "-b", branch, commit)
+        you = {"GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email_address}
+        am = ["git", "-C", str(dest), "am", "--quiet", "--signoff", "--keep-cr"]
+        for patch in comp.patches:
+            if run.run([*am, str(patch.path)], env=you, check=False).returncode != 0:
+                raise PatchError(f"{patch.path.name} does not apply on {commit}.")
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    subjects = patchset.git(dest, "log", "--reverse", "--format=%s", f"{commit}..HEAD")
+    checks: list[Check] = report["checks"]
+    text = _TEMPLATES.get_template("merge-request.md.j2").render(
+        report=report,
+        checks=checks,
+        failed=sum(c.failed for c in checks),
+        boots=[c for c in checks if c.name == "boot"],
+        commits=subjects.splitlines(),
+    )
+    description = dest.parent / f"{dest.name}.{MERGE_REQUEST_DESCRIPTION}"
+    description.write_text(text)
+    return branch, len(comp.patches), description
+
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=False,  # Markdown, not HTML
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
