@@ -2,10 +2,17 @@
 
 The result is an install tree under the fixed prefix ``/opt/grub`` (grub-mkimage and
 the modules), which the OVMF build mounts at the same place.
+
+The same source and series are also built for ``arm64-efi`` (:data:`ARM64`), the other
+architecture whose confidential-computing firmware (Arm CCA) fills the EFI secret table:
+cross-compiled with Debian's aarch64 toolchain, GRUB's native unit tests compiled for
+aarch64 and run under qemu-user. Nothing boots that build; it proves that efisecret
+builds and parses tables on arm64.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import re
@@ -37,8 +44,9 @@ PREFIX = "/opt/grub"
 #: build. Our series adds efisecret_unit_test; a tree without it (``--no-series``) says so.
 UNIT_TESTS = ("efisecret_unit_test",)
 # autogen only when the series (HEAD) changed: it regenerates the build system, and
-# with it every object. The stamp lives in the build directory.
-SCRIPT = r"""
+# with it every object. The stamp lives in the build directory. @CONFIGURE@ names the
+# platform, @RUN@ what runs a unit test program, @TOOLCHAIN@ what made the build.
+_SCRIPT = r"""
 set -eu
 export HOME=/tmp
 head=$(git -C /src rev-parse HEAD)
@@ -46,7 +54,7 @@ cd /build
 if [ ! -f config.status ] || [ "$(cat .harness-head 2>/dev/null)" != "$head" ]; then
     echo "== autogen"; (cd /src && ./autogen.sh)
     echo "== configure"
-    /src/configure --with-platform=efi --target=x86_64 --prefix=/opt/grub --disable-werror
+    /src/configure @CONFIGURE@ --prefix=/opt/grub --disable-werror
     echo "$head" > .harness-head
 fi
 echo "== make"; make -j"$(nproc)"
@@ -55,12 +63,28 @@ failed=
 for t in @UNIT_TESTS@; do
     if ! make -n "$t" >/dev/null 2>&1; then echo "unit test $t: ABSENT"; continue; fi
     make "$t"
-    if ./"$t"; then echo "unit test $t: PASS"; else echo "unit test $t: FAIL"; failed=1; fi
+    if @RUN@./"$t"; then echo "unit test $t: PASS"; else echo "unit test $t: FAIL"; failed=1; fi
 done
 [ -z "$failed" ]
 echo "== install"; make install DESTDIR=/out >/dev/null
-{ gcc --version | head -n1; ld --version | head -n1; } > /out/toolchain.txt
-""".replace("@UNIT_TESTS@", " ".join(UNIT_TESTS))
+{ @TOOLCHAIN@; } > /out/toolchain.txt
+"""
+
+
+def _script(configure: str, run: str, toolchain: str) -> str:
+    return (
+        _SCRIPT.replace("@CONFIGURE@", configure)
+        .replace("@RUN@", run)
+        .replace("@TOOLCHAIN@", toolchain)
+        .replace("@UNIT_TESTS@", " ".join(UNIT_TESTS))
+    )
+
+
+SCRIPT = _script(
+    "--with-platform=efi --target=x86_64",
+    "",
+    "gcc --version | head -n1; ld --version | head -n1",
+)
 PROGRESS = re.compile(r"(?:^== (\w+)|-o (\S+\.(?:o|mod|img|exec))\b)")
 #: The script's verdict line for each unit test, and the failure lines GRUB's test
 #: runner prints before it (`` file:function:line: assert failed: ...``).
@@ -127,19 +151,16 @@ MKIMAGE = "bin/grub-mkimage"
 MODULES = "lib/grub/x86_64-efi"
 
 
-def _manifest(done: Finished) -> GrubManifest:
+def _manifest(done: Finished, modules: str = MODULES) -> GrubManifest:
     root = done.entry / PREFIX.lstrip("/")
     if not (root / MKIMAGE).is_file():
         raise InfrastructureError(f"The GRUB build installed no {MKIMAGE}.")
+    found = tuple(sorted(p.stem for p in (root / modules).glob("*.mod")))
     log_text = (done.entry / BUILD_LOG).read_text(errors="replace")
     return GrubManifest(
         schema=SCHEMA,
         output=GrubOutput(
-            PREFIX,
-            MKIMAGE,
-            MODULES,
-            tuple(sorted(p.stem for p in (root / MODULES).glob("*.mod"))),
-            {t.name: t.verdict for t in unit_tests(log_text)},
+            PREFIX, MKIMAGE, modules, found, {t.name: t.verdict for t in unit_tests(log_text)}
         ),
         **done.record(),
     )
@@ -157,6 +178,30 @@ SPEC = Spec(
     publish=("opt/grub/", MANIFEST, BUILD_LOG),
     build_dir=True,
     unit_tests=UNIT_TESTS,
+)
+
+
+# arm64-efi: GRUB's configure builds the utilities and native tests for --host and the
+# modules for --target. The unit tests are aarch64 programs, run by qemu-aarch64 with
+# the cross libc's loader and libraries (-L); qemu-aarch64 refuses any other ELF, so a
+# test that ran was an aarch64 build. The source tree is the x86_64 build's.
+ARM64_SCRIPT = _script(
+    "--host=aarch64-linux-gnu --target=aarch64-linux-gnu --with-platform=efi",
+    "qemu-aarch64 -L /usr/aarch64-linux-gnu ",
+    "aarch64-linux-gnu-gcc --version | head -n1; aarch64-linux-gnu-ld --version | head -n1; "
+    "qemu-aarch64 --version | head -n1",
+)
+ARM64_MODULES = "lib/grub/arm64-efi"
+
+#: GRUB for arm64-efi from GRUB's own pin, series and tree (``./inv build grub-arm64``).
+ARM64 = dataclasses.replace(
+    SPEC,
+    name="grub-arm64",
+    builder="arm64",
+    script=ARM64_SCRIPT,
+    role=Role.OTHER_ARCH,
+    manifest=lambda done: _manifest(done, ARM64_MODULES),
+    source="grub",
 )
 
 

@@ -49,6 +49,8 @@ class Role(enum.StrEnum):
     """How the boots use a component."""
 
     FIRMWARE_PART = "firmware-part"  # built into the firmware (GRUB)
+    #: built and unit-tested for another architecture, booted by nothing (GRUB arm64)
+    OTHER_ARCH = "other-arch"
     FIRMWARE = "firmware"  # the image QEMU boots (OVMF)
     EMULATOR = "emulator"  # the program that runs the boots (QEMU, --qemu built)
     GUEST_KERNEL = "guest-kernel"  # the kernel inside the guest images (Linux)
@@ -197,6 +199,8 @@ class Spec(Generic[M]):
         options: the component's own cache-key inputs for a request (e.g. debug) and
             its ``patches/<name>`` (e.g. a configuration kept there as data).
         env: environment of the build script.
+        source: the component whose pin, series and source tree this one builds
+            (another build of it, e.g. for another architecture); "" for its own.
     """
 
     name: str
@@ -214,6 +218,12 @@ class Spec(Generic[M]):
     unit_tests: tuple[str, ...] = ()
     options: Callable[[Request, Component], dict[str, Any]] = _no_options
     env: Callable[[Request, containers.BuilderImage, Component], dict[str, str]] = _no_env
+    source: str = ""
+
+    @property
+    def source_name(self) -> str:
+        """The ``patches/<name>`` (and ``--tree``) this component builds."""
+        return self.source or self.name
 
 
 @dataclass(frozen=True)
@@ -266,8 +276,8 @@ def plan(
     found in Docker)."""
     builders = builders or (lambda name: builder_image(name, ws))
     deps = [plan(d, ws, builders(d.builder), request, builders) for d in spec.depends]
-    tree = request.trees.get(spec.name)
-    comp = ws.component(spec.name)
+    tree = request.trees.get(spec.source_name)
+    comp = ws.component(spec.source_name)
     inputs = {
         "component": comp.inputs(),
         "builder": builder.id,
@@ -323,7 +333,7 @@ def _build_or_hit(
     """The cached entry of *the_plan* (no tree), or a build of it (its tree)."""
     hit = None if the_plan.local else cache.lookup(the_plan.entry_name)
     manifest = _cached_manifest(spec, hit) if hit else None
-    comp = ws.component(spec.name)
+    comp = ws.component(spec.source_name)
     # The tree before the dependencies: a series that does not apply fails in seconds,
     # with nothing built.
     tree = None
@@ -332,7 +342,7 @@ def _build_or_hit(
             comp,
             ws,
             builder.tag,
-            local_tree=request.trees.get(spec.name),
+            local_tree=request.trees.get(spec.source_name),
             apply=request.apply,
         )
     deps = {d.name: _build(d, ws, request) for d in spec.depends}
@@ -396,16 +406,19 @@ def _inputs(
     deps: Mapping[str, Built[Any]],
     out: Path,
 ) -> BuildInputs:
-    names = [spec.name, *deps]
+    sources = {spec.name: spec.source_name, **{d.name: d.source_name for d in spec.depends}}
     provenance = {spec.name: tree.provenance}
     for dep in deps:
         # A dependency built earlier (cached) came from its work tree, if still its pin's.
-        provenance[dep] = work_tree_provenance(ws, ws.component(dep))
+        provenance[dep] = work_tree_provenance(ws, ws.component(sources[dep]))
     toolchain = out / TOOLCHAIN
     return BuildInputs(
-        sources={n: SourceRecord.of(ws.component(n)) for n in names},
+        sources={n: SourceRecord.of(ws.component(src)) for n, src in sources.items()},
         provenance=provenance,
-        local_trees={n: str(request.trees[n]) if n in request.trees else None for n in names},
+        local_trees={
+            n: str(request.trees[src]) if src in request.trees else None
+            for n, src in sources.items()
+        },
         series_applied=request.apply,
         builder_image=BuilderRecord(builder.tag, builder.id),
         toolchain=tuple(toolchain.read_text().splitlines()) if toolchain.is_file() else (),

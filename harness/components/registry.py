@@ -19,7 +19,7 @@ from harness.config import QemuChoice
 from harness.errors import ConfigError
 
 #: Every component, each after the ones it is built with.
-COMPONENTS: tuple[Spec[Any], ...] = (grub.SPEC, ovmf.SPEC, qemu.SPEC, linux.SPEC)
+COMPONENTS: tuple[Spec[Any], ...] = (grub.SPEC, grub.ARM64, ovmf.SPEC, qemu.SPEC, linux.SPEC)
 #: The builder image guest images are made in and Debian's indexes are read from.
 TOOLS_BUILDER = "bookworm"
 #: Builds the Debian recipe's root with mmdebstrap (builders/Dockerfile.debian).

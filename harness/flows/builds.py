@@ -40,6 +40,9 @@ def workspace(
         InfrastructureError: Debian's index could not be read for head.
     """
     ws = given or Workspace.of(cfg)
+    # A component built from another's source (GRUB for arm64) moves with that one.
+    known = registry.names()
+    names = tuple(dict.fromkeys(registry.get(n).source_name if n in known else n for n in names))
     if cfg.upstream is Upstream.MASTER:
         return master_workspace(ws, names, note)
     if cfg.upstream is not Upstream.HEAD:

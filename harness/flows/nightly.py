@@ -225,7 +225,9 @@ def _night(
     debian: bool,
 ) -> None:
     t0 = time.monotonic()
-    applies = {spec.name: _series(night, ws, spec) for spec in specs}
+    applies: dict[str, bool] = {}
+    for spec in specs:  # a build of another's source shares that one's "series applies"
+        applies[spec.name] = applies[spec.source] if spec.source else _series(night, ws, spec)
     built: dict[str, Built[Any]] = {}
     for spec in specs:
         _build_stage(night, ws, spec, applies, built)
@@ -426,7 +428,7 @@ def _build_stage(
 ) -> None:
     """The "build" case of *spec*: skipped when its series does not apply or what it
     is built with was not built; *built* gets the finished build."""
-    pin = ws.component(spec.name).pin
+    pin = ws.component(spec.source_name).pin
     if not applies[spec.name]:
         why = f"the {pin.name} series does not apply"
         night.case(Suite.BUILD, spec.name, Verdict.SKIPPED, 0, why)
@@ -457,6 +459,9 @@ def _build_stage(
     }
     took = time.monotonic() - started
     detail = "from the build cache" if result.cached else f"built in {took:.0f} s"
+    if spec.role is Role.OTHER_ARCH:  # what it is built for: its own unit tests
+        ran = getattr(result.manifest.output, "unit_tests", {})
+        detail += "; " + ", ".join(f"{t} {v}" for t, v in ran.items()) if ran else ""
     night.case(Suite.BUILD, spec.name, Verdict.PASSED, took, detail, links=links)
     built[spec.name] = result
 

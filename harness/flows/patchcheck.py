@@ -191,6 +191,11 @@ def run_checks(
         report(check)
 
     spec = registry.get(component)
+    if spec.source:
+        raise ConfigError(
+            f"{component} is {spec.source} built for another architecture and has no series "
+            f"of its own: check {spec.source} (which builds {component} too)."
+        )
     comp = ws.component(component)
     for patch in comp.patches:
         add(check_signoff(patch))
@@ -341,7 +346,41 @@ def _build_and_boot(
         add(Check("boot", matrix.case_id(r.scenario, r.variant), r.outcome, r.detail))
 
     matrix.run_matrix(firmware, images, machine, runs / "boot", jobs=jobs, on_result=booted)
+    _other_architectures(spec, ws, local_tree, add)
     return firmware
+
+
+def _other_architectures(
+    spec: Spec[Any], ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
+) -> None:
+    """Build *spec*'s source for the other architectures it is built for (GRUB for
+    arm64): a "build" line each, and a "unit-test" line per test that build ran there."""
+    trees = {spec.name: local_tree} if local_tree else {}
+    for other in (s for s in registry.COMPONENTS if s.source == spec.name):
+        try:
+            built = build(other, ws, Request(trees))
+        except (CommandError, PatchError) as err:
+            add(Check("build", other.name, Verdict.FAILED, err.message))
+            log_file = ws.layout.log(other.name)
+            text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+            ran = grub_build.unit_tests(text)
+        else:
+            add(
+                Check(
+                    "build",
+                    other.name,
+                    Verdict.PASSED,
+                    f"{len(built.manifest.output.modules)} modules",
+                )
+            )
+            ran = grub_build.ran_unit_tests(built)
+        for test in ran:
+            subject = f"{test.name} ({other.name})"
+            if test.verdict is grub_build.UnitVerdict.PASS:
+                add(Check("unit-test", subject, Verdict.PASSED, f"run in the {other.name} build"))
+            else:
+                why = "; ".join(test.failures[:3]) or f"{test.verdict.value.lower()}"
+                add(Check("unit-test", subject, Verdict.FAILED, why))
 
 
 def _build(

@@ -182,7 +182,7 @@ class Night:
 
     started: str  # UTC, YYYY-MM-DDTHH:MM:SSZ
     finished: str
-    upstream: str  # "pinned" or "head"
+    upstream: str  # "pinned", "head" or "master"
     verdict: Verdict  # PASSED, FAILED, or ERROR when the run could not complete
     infrastructure_error: str | None
     host: HostInfo

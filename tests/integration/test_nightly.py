@@ -134,7 +134,7 @@ def test_nights_in_a_row(tmp_path: Path) -> None:
         ("nightly.series", "ovmf: series applies"),
         ("nightly.series", "linux: series applies"),
     }
-    expected |= {("nightly.build", "grub"), ("nightly.build", "ovmf"), ("nightly.build", "linux")}
+    expected |= {("nightly.build", n) for n in ("grub", "grub-arm64", "ovmf", "linux")}
     expected |= {("nightly.boot", case) for case in BOOT_CASES}
     assert cases == expected
     assert suites.get("failures") == "0" and suites.get("skipped") == "0"
