@@ -28,7 +28,7 @@ from typing import Any
 import jinja2
 
 from harness import run
-from harness.boots import matrix
+from harness.boots import arm64, matrix
 from harness.boots.prepare import Firmware, Machine
 from harness.boots.result import Result
 from harness.components import grub as grub_build
@@ -354,33 +354,47 @@ def _other_architectures(
     spec: Spec[Any], ws: Workspace, local_tree: Path | None, add: Callable[[Check], None]
 ) -> None:
     """Build *spec*'s source for the other architectures it is built for (GRUB for
-    arm64): a "build" line each, and a "unit-test" line per test that build ran there."""
+    arm64): a "build" line each, a "unit-test" line per test that build ran there, and
+    for GRUB's arm64 build a boot on arm64 UEFI firmware (:mod:`harness.boots.arm64`)."""
     trees = {spec.name: local_tree} if local_tree else {}
     for other in (s for s in registry.COMPONENTS if s.source == spec.name):
-        try:
-            built = build(other, ws, Request(trees))
-        except (CommandError, PatchError) as err:
-            add(Check("build", other.name, Verdict.FAILED, err.message))
-            log_file = ws.layout.log(other.name)
-            text = log_file.read_text(errors="replace") if log_file.is_file() else ""
-            ran = grub_build.unit_tests(text)
-        else:
-            add(
-                Check(
-                    "build",
-                    other.name,
-                    Verdict.PASSED,
-                    f"{len(built.manifest.output.modules)} modules",
-                )
+        checks = _other_architecture(other, ws, Request(trees))
+        for check in checks:
+            add(check)
+
+
+def _other_architecture(other: Spec[Any], ws: Workspace, request: Request) -> list[Check]:
+    checks = []
+    try:
+        built = build(other, ws, request)
+    except (CommandError, PatchError) as err:
+        checks.append(Check("build", other.name, Verdict.FAILED, err.message))
+        log_file = ws.layout.log(other.name)
+        ran = (
+            grub_build.unit_tests(log_file.read_text(errors="replace"))
+            if log_file.is_file()
+            else ()
+        )
+    else:
+        modules = len(built.manifest.output.modules)
+        checks.append(Check("build", other.name, Verdict.PASSED, f"{modules} modules"))
+        ran = grub_build.ran_unit_tests(built)
+    for test in ran:
+        subject = f"{test.name} ({other.name})"
+        if test.verdict is grub_build.UnitVerdict.PASS:
+            checks.append(
+                Check("unit-test", subject, Verdict.PASSED, f"run in the {other.name} build")
             )
-            ran = grub_build.ran_unit_tests(built)
-        for test in ran:
-            subject = f"{test.name} ({other.name})"
-            if test.verdict is grub_build.UnitVerdict.PASS:
-                add(Check("unit-test", subject, Verdict.PASSED, f"run in the {other.name} build"))
-            else:
-                why = "; ".join(test.failures[:3]) or f"{test.verdict.value.lower()}"
-                add(Check("unit-test", subject, Verdict.FAILED, why))
+        else:
+            why = "; ".join(test.failures[:3]) or test.verdict.value.lower()
+            checks.append(Check("unit-test", subject, Verdict.FAILED, why))
+    if other is grub_build.ARM64 and not any(c.failed for c in checks):
+        # The x86_64 GRUB this check built last (for the firmware) makes the image.
+        booted = arm64.boot_build(
+            ws.layout.published(grub_build.SPEC.name), built, ws.layout.runs / RUN_DIR / other.name
+        )
+        checks.append(Check("boot", f"{other.name} on AAVMF", booted.outcome, booted.detail))
+    return checks
 
 
 def _build(

@@ -280,6 +280,10 @@ class Console:
             # error matches the lines joined either way ("no key" / "protector" and
             # "passphra" / "se prompting").
             after = lines[n : n + ERROR_CONTEXT_LINES]
+            # ... but not into the next error: an allowed one after it must not let an
+            # unexpected one pass.
+            ends = [i for i, ln in enumerate(after) if i and ln.startswith("error:")]
+            after = after[: ends[0]] if ends else after
             contexts = (" ".join(after), "".join(after))
             if not any(re.search(a, c) for a in self.allowed_errors for c in contexts):
                 raise GuestVerdict(

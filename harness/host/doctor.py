@@ -61,6 +61,15 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("debootstrap", "debootstrap", ("debootstrap",), "base images without a registry"),
     Requirement("ovmf", "ovmf", (str(DEBIAN_OVMF),), "reference firmware for probes and tests"),
     Requirement(
+        "qemu-aarch64", "qemu-system-arm", ("qemu-system-aarch64",), "boots GRUB for arm64"
+    ),
+    Requirement(
+        "aavmf",
+        "qemu-efi-aarch64",
+        ("/usr/share/AAVMF/AAVMF_CODE.fd",),
+        "arm64 UEFI firmware the arm64 GRUB boots on",
+    ),
+    Requirement(
         "chromium", "chromium", ("chromium",), "a real browser reads the HTML report in the tests"
     ),
     Requirement(

@@ -450,6 +450,16 @@ def test_an_allowed_grub_error_wrapped_mid_word_is_still_allowed(tmp_path: Path)
     assert _grub_error(tmp_path, other, allowed, "unlocked no volume") == "GRUB error"
 
 
+def test_an_allowed_error_after_an_unexpected_one_does_not_excuse_it(tmp_path: Path) -> None:
+    """Each error is judged by its own lines: the window after an unexpected error ends
+    where the next error begins, though that one is allowed."""
+    text = "error: the disk exploded.\nerror: the EFI secret area holds no secret table.\nthe end\n"
+    allowed = (r"holds no secret table",)
+    assert _grub_error(tmp_path, text, allowed, "the end") == "GRUB error"
+    alone = text.replace("error: the disk exploded.\n", "")
+    assert _grub_error(tmp_path, alone, allowed, "the end") is None
+
+
 def test_console_timeout_is_a_verdict(tmp_path: Path) -> None:
     con = _child(tmp_path, "nothing useful\n")
     try:
