@@ -915,14 +915,34 @@ def patches_check(
     help={
         "component": COMPONENT_HELP,
         "to": "upstream version, e.g. 2.12 or Debian's 2.12-9",
+        "upstream": "master: try the series on upstream's development branch instead "
+        "(the [master] commit of upstream.toml)",
+        "tree": "a tree of that commit to try it on (with --upstream master)",
         "workspace": COMMON_HELP["workspace"],
     },
 )
-def patches_rebase(c: Context, component: str, to: str, workspace: str = "") -> None:
+def patches_rebase(
+    c: Context,
+    component: str,
+    to: str = "",
+    upstream: str = "",
+    tree: str = "",
+    workspace: str = "",
+) -> None:
     """Try the series on another upstream version and say which patches need work."""
+    from pathlib import Path
+
+    from harness.config import Upstream
+    from harness.errors import InputError
     from harness.flows import patchcheck
 
-    checks = patchcheck.rebase(component, to, _config(workspace=workspace))
+    cfg = _config(workspace=workspace, upstream=upstream)
+    master = cfg.upstream is Upstream.MASTER
+    if master == bool(to):
+        raise InputError("patches.rebase needs --to VERSION, or --upstream master.")
+    if tree and not master:
+        raise InputError("--tree goes with --upstream master.")
+    checks = patchcheck.rebase(component, to, cfg, Path(tree) if tree else None)
     for ch in checks:
         print(ch.line(), flush=True)
     _print_checks(checks)

@@ -37,7 +37,7 @@ from harness.components import qemu as qemu_build
 from harness.components.pipeline import Built, Request, Role, Spec, build, builder_image
 from harness.components.trees import follow_upstream, prepare_tree
 from harness.components.workspace import Component, Workspace
-from harness.config import Config, resolve
+from harness.config import Config, Upstream, resolve
 from harness.errors import (
     BuildRefused,
     CommandError,
@@ -435,23 +435,40 @@ def _build(
     return Firmware(ovmf.firmware(built), built.manifest.launch_digest), emulator, kernel
 
 
-def rebase(component: str, version: str, cfg: Config) -> list[Check]:
-    """Try the series on another upstream *version* (Debian's source package) in a
-    workspace of its own under the configuration's; one "applies" check per patch.
-    Patches after one that does not apply are still tried, since most series are
-    independent."""
+def rebase(
+    component: str, version: str, cfg: Config, local_tree: Path | None = None
+) -> list[Check]:
+    """Try the release series on another upstream *version* (Debian's source package),
+    or on upstream's development branch (``cfg.upstream`` master: the ``[master]``
+    commit, or *local_tree* made from it), in a workspace of its own under the
+    configuration's; one "applies" check per patch. Patches after one that does not
+    apply are still tried, since most series are independent. What needs work on master
+    is for the author to rework into ``patches/<component>/master``.
+
+    Raises:
+        ConfigError: no such component or version, or no ``[master]`` for master.
+    """
     spec = registry.get(component)
-    home = Workspace.of(cfg)
-    tools = builder_image(registry.TOOLS_BUILDER, home)
-    (pin,) = follow_upstream((component,), tools.tag, cfg.patches, version)
-    root = cfg.layout.rebase / f"{component}-{pin.version}"
+    if cfg.upstream is Upstream.MASTER:
+        master = sources.load_master(cfg.patches / component / "upstream.toml", component)
+        if master is None:
+            raise ConfigError(f"patches/{component}/upstream.toml names no [master] commit.")
+        pin, where = master, f"{master.name} {master.version}"
+    else:
+        home = Workspace.of(cfg)
+        tools = builder_image(registry.TOOLS_BUILDER, home)
+        (pin,) = follow_upstream((component,), tools.tag, cfg.patches, version)
+        where = f"{pin.name} {pin.version} (Debian {sources.debian_version(pin)})"
+    if local_tree is not None:
+        where = f"{where}, tree {local_tree}"
+    root = cfg.layout.rebase / f"{component}-{pin.version.replace(' ', '-')}"
+    # The release series, whatever the base: it is what is being moved.
     ws = Workspace(root, cfg.patches, upstream=(pin,), base=cfg.base, cache_root=cfg.layout.cache)
     comp = ws.component(component)
     with ws.locked():
         builder = builder_image(spec.builder, ws)
-        tree = prepare_tree(comp, ws, builder.tag, apply=False)
+        tree = prepare_tree(comp, ws, builder.tag, local_tree=local_tree, apply=False)
         applied = patchset.try_series(tree.path, list(comp.patches), keep_going=True)
-    where = f"{pin.name} {pin.version} (Debian {sources.debian_version(pin)})"
     if not applied:
         return [Check("applies", component, Verdict.PASSED, f"empty series; {where}")]
     return [

@@ -233,6 +233,33 @@ def test_rebase_onto_an_older_grub_names_the_patch_that_needs_work(tmp_path: Pat
     assert "grub-core/Makefile.core.def" in first.reason
 
 
+def test_rebase_onto_master_tries_the_release_series_on_a_tree_of_it(
+    ws_root: Path, tmp_path: Path
+) -> None:
+    """``--upstream master --tree DIR`` (no network to upstream here): the release series
+    on the tree given as master's. The pinned 2.14 tree stands in for it, so every patch
+    applies; with one context line of 0001 changed there, 0001 needs work."""
+    ws = workspace(ws_root)
+    comp = ws.component("grub")
+    base = prepare_tree(comp, ws, builder_image("bookworm", ws).tag, apply=False)
+    tree = tmp_path / "grub-master"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(base.path), "archive", "harness-base"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    cfg = resolve(workspace=str(tmp_path / "out"), upstream="master")
+    checks = patchcheck.rebase("grub", "", cfg, tree)
+    assert [c.outcome for c in checks] == [Verdict.PASSED] * len(comp.patches)
+    assert f"on grub master edd057b5cc65, tree {tree}" in checks[0].reason
+    core = tree / "grub-core" / "Makefile.core.def"
+    text = core.read_text()  # a context line of 0001's Makefile.core.def hunk
+    core.write_text(text.replace("  name = tpm2_key_protector;", "  name = tpm2_protector;", 1))
+    first = patchcheck.rebase("grub", "", cfg, tree)[0]
+    assert first.failed and first.subject == GRUB_PATCH
+    assert "needs work on grub master edd057b5cc65" in first.reason
+
+
 def test_cli_check_quick_passes_for_our_series() -> None:
     for component in ("grub", "ovmf"):
         proc = subprocess.run(
