@@ -614,6 +614,7 @@ def merge_request(component: str, ws: Workspace, dest: Path, repo: Path) -> tupl
         checks=checks,
         failed=sum(c.failed for c in checks),
         boots=[c for c in checks if c.name == "boot"],
+        unit_tests=[c for c in checks if c.name == "unit-test"],
         commits=subjects.splitlines(),
     )
     description = dest.parent / f"{dest.name}.{MERGE_REQUEST_DESCRIPTION}"
