@@ -47,9 +47,13 @@ cd /src
 rm -f OvmfPkg/AmdSev/Grub/grub.efi
 echo "== BaseTools"; make -C BaseTools/Source/C -j"$(nproc)" >/dev/null
 set +u; . ./edksetup.sh >/dev/null; set -u
-echo "== build $TARGET"
-build -a X64 -t GCC5 -b "$TARGET" -n "$(nproc)" -p OvmfPkg/AmdSev/AmdSevX64.dsc $EXTRA
-cp "Build/AmdSev/${TARGET}_GCC5/FV/OVMF.fd" /out/OVMF.fd
+# GCC5 where the tree still defines it (our pin), else GCC: edk2 removed the deprecated
+# GCC5 in bdadb269e3 (2026-02-26, first in edk2-stable202605).
+tag=GCC5
+grep -q '^DEFINE GCC5_X64_PREFIX' BaseTools/Conf/tools_def.template || tag=GCC
+echo "== build $TARGET ($tag)"
+build -a X64 -t "$tag" -b "$TARGET" -n "$(nproc)" -p OvmfPkg/AmdSev/AmdSevX64.dsc $EXTRA
+cp "Build/AmdSev/${TARGET}_${tag}/FV/OVMF.fd" /out/OVMF.fd
 { gcc --version | head -n1; nasm -v; iasl -v 2>/dev/null | grep -m1 -i version || true;
   python3 --version; grub-mkimage --version; } > /out/toolchain.txt
 """
