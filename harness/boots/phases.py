@@ -24,6 +24,9 @@ LANDMARKS: tuple[tuple[str, str], ...] = (
     ("initramfs and root", r"HARNESS-BOOTED|login:"),
     ("power-off", r"reboot: Power down"),
 )
+#: The stage that ends at the boot marker: from QEMU's start to there is the guest's
+#: part of a boot that a bare driver, stopping at the marker, would time too.
+MARKER_STAGE = "initramfs and root"
 
 
 def split(
