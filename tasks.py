@@ -1003,18 +1003,24 @@ def patches_export(
         "component": COMPONENT_HELP,
         "from_": "git repository holding the branch",
         "range": "commits to take, A..B",
+        "upstream": "master: import into the series for upstream's development branch "
+        "(patches/COMPONENT/master)",
         "workspace": COMMON_HELP["workspace"],
     },
 )
-def patches_import(c: Context, component: str, range: str, from_: str, workspace: str = "") -> None:
+def patches_import(
+    c: Context, component: str, range: str, from_: str, upstream: str = "", workspace: str = ""
+) -> None:
     """Replace the component's series with commits of a git branch (git format-patch)."""
     from pathlib import Path
 
     from harness.components.workspace import Workspace
+    from harness.config import Upstream
     from harness.flows import patchcheck
 
-    ws = Workspace.of(_config(workspace=workspace))
-    for f in patchcheck.import_(component, ws, Path(from_), range):
+    cfg = _config(workspace=workspace, upstream=upstream)
+    series = "master" if cfg.upstream is Upstream.MASTER else ""
+    for f in patchcheck.import_(component, Workspace.of(cfg), Path(from_), range, series):
         print(f"wrote {f}")
 
 

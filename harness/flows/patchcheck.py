@@ -497,12 +497,23 @@ def export(component: str, ws: Workspace, dest: Path) -> tuple[str, int]:
         return branch, patchset.export_series(tree.path, dest, branch)
 
 
-def import_(component: str, ws: Workspace, repo: Path, revisions: str) -> list[Path]:
-    """Replace *component*'s series with the commits *revisions* of *repo*."""
-    directory = ws.patches / component
-    if not (directory / "series").is_file():
+def import_(
+    component: str, ws: Workspace, repo: Path, revisions: str, series: str = ""
+) -> list[Path]:
+    """Replace *component*'s series with the commits *revisions* of *repo*: the release
+    series, or with *series* ``master`` the one for upstream's development branch
+    (``patches/<component>/master``, made when the component has none yet)."""
+    release = ws.patches / component
+    if not (release / "series").is_file():
         raise ConfigError(f"There is no patches/{component}/series to import into.")
-    lines = (directory / "series").read_text().splitlines(keepends=True)
+    directory = release / series if series else release
+    lines = (release / "series").read_text().splitlines(keepends=True)
+    if (directory / "series").is_file():
+        lines = (directory / "series").read_text().splitlines(keepends=True)
+    elif series:
+        directory.mkdir()
+        lines = [ln for ln in lines if ln.startswith("# SPDX")]
+        lines.append(f"# The series for upstream's {series} (upstream.toml [{series}]).\n")
     header = "".join(ln for ln in lines if ln.startswith("#"))
     return patchset.import_series(repo, revisions, directory, header)
 

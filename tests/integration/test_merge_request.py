@@ -9,6 +9,7 @@ checks written by hand: what is tested is the export and its refusals, not a ver
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,22 @@ def test_refused_when_the_clone_lacks_the_commit(tmp_path: Path, author: Path) -
     with pytest.raises(InputError, match="does not have commit"):
         patchcheck.merge_request("grub", ws, tmp_path / "mr", other)
     assert not (tmp_path / "mr").exists()
+
+
+def test_import_into_the_master_series_leaves_the_release_series(tmp_path: Path) -> None:
+    """``patches.import --upstream master``: a reworked branch becomes
+    patches/<component>/master (made, with the release series' licence line), and the
+    release series is not touched."""
+    repo, _, ws = grub_master(tmp_path)
+    release = ws.patches / "grub"
+    (release / "series").write_text("# SPDX-License-Identifier: GPL-3.0-or-later\n")
+    shutil.rmtree(release / "master")
+    before = (release / "series").read_text()
+    (repo / "README").write_text("reworked for master\n")
+    git(repo, "commit", "-qsam", "README: rework for master")
+    written = patchcheck.import_("grub", ws, repo, "HEAD~1..HEAD", "master")
+    assert [p.parent for p in written] == [release / "master"]
+    series = (release / "master" / "series").read_text().splitlines()
+    assert series[0] == "# SPDX-License-Identifier: GPL-3.0-or-later"
+    assert series[-1] == written[0].name and "rework-for-master" in written[0].name
+    assert (release / "series").read_text() == before
