@@ -387,7 +387,11 @@ def _run(
 ) -> None:
     mounts = [containers.Mount(tree.path, "/src"), containers.Mount(out, "/out")]
     if spec.build_dir:
-        build_dir = ws.layout.work(spec.name) / "build"
+        # Beside the source tree it was configured from, and gone with it: a build of
+        # another's source (grub-arm64) in the source's work directory, so that a tree
+        # unpacked afresh (a local tree, every time) is configured afresh.
+        name = "build" if not spec.source else f"build-{spec.name}"
+        build_dir = ws.layout.work(spec.source_name) / name
         build_dir.mkdir(parents=True, exist_ok=True)
         mounts.append(containers.Mount(build_dir, "/build"))
     for dep, inside, target in spec.dep_mounts:

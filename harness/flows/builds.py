@@ -91,7 +91,13 @@ def build_component(
     doctor.require(BUILD_TOOLS, docker_engine=True)
     needed = (*(d.name for d in spec.depends), name)
     ws = workspace(cfg, needed, note=lambda n: print(f"note: {n}"))
-    request = Request({k: Path(v) for k, v in trees.items()}, apply, debug)
+    # A tree given for a build of another's source (grub-arm64) is that source's tree.
+    known = registry.names()
+    request = Request(
+        {(registry.get(k).source_name if k in known else k): Path(v) for k, v in trees.items()},
+        apply,
+        debug,
+    )
     return build(spec, ws, request)
 
 

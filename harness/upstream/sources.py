@@ -513,8 +513,9 @@ def fetch(pin: Pin, cache: DownloadCache, debian_fetcher: DebianFetcher | None =
         except (InfrastructureError, CommandError) as err:
             log.info("  %s: %s", route.describe(), err.message)
             failures.append(f"{route.describe()}: {err.message}")
+    what = pin.archive or f"{pin.name} {pin.version}"  # a branch's pin has no archive
     raise InfrastructureError(
-        f"{pin.archive} could not be fetched by any route.", hint="; ".join(failures)
+        f"{what} could not be fetched by any route.", hint="; ".join(failures)
     )
 
 
